@@ -1,0 +1,25 @@
+"""Deadlines in working days. An activity, not workflow code: the holiday tables come from a
+package that changes between releases, and a replayed history must keep the date it recorded."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from temporalio import activity
+
+from domain.calendar import WorkingCalendar
+from domain.messages import DueDateInput, DueDateResult
+from domain.policy import CalendarPolicy
+
+
+@lru_cache(maxsize=16)
+def _calendar(policy_json: str) -> WorkingCalendar:
+    policy = CalendarPolicy.model_validate_json(policy_json)
+    return WorkingCalendar(policy.extra_days_off, policy.extra_working_days)
+
+
+class CalendarActivities:
+    @activity.defn(name="due_date")
+    async def due_date(self, inp: DueDateInput) -> DueDateResult:
+        cal = _calendar(inp.calendar.model_dump_json())
+        return DueDateResult(due=cal.due(inp.start, inp.days, inp.mode))

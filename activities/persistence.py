@@ -1,0 +1,119 @@
+"""Every transition of a request is persisted here: the state row, one audit event and the
+outbox rows for the people to notify, in one transaction keyed by `<workflow id>:<step>`.
+
+A retried attempt (the worker died after COMMIT, the result was lost on the way back) finds its
+key already in the audit log and writes nothing: the transition happens exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from db import queries as q
+from domain.messages import TransitionInput, TransitionResult
+from domain.models import Notice
+
+
+class PersistenceActivities:
+    def __init__(self, pool: asyncpg.Pool, coordinator_email: str) -> None:
+        self._pool = pool
+        self._coordinator_email = coordinator_email
+
+    @activity.defn(name="record_transition")
+    async def record_transition(self, t: TransitionInput) -> TransitionResult:
+        key = f"{t.workflow_id}:{t.step}"
+        async with self._pool.acquire() as conn, conn.transaction():
+            if t.intake is not None:
+                s = t.intake.submission
+                await q.upsert_agency(conn, s.agency.code, s.agency.name)
+                await q.insert_request(
+                    conn,
+                    {
+                        "id": t.request_id,
+                        "workflow_id": t.workflow_id,
+                        "agency_code": s.agency.code,
+                        "agency_reference": s.agency_reference,
+                        "kind": s.kind.value,
+                        "title": s.title,
+                        "summary": s.summary,
+                        "expertise_fields": s.expertise_fields,
+                        "documents": [d.model_dump(mode="json") for d in s.documents],
+                        "requested_by": s.requested_by.model_dump(mode="json"),
+                        "submitted_at": t.intake.submitted_at,
+                    },
+                )
+            audit_id = await q.insert_audit(
+                conn,
+                key=key,
+                request_id=t.request_id,
+                at=t.at,
+                actor=t.actor,
+                action=t.action,
+                stage=t.stage.value if t.stage else None,
+                details=dict(t.details),
+            )
+            if audit_id is None:
+                activity.logger.info("transition already recorded", extra={"key": key})
+                return TransitionResult(applied=False, audit_id=await q.audit_id_for_key(conn, key))
+            if t.stage is not None:
+                await q.update_request_stage(
+                    conn, t.request_id, t.stage.value, t.next_deadline, t.at, t.stage.is_final
+                )
+            if t.assignment is not None:
+                await q.upsert_assignment(
+                    conn, t.request_id, t.assignment.model_dump(mode="python"), t.at
+                )
+            if t.opinion is not None:
+                await q.insert_opinion(
+                    conn,
+                    t.request_id,
+                    t.opinion.expert_code,
+                    t.opinion.opinion.model_dump(mode="json"),
+                    t.at,
+                )
+            if t.conclusion is not None:
+                await q.upsert_conclusion(conn, t.request_id, t.conclusion.model_dump(), t.at)
+            if t.adoption is not None:
+                await q.insert_adoption(
+                    conn, t.request_id, t.adoption.model_dump(mode="json"), t.at
+                )
+            if t.documents_added:
+                await q.add_documents(
+                    conn, t.request_id, [d.model_dump(mode="json") for d in t.documents_added]
+                )
+            title = await q.request_title(conn, t.request_id)
+            outbox_ids: list[int] = []
+            for i, notice in enumerate(t.notify):
+                address = await self._address(conn, t.request_id, notice)
+                row_id = await q.insert_outbox(
+                    conn,
+                    key=f"{key}:{i}",
+                    request_id=t.request_id,
+                    recipient_kind=notice.recipient.kind,
+                    recipient_code=notice.recipient.code,
+                    address=address,
+                    event=notice.event,
+                    payload={"request_id": t.request_id, "title": title, **notice.data},
+                )
+                if row_id is not None:
+                    outbox_ids.append(row_id)
+        return TransitionResult(applied=True, audit_id=audit_id, outbox_ids=outbox_ids)
+
+    async def _address(self, conn: asyncpg.Connection, request_id: str, notice: Notice) -> str:
+        r = notice.recipient
+        if r.kind == "coordinator":
+            return self._coordinator_email
+        if r.kind == "agency":
+            address = await q.agency_contact_email(conn, request_id)
+        else:
+            address = await q.expert_email(conn, r.code or "")
+        if address is None:
+            # A missing recipient is a bug in the caller, not something a retry can mend.
+            raise ApplicationError(
+                f"no address for {r.kind} {r.code!r} on request {request_id}",
+                type="UnknownRecipient",
+                non_retryable=True,
+            )
+        return address

@@ -1,0 +1,76 @@
+"""Working days: weekends, Vietnamese public holidays (from the `holidays` package) and the
+configured extra days off. Deadlines fall at the end of a day in Vietnam's time zone.
+
+Workflows never call this directly: the holiday tables change with package releases, so the
+deadline is computed in an activity and its result is what the history records.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Literal
+
+import holidays
+
+# Vietnam has kept UTC+7 without daylight saving since 1975; a fixed offset needs no tzdata.
+VN_TZ = timezone(timedelta(hours=7), "ICT")
+END_OF_DAY = time(23, 59, 59)
+
+
+class WorkingCalendar:
+    def __init__(
+        self,
+        extra_days_off: tuple[date, ...] | list[date] = (),
+        extra_working_days: tuple[date, ...] | list[date] = (),
+    ) -> None:
+        self._public = holidays.country_holidays("VN")
+        self._off = frozenset(extra_days_off)
+        self._worked = frozenset(extra_working_days)
+
+    def is_working_day(self, day: date) -> bool:
+        if day in self._off:
+            return False
+        if day in self._worked:
+            return True
+        return self._public.is_working_day(day)
+
+    def holiday_name(self, day: date) -> str | None:
+        return self._public.get(day)
+
+    def local_date(self, instant: datetime) -> date:
+        if instant.tzinfo is None:
+            raise ValueError("instant must be timezone-aware")
+        return instant.astimezone(VN_TZ).date()
+
+    def add_working_days(self, start: datetime, days: int) -> datetime:
+        """The end of the `days`-th working day after the day of `start`.
+
+        The day something arrives does not count (it is counted from the next day), so a
+        request received on a Friday with 1 working day is due at the end of Monday.
+        """
+        if days < 0:
+            raise ValueError("days must not be negative")
+        day = self.local_date(start)
+        counted = 0
+        while counted < days:
+            day += timedelta(days=1)
+            if self.is_working_day(day):
+                counted += 1
+        return datetime.combine(day, END_OF_DAY, VN_TZ)
+
+    def add_calendar_days(self, start: datetime, days: int) -> datetime:
+        day = self.local_date(start) + timedelta(days=days)
+        return datetime.combine(day, END_OF_DAY, VN_TZ)
+
+    def due(self, start: datetime, days: int, mode: Literal["working", "calendar"]) -> datetime:
+        if mode == "calendar":
+            return self.add_calendar_days(start, days)
+        return self.add_working_days(start, days)
+
+    def working_days_between(self, start: date, end: date) -> int:
+        """Working days after `start` up to and including `end`."""
+        n, day = 0, start
+        while day < end:
+            day += timedelta(days=1)
+            n += self.is_working_day(day)
+        return n

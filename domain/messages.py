@@ -1,0 +1,224 @@
+"""Inputs and results of workflows, updates and activities (one model each, so fields can be
+added later without breaking running workflows)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from domain.models import (
+    AdoptionAnswer,
+    AssignmentState,
+    AssignmentView,
+    ConclusionDraft,
+    ConclusionView,
+    CouncilProposal,
+    Document,
+    Model,
+    Notice,
+    OpinionInput,
+    Recommendation,
+    RequestKind,
+    RequestSubmission,
+    Role,
+    Stage,
+)
+from domain.policy import CalendarPolicy, KindPolicy
+
+Reason = Annotated[str, Field(min_length=3, max_length=5_000)]
+PersonName = Annotated[str, Field(min_length=1, max_length=200)]
+ExpertCode = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")]
+
+# --- workflows -------------------------------------------------------------------------------
+
+
+class ReviewRequestInput(Model):
+    request_id: str
+    submission: RequestSubmission
+    policy: KindPolicy
+    calendar: CalendarPolicy = CalendarPolicy()
+
+
+class ExpertAssignmentInput(Model):
+    request_id: str
+    parent_workflow_id: str
+    expert_code: str
+    role: Role
+    policy: KindPolicy
+    calendar: CalendarPolicy = CalendarPolicy()
+
+
+class AssignmentOutcome(Model):
+    expert_code: str
+    state: AssignmentState
+    recommendation: Recommendation | None = None
+    decline_reason: str | None = None
+
+
+class AssignmentChanged(Model):
+    """Signal from an assignment child to its request: the parent's view stays current."""
+
+    view: AssignmentView
+
+
+# --- updates (people's actions) --------------------------------------------------------------
+
+
+class ScreeningInput(Model):
+    decision: Literal["accept", "supplement", "decline"]
+    note: Annotated[str, Field(max_length=5_000)] = ""
+    screened_by: PersonName = "coordinator"
+
+
+class SupplementInput(Model):
+    documents: Annotated[list[Document], Field(min_length=1, max_length=100)]
+    note: Annotated[str, Field(max_length=5_000)] = ""
+
+
+class AcceptInput(Model):
+    expert_code: ExpertCode
+
+
+class DeclineInput(Model):
+    expert_code: ExpertCode
+    reason: Reason
+
+
+class SubmitOpinionInput(Model):
+    expert_code: ExpertCode
+    opinion: OpinionInput
+
+
+class DraftConclusionInput(Model):
+    expert_code: ExpertCode
+    draft: ConclusionDraft
+
+
+class ApproveInput(Model):
+    approved_by: PersonName
+
+
+class ReturnConclusionInput(Model):
+    comments: Reason
+    returned_by: PersonName = "coordinator"
+
+
+class AdoptionInput(Model):
+    answer: AdoptionAnswer
+
+
+class WithdrawInput(Model):
+    reason: Reason
+
+
+class AddExpertInput(Model):
+    expert_code: ExpertCode
+
+
+# --- state (query) ---------------------------------------------------------------------------
+
+
+class RequestState(Model):
+    request_id: str
+    kind: RequestKind
+    title: str
+    agency_code: str
+    stage: Stage
+    stage_deadline: datetime | None = None
+    screening_note: str | None = None
+    supplement_round: int = 0
+    council: CouncilProposal | None = None
+    assignments: list[AssignmentView] = []
+    alternates_left: list[str] = []
+    conclusion: ConclusionView | None = None
+    adoption: AdoptionAnswer | None = None
+    withdraw_reason: str | None = None
+    decline_reason: str | None = None
+    waiting_for: str = ""
+
+    def assignment(self, expert_code: str) -> AssignmentView | None:
+        return next((a for a in self.assignments if a.expert_code == expert_code), None)
+
+
+# --- activities ------------------------------------------------------------------------------
+
+
+class IntakeRecord(Model):
+    submission: RequestSubmission
+    submitted_at: datetime
+
+
+class AssignmentRecord(Model):
+    expert_code: str
+    role: Role
+    state: AssignmentState
+    invited_at: datetime
+    respond_by: datetime | None = None
+    due_at: datetime | None = None
+    decline_reason: str | None = None
+
+
+class OpinionRecord(Model):
+    expert_code: str
+    opinion: OpinionInput
+
+
+class ConclusionRecord(Model):
+    version: int
+    recommendation: Recommendation
+    text: str
+    drafted_by: str
+    returned_comments: str | None = None
+    approved_by: str | None = None
+
+
+class TransitionInput(Model):
+    """One transition: written by one activity in one transaction."""
+
+    workflow_id: str
+    request_id: str
+    # Unique within the workflow's whole life and the same on every retry: the idempotency key
+    # is `<workflow id>:<step>`, never derived from the attempt or the run.
+    step: str
+    at: datetime
+    actor: str
+    action: str
+    stage: Stage | None = None  # set: the request moves to this stage
+    next_deadline: datetime | None = None
+    details: dict[str, str | int | float | bool | None | list[str]] = {}
+    intake: IntakeRecord | None = None
+    assignment: AssignmentRecord | None = None
+    opinion: OpinionRecord | None = None
+    conclusion: ConclusionRecord | None = None
+    adoption: AdoptionAnswer | None = None
+    documents_added: list[Document] = []
+    notify: list[Notice] = []
+
+
+class TransitionResult(Model):
+    applied: bool  # False: an earlier attempt already wrote this transition
+    audit_id: int
+    outbox_ids: list[int] = []
+
+
+class ProposeCouncilInput(Model):
+    request_id: str
+    agency_code: str
+    agency_name: str
+    expertise_fields: list[str]
+    council_size: int
+    alternates: int
+    exclude: list[str] = []
+
+
+class DueDateInput(Model):
+    start: datetime
+    days: int
+    mode: Literal["working", "calendar"]
+    calendar: CalendarPolicy = CalendarPolicy()
+
+
+class DueDateResult(Model):
+    due: datetime

@@ -1,0 +1,251 @@
+"""What a request, an expert, an opinion and a conclusion are. Pure data: no I/O.
+
+Every model that crosses a workflow boundary is here, so the workflows, activities and the
+starter agree on one shape. Field constraints are the rules a person's input must meet; their
+messages name the field, which is what a requesting agency or an expert sees on bad input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AnyUrl, BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+Text = Annotated[str, Field(min_length=1, max_length=20_000)]
+ShortText = Annotated[str, Field(min_length=1, max_length=500)]
+Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")]
+
+
+class Model(BaseModel):
+    # Unknown fields are mistakes a person made (a misspelt key in a JSON file): refuse them
+    # rather than silently dropping what they meant to send.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class RequestKind(StrEnum):
+    advisory = "advisory"  # tư vấn
+    critique = "critique"  # phản biện
+    social_assessment = "social_assessment"  # giám định xã hội
+
+
+class Stage(StrEnum):
+    intake = "intake"
+    screening = "screening"
+    supplement = "supplement"
+    council = "council"
+    review = "review"
+    synthesis = "synthesis"
+    approval = "approval"
+    delivered = "delivered"
+    adoption = "adoption"
+    closed = "closed"
+    declined = "declined"
+    withdrawn = "withdrawn"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Stage.closed, Stage.declined, Stage.withdrawn)
+
+
+# Stages from which the agency may still withdraw: anything before the conclusion went out.
+WITHDRAWABLE = frozenset(
+    {
+        Stage.intake,
+        Stage.screening,
+        Stage.supplement,
+        Stage.council,
+        Stage.review,
+        Stage.synthesis,
+        Stage.approval,
+    }
+)
+
+
+class Recommendation(StrEnum):
+    endorse = "endorse"
+    endorse_with_changes = "endorse_with_changes"
+    do_not_endorse = "do_not_endorse"
+
+
+class AssignmentState(StrEnum):
+    invited = "invited"
+    accepted = "accepted"
+    declined = "declined"
+    submitted = "submitted"
+    cancelled = "cancelled"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (AssignmentState.invited, AssignmentState.accepted)
+
+
+class Role(StrEnum):
+    chair = "chair"
+    member = "member"
+
+
+class Contact(Model):
+    name: ShortText
+    email: EmailStr
+    phone: Annotated[str, Field(max_length=40)] | None = None
+
+
+class Agency(Model):
+    code: Code
+    name: ShortText
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Document(Model):
+    """A document is referenced, never carried: name, where it lives, and its digest."""
+
+    name: ShortText
+    uri: AnyUrl
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256_hex(cls, v: str) -> str:
+        v = v.lower()
+        if not _SHA256.match(v):
+            raise ValueError("must be 64 hexadecimal characters (a SHA-256 digest)")
+        return v
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_scheme(cls, v: AnyUrl) -> AnyUrl:
+        if v.scheme not in ("https", "http", "s3", "urn"):
+            raise ValueError("scheme must be https, http, s3 or urn")
+        return v
+
+
+class RequestSubmission(Model):
+    """What a requesting agency sends to open a request."""
+
+    kind: RequestKind
+    title: Annotated[str, Field(min_length=3, max_length=500)]
+    summary: Text
+    agency: Agency
+    # The agency's own document number (số công văn). The same agency and reference is the
+    # same request: a resubmission returns it instead of opening a second one.
+    agency_reference: Annotated[str, Field(min_length=1, max_length=100)]
+    expertise_fields: Annotated[list[Code], Field(min_length=1, max_length=20)]
+    documents: Annotated[list[Document], Field(min_length=1, max_length=100)]
+    requested_by: Contact
+
+    @field_validator("expertise_fields")
+    @classmethod
+    def _fields_unique(cls, v: list[str]) -> list[str]:
+        lowered = [f.lower() for f in v]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError("must not repeat a field")
+        return lowered
+
+    def request_id(self) -> str:
+        return request_id_for(self.agency.code, self.agency_reference)
+
+
+def request_id_for(agency_code: str, agency_reference: str) -> str:
+    """A stable id from the agency's own reference, so a resubmission finds the same request.
+
+    It holds no personal data and is safe to show in the Temporal UI.
+    """
+    key = f"{agency_code.strip().upper()}\x00{agency_reference.strip().casefold()}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10].upper()
+    return f"R-{digest}"
+
+
+class Expert(Model):
+    code: Code
+    name: ShortText
+    email: EmailStr
+    organisation: ShortText
+    member_association: ShortText
+    fields: Annotated[list[Code], Field(min_length=1)]
+    load_limit: Annotated[int, Field(ge=1, le=50)] = 3
+    active: bool = True
+
+    @field_validator("fields")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return sorted({f.lower() for f in v})
+
+
+class CouncilCandidate(Model):
+    expert_code: Code
+    role: Role
+    matched_fields: list[str]
+    active_load: int
+    load_limit: int
+    reason: str
+
+
+class CouncilProposal(Model):
+    members: list[CouncilCandidate]
+    alternates: list[CouncilCandidate]
+    excluded: list[str] = []  # "E-007: same organisation as the requester", ...
+    shortfall: str | None = None  # set when fewer eligible experts than the council needs
+
+
+class OpinionInput(Model):
+    recommendation: Recommendation
+    summary: Text
+    comments_for_agency: Text
+    confidential_note: Annotated[str, Field(max_length=20_000)] = ""
+
+
+class ConclusionDraft(Model):
+    recommendation: Recommendation
+    text: Text
+
+
+class AdoptionStatus(StrEnum):
+    adopted = "adopted"
+    partially_adopted = "partially_adopted"
+    not_adopted = "not_adopted"
+
+
+class AdoptionAnswer(Model):
+    status: AdoptionStatus
+    explanation: Text
+    answered_by: Contact
+
+
+class Recipient(Model):
+    """Who an outbox row is for. Addresses are resolved from PostgreSQL by the activity, so
+    workflow histories carry codes, not e-mail addresses."""
+
+    kind: Literal["agency", "expert", "coordinator"]
+    code: str | None = None
+
+
+class Notice(Model):
+    recipient: Recipient
+    event: Annotated[str, Field(pattern=r"^[a-z_]+$")]
+    data: dict[str, str | int | float | bool | None] = {}
+
+
+class AssignmentView(Model):
+    expert_code: str
+    role: Role
+    state: AssignmentState
+    invited_at: datetime
+    respond_by: datetime | None = None
+    due_at: datetime | None = None
+    recommendation: Recommendation | None = None
+    decline_reason: str | None = None
+
+
+class ConclusionView(Model):
+    version: int
+    recommendation: Recommendation
+    text: str
+    drafted_by: str
+    returned_comments: str | None = None
+    approved_by: str | None = None

@@ -1,0 +1,118 @@
+"""What people do, as functions over a Temporal client: the CLI, the demo and the tests all
+go through here, so an action means the same thing wherever it comes from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain import search_attributes as sa
+from domain.ids import TASK_QUEUE, assignment_workflow_id, review_workflow_id
+from domain.messages import RequestState, ReviewRequestInput
+from domain.models import AssignmentView, RequestSubmission, Stage
+from domain.policy import Policy
+from workflows.assignment import ExpertAssignmentWorkflow
+from workflows.review import ReviewRequestWorkflow
+
+
+class ActionError(Exception):
+    """An action a person asked for was refused; the message says why, in one line."""
+
+
+@dataclass
+class Submitted:
+    request_id: str
+    created: bool  # False: the same agency reference was submitted before
+
+
+def _summary(s: RequestSubmission) -> str:
+    title = s.title if len(s.title) <= 120 else s.title[:119].rstrip() + "…"
+    return f"{s.kind.value} · {s.agency.code} · {title}"
+
+
+async def submit(
+    client: Client, submission: RequestSubmission, policy: Policy, task_queue: str = TASK_QUEUE
+) -> Submitted:
+    request_id = submission.request_id()
+    try:
+        await client.start_workflow(
+            ReviewRequestWorkflow.run,
+            ReviewRequestInput(
+                request_id=request_id,
+                submission=submission,
+                policy=policy.for_kind(submission.kind),
+                calendar=policy.calendar,
+            ),
+            id=review_workflow_id(request_id),
+            task_queue=task_queue,
+            # A request id is never reused, even after it closed: the agency's reference
+            # names one request for good.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.STAGE, Stage.intake.value),
+                    SearchAttributePair(sa.KIND, submission.kind.value),
+                    SearchAttributePair(sa.AGENCY, submission.agency.code),
+                ]
+            ),
+            static_summary=_summary(submission),
+        )
+    except WorkflowAlreadyStartedError:
+        return Submitted(request_id=request_id, created=False)
+    return Submitted(request_id=request_id, created=True)
+
+
+def request_handle(client: Client, request_id: str) -> WorkflowHandle:
+    return client.get_workflow_handle_for(ReviewRequestWorkflow.run, review_workflow_id(request_id))
+
+
+def assignment_handle(client: Client, request_id: str, expert_code: str) -> WorkflowHandle:
+    return client.get_workflow_handle_for(
+        ExpertAssignmentWorkflow.run, assignment_workflow_id(request_id, expert_code)
+    )
+
+
+def _explain(err: BaseException, what: str) -> ActionError:
+    if isinstance(err, WorkflowUpdateFailedError):
+        cause = err.cause
+        while cause is not None and not isinstance(cause, ApplicationError):
+            cause = cause.__cause__
+        message = cause.message if cause is not None else str(err.cause or err)
+        return ActionError(message)
+    if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
+        return ActionError(f"no {what}")
+    if isinstance(err, RPCError) and err.status == RPCStatusCode.FAILED_PRECONDITION:
+        return ActionError(f"{what} is closed: nothing more can be done on it")
+    return ActionError(str(err))
+
+
+async def request_update(client: Client, request_id: str, update: Any, arg: Any) -> RequestState:
+    try:
+        return await request_handle(client, request_id).execute_update(update, arg)
+    except (WorkflowUpdateFailedError, RPCError) as err:
+        raise _explain(err, f"request {request_id}") from err
+
+
+async def assignment_update(
+    client: Client, request_id: str, expert_code: str, update: Any, arg: Any
+) -> AssignmentView:
+    try:
+        return await assignment_handle(client, request_id, expert_code).execute_update(update, arg)
+    except (WorkflowUpdateFailedError, RPCError) as err:
+        raise _explain(err, f"assignment of {expert_code} on request {request_id}") from err
+
+
+async def request_state(client: Client, request_id: str) -> RequestState:
+    try:
+        return await request_handle(client, request_id).query(ReviewRequestWorkflow.state)
+    except RPCError as err:
+        raise _explain(err, f"request {request_id}") from err

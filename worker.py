@@ -1,0 +1,87 @@
+"""The worker: connects, registers the workflows and the bound activity methods, and runs until
+SIGINT or SIGTERM, finishing the activities in hand before it exits."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import timedelta
+
+import asyncpg
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.calendar import CalendarActivities
+from activities.council import CouncilActivities
+from activities.persistence import PersistenceActivities
+from db.pool import create_pool
+from domain.ids import TASK_QUEUE
+from starter.logging import configure_logging
+from starter.settings import Settings, get_settings
+from starter.temporal import connect
+from workflows.assignment import ExpertAssignmentWorkflow
+from workflows.review import ReviewRequestWorkflow
+
+WORKFLOWS = [ReviewRequestWorkflow, ExpertAssignmentWorkflow]
+
+# The domain models and the libraries they validate with are pure and deterministic: passing
+# them through saves re-importing them into every workflow's sandbox (and e-mail validation
+# imports lazily, which the sandbox would otherwise flag on each run).
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "domain", "pydantic", "pydantic_core", "email_validator", "idna", "dns"
+    )
+)
+log = structlog.get_logger("worker")
+
+
+def activities_for(pool: asyncpg.Pool, settings: Settings) -> list:
+    persistence = PersistenceActivities(pool, settings.coordinator_email)
+    council = CouncilActivities(pool)
+    calendar = CalendarActivities()
+    return [
+        persistence.record_transition,
+        council.propose_council,
+        council.check_expert,
+        calendar.due_date,
+    ]
+
+
+def build_worker(
+    client: Client, pool: asyncpg.Pool, settings: Settings, task_queue: str = TASK_QUEUE
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        workflow_runner=SANDBOX,
+        activities=activities_for(pool, settings),
+        # Explicit limits: two cores, and every activity holds a pool connection.
+        max_concurrent_activities=20,
+        max_concurrent_workflow_tasks=20,
+        graceful_shutdown_timeout=timedelta(seconds=20),
+    )
+
+
+async def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    client = await connect()
+    pool = await create_pool(settings.resolve_database_url())
+    worker = build_worker(client, pool, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker started", task_queue=TASK_QUEUE)
+    async with worker:
+        await stop.wait()
+        log.info("worker stopping")
+    await pool.close()
+    log.info("worker stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
