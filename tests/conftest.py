@@ -10,6 +10,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -46,16 +47,28 @@ def pg_url() -> str:
     return server.get_uri()
 
 
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
 @pytest_asyncio.fixture(scope="session")
-async def pool(pg_url: str) -> AsyncIterator[asyncpg.Pool]:
+async def database_url(pg_url: str) -> str:
+    """A fresh database for this session, migrated."""
     admin = await asyncpg.connect(pg_url)
     name = f"advisory_test_{uuid.uuid4().hex[:8]}"
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    conn = await asyncpg.connect(pg_url, database=name)
+    url = with_database(pg_url, name)
+    conn = await asyncpg.connect(url)
     await migrate(conn)
     await conn.close()
-    p = await create_pool(pg_url, database=name, max_size=10)
+    return url
+
+
+@pytest_asyncio.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(database_url, max_size=10)
     yield p
     await p.close()
 

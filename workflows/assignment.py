@@ -48,32 +48,42 @@ class ExpertAssignmentWorkflow:
             state=AssignmentState.invited,
             invited_at=workflow.now(),
         )
-        # True while a transition is being recorded (the invitation itself first): an action
-        # arriving then is refused with "try again" instead of interleaving two transitions.
-        self._busy = True
+        # An action claims its new state at once (so the validator of the next action sees
+        # it), then records under this lock: transitions are persisted one at a time, in the
+        # order they were claimed, the invitation itself first. Nobody is told "try again".
+        self._lock = asyncio.Lock()
 
     @workflow.run
     async def run(self, inp: ExpertAssignmentInput) -> AssignmentOutcome:
         try:
-            self._view.respond_by = await self._due(inp.policy.respond_days)
-            await self._record(
-                "invited",
-                "expert_invited",
-                actor="system",
-                notify=[Notice(recipient=self._expert(), event="invitation", data=self._dates())],
-            )
-            self._busy = False
-            await workflow.wait_condition(lambda: not self._view.state.is_open and not self._busy)
+            async with self._lock:
+                self._view.respond_by = await self._due(inp.policy.respond_days)
+                await self._record(
+                    "invited",
+                    "expert_invited",
+                    AssignmentState.invited,
+                    actor="system",
+                    notify=[
+                        Notice(recipient=self._expert(), event="invitation", data=self._dates())
+                    ],
+                )
+            await self._tell_parent()
+            await workflow.wait_condition(lambda: not self._view.state.is_open)
         except asyncio.CancelledError:
             # Withdrawn or replaced: record it (activities still run after a cancellation
-            # request) and end normally so the request sees a clean outcome.
-            self._view.state = AssignmentState.cancelled
-            await self._record(
-                "cancelled",
-                "assignment_cancelled",
-                actor="system",
-                notify=[Notice(recipient=self._expert(), event="assignment_cancelled")],
-            )
+            # request) and end normally so the request sees a clean outcome. Work the expert
+            # already finished stands.
+            async with self._lock:
+                if self._view.state.is_open:
+                    self._view.state = AssignmentState.cancelled
+                    await self._record(
+                        "cancelled",
+                        "assignment_cancelled",
+                        AssignmentState.cancelled,
+                        actor="system",
+                        notify=[Notice(recipient=self._expert(), event="assignment_cancelled")],
+                    )
+            await self._tell_parent()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return AssignmentOutcome(
             expert_code=self._view.expert_code,
@@ -91,12 +101,12 @@ class ExpertAssignmentWorkflow:
     @workflow.update
     async def accept(self, inp: AcceptInput) -> AssignmentView:
         self._view.state = AssignmentState.accepted
-        self._busy = True
-        try:
+        async with self._lock:
             self._view.due_at = await self._due(self._inp.policy.review_days)
             await self._record(
                 "accepted",
                 "invitation_accepted",
+                AssignmentState.accepted,
                 notify=[
                     Notice(recipient=self._expert(), event="review_due", data=self._dates()),
                     Notice(
@@ -106,8 +116,7 @@ class ExpertAssignmentWorkflow:
                     ),
                 ],
             )
-        finally:
-            self._busy = False
+        await self._tell_parent()
         return self._view
 
     @accept.validator
@@ -122,11 +131,11 @@ class ExpertAssignmentWorkflow:
     async def decline(self, inp: DeclineInput) -> AssignmentView:
         self._view.state = AssignmentState.declined
         self._view.decline_reason = inp.reason
-        self._busy = True
-        try:
+        async with self._lock:
             await self._record(
                 "declined",
                 "invitation_declined",
+                AssignmentState.declined,
                 details={"reason": inp.reason},
                 notify=[
                     Notice(
@@ -136,8 +145,7 @@ class ExpertAssignmentWorkflow:
                     )
                 ],
             )
-        finally:
-            self._busy = False
+        await self._tell_parent()
         return self._view
 
     @decline.validator
@@ -152,11 +160,11 @@ class ExpertAssignmentWorkflow:
     async def submit_opinion(self, inp: SubmitOpinionInput) -> AssignmentView:
         self._view.state = AssignmentState.submitted
         self._view.recommendation = inp.opinion.recommendation
-        self._busy = True
-        try:
+        async with self._lock:
             await self._record(
                 "submitted",
                 "opinion_submitted",
+                AssignmentState.submitted,
                 details={"recommendation": inp.opinion.recommendation.value},
                 opinion=OpinionRecord(expert_code=self._view.expert_code, opinion=inp.opinion),
                 notify=[
@@ -168,8 +176,7 @@ class ExpertAssignmentWorkflow:
                     ),
                 ],
             )
-        finally:
-            self._busy = False
+        await self._tell_parent()
         return self._view
 
     @submit_opinion.validator
@@ -177,7 +184,7 @@ class ExpertAssignmentWorkflow:
         self._check_actor(inp.expert_code)
         if self._view.state == AssignmentState.invited:
             raise _rejected("cannot submit an opinion: accept the invitation first")
-        if self._view.state != AssignmentState.accepted or self._busy:
+        if self._view.state != AssignmentState.accepted:
             raise _rejected(f"cannot submit an opinion: the assignment is {self._view.state.value}")
 
     # --- helpers ------------------------------------------------------------------------------
@@ -185,8 +192,6 @@ class ExpertAssignmentWorkflow:
     def _check_actor(self, expert_code: str) -> None:
         if expert_code != self._view.expert_code:
             raise _rejected(f"expert_code: {expert_code} is not the expert of this assignment")
-        if self._busy:
-            raise _rejected("another action on this assignment is being recorded; try again")
 
     def _expert(self) -> Recipient:
         return Recipient(kind="expert", code=self._view.expert_code)
@@ -216,6 +221,7 @@ class ExpertAssignmentWorkflow:
         self,
         step: str,
         action: str,
+        state: AssignmentState,
         *,
         actor: str | None = None,
         details: dict | None = None,
@@ -236,7 +242,9 @@ class ExpertAssignmentWorkflow:
                 assignment=AssignmentRecord(
                     expert_code=v.expert_code,
                     role=v.role,
-                    state=v.state,
+                    # The state this transition claimed: a later action may already have
+                    # claimed the next one on the live view.
+                    state=state,
                     invited_at=v.invited_at,
                     respond_by=v.respond_by,
                     due_at=v.due_at,
@@ -248,10 +256,9 @@ class ExpertAssignmentWorkflow:
             **PERSIST_OPTIONS,
         )
         workflow.set_current_details(
-            f"expert {v.expert_code} ({v.role.value}): {v.state.value}"
+            f"expert {v.expert_code} ({v.role.value}): {state.value}"
             + (f", due {v.due_at.date().isoformat()}" if v.due_at else "")
         )
-        await self._tell_parent()
 
     async def _tell_parent(self) -> None:
         parent = workflow.get_external_workflow_handle(self._inp.parent_workflow_id)

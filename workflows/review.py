@@ -89,6 +89,9 @@ class ReviewRequestWorkflow:
         self._children: dict[str, workflow.ChildWorkflowHandle] = {}
         self._alternates: list[CouncilCandidate] = []
         self._added: list[CouncilCandidate] = []
+        # Experts whose add_expert is accepted and not yet invited (the registry is being
+        # checked): a second add_expert of one of them is refused, not invited twice.
+        self._adding: set[str] = set()
         self._handled: set[str] = set()  # experts whose decline has been acted on
         self._asked_for_experts = False
         self._shortfalls = 0
@@ -505,26 +508,42 @@ class ReviewRequestWorkflow:
 
     @workflow.update
     async def add_expert(self, inp: AddExpertInput) -> RequestState:
-        candidate = await workflow.execute_activity_method(
-            CouncilActivities.check_expert,
-            ProposeCouncilInput(
-                request_id=self._state.request_id,
-                agency_code=self._state.agency_code,
-                agency_name=self._inp.submission.agency.name,
-                expertise_fields=self._inp.submission.expertise_fields,
-                council_size=1,
-                alternates=0,
-                exclude=[inp.expert_code],
-            ),
-            **COMPUTE_OPTIONS,
-        )
-        if candidate.shortfall:
-            raise _rejected(f"expert_code: {candidate.shortfall}")
-        if self._state.stage not in (Stage.council, Stage.review):
-            raise _rejected(f"cannot add an expert: the request is in {self._state.stage.value}")
-        self._added.append(candidate.members[0])
-        await workflow.wait_condition(lambda: not self._added or self._state.stage.is_final)
-        return self._state
+        code = inp.expert_code
+        # Claimed before the first await, so the validator of a second add_expert of the same
+        # expert sees it: inviting one expert twice starts a second child workflow with the
+        # same id, and that failure fails the whole request.
+        self._adding.add(code)
+        try:
+            candidate = await workflow.execute_activity_method(
+                CouncilActivities.check_expert,
+                ProposeCouncilInput(
+                    request_id=self._state.request_id,
+                    agency_code=self._state.agency_code,
+                    agency_name=self._inp.submission.agency.name,
+                    expertise_fields=self._inp.submission.expertise_fields,
+                    council_size=1,
+                    alternates=0,
+                    exclude=[code],
+                ),
+                **COMPUTE_OPTIONS,
+            )
+            if candidate.shortfall:
+                raise _rejected(f"expert_code: {candidate.shortfall}")
+            if self._state.stage not in (Stage.council, Stage.review):
+                raise _rejected(
+                    f"cannot add an expert: the request is in {self._state.stage.value}"
+                )
+            # Invited meanwhile (as an alternate replacing a decline): nothing more to do.
+            if self._state.assignment(code) is not None:
+                raise _rejected(f"expert_code: {code} already has a role on this request")
+            # An alternate chosen by hand is no longer an alternate: a later decline must not
+            # invite them a second time.
+            self._alternates = [a for a in self._alternates if a.expert_code != code]
+            self._added.append(candidate.members[0])
+            await workflow.wait_condition(lambda: not self._added or self._state.stage.is_final)
+            return self._state
+        finally:
+            self._adding.discard(code)
 
     @add_expert.validator
     def _validate_add_expert(self, inp: AddExpertInput) -> None:
@@ -533,6 +552,8 @@ class ReviewRequestWorkflow:
             raise _rejected(f"cannot add an expert: the request is in {self._state.stage.value}")
         if self._state.assignment(inp.expert_code) is not None:
             raise _rejected(f"expert_code: {inp.expert_code} already has a role on this request")
+        if inp.expert_code in self._adding:
+            raise _rejected(f"expert_code: {inp.expert_code} is already being added")
 
     @workflow.update
     async def draft_conclusion(self, inp: DraftConclusionInput) -> RequestState:
@@ -597,8 +618,6 @@ class ReviewRequestWorkflow:
 
     @workflow.query
     def state(self) -> RequestState:
-        self._state.alternates_left = [a.expert_code for a in self._alternates]
-        self._state.waiting_for = self._waiting_for()
         return self._state
 
     # --- the slots between handlers and the run loop --------------------------------------------
@@ -635,6 +654,10 @@ class ReviewRequestWorkflow:
             raise _rejected(f"a {name.replace('_', ' ')} action is already being recorded")
 
     def _not_withdrawing(self) -> None:
+        if self._state.stage.is_final:
+            raise _rejected(
+                f"the request is {self._state.stage.value}: nothing more can be done on it"
+            )
         if self._withdraw is not None:
             raise _rejected("the request is being withdrawn")
 
@@ -737,6 +760,10 @@ class ReviewRequestWorkflow:
         self._update_details()
 
     def _update_details(self) -> None:
+        """Keeps the derived parts of the state and the UI's current details in step; called
+        on every transition and every change an assignment reports."""
+        self._state.alternates_left = [a.expert_code for a in self._alternates]
+        self._state.waiting_for = self._waiting_for()
         workflow.set_current_details(
             f"{self._state.stage.value}: waiting for {self._waiting_for()}"
             if not self._state.stage.is_final

@@ -1,0 +1,476 @@
+"""`advisory`: every action of the lifecycle from a terminal.
+
+Bad input is one clear line on stderr (the field and the rule) and a non-zero exit code; nothing
+is sent to the engine until the input is valid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from domain.calendar import VN_TZ
+from domain.messages import (
+    AcceptInput,
+    AddExpertInput,
+    AdoptionInput,
+    ApproveInput,
+    DeclineInput,
+    DraftConclusionInput,
+    ReturnConclusionInput,
+    ScreeningInput,
+    SubmitOpinionInput,
+    SupplementInput,
+    WithdrawInput,
+)
+from domain.models import RequestSubmission
+from starter import service
+from starter.settings import Settings, get_settings
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+class UsageError(Exception):
+    """Input a person gave that cannot be used; the message is the whole explanation."""
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+
+def describe_validation(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "input"
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "invalid input: " + "; ".join(parts)
+
+
+def _when(value: datetime | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(VN_TZ).strftime("%Y-%m-%d %H:%M")
+
+
+def _print_json(data: Any) -> None:
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def _read_json(path: str) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from err
+
+
+def print_state(state: service.RequestState) -> None:
+    print(f"{state.request_id}  [{state.stage.value}]  {state.kind.value}  {state.agency_code}")
+    print(f"  {state.title}")
+    if state.stage_deadline:
+        print(f"  stage due: {_when(state.stage_deadline)}")
+    if state.waiting_for:
+        print(f"  waiting for: {state.waiting_for}")
+    for a in state.assignments:
+        due = a.due_at or a.respond_by
+        rec = f"  {a.recommendation.value}" if a.recommendation else ""
+        print(
+            f"  - {a.expert_code:<12} {a.role.value:<7} {a.state.value:<10} due {_when(due)}{rec}"
+        )
+    if state.conclusion:
+        c = state.conclusion
+        print(f"  conclusion v{c.version}: {c.recommendation.value} (by {c.drafted_by})")
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+async def _client():
+    from starter.temporal import connect
+
+    try:
+        return await connect()
+    except Exception as err:  # connection refused, bad TLS settings...
+        raise RuntimeError(f"cannot reach Temporal ({err}); is the stack up (`make up`)?") from err
+
+
+async def _pool(settings: Settings):
+    from db.pool import create_pool
+
+    return await create_pool(settings.resolve_database_url(), max_size=2)
+
+
+def _model(cls: type[BaseModel], data: Any) -> Any:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise UsageError(describe_validation(err)) from err
+
+
+async def cmd_submit(args, settings: Settings) -> None:
+    submission = _model(RequestSubmission, _read_json(args.file))
+    client = await _client()
+    result = await service.submit(client, submission, settings.load_policy())
+    if args.json:
+        _print_json({"request_id": result.request_id, "created": result.created})
+    elif result.created:
+        print(f"submitted {result.request_id}")
+    else:
+        print(f"{result.request_id} already exists for this agency reference; nothing changed")
+
+
+async def _request_action(args, update: Any, inp: BaseModel) -> None:
+    client = await _client()
+    state = await service.request_update(client, args.request, update, inp)
+    _print_json(state) if args.json else print_state(state)
+
+
+async def _assignment_action(args, update: Any, inp: BaseModel) -> None:
+    client = await _client()
+    view = await service.assignment_update(client, args.request, args.expert, update, inp)
+    if args.json:
+        _print_json(view)
+    else:
+        due = view.due_at or view.respond_by
+        print(f"{args.request} {view.expert_code}: {view.state.value}, due {_when(due)}")
+
+
+async def cmd_screen(args, settings: Settings) -> None:
+    from workflows.review import ReviewRequestWorkflow
+
+    inp = _model(
+        ScreeningInput, {"decision": args.decision, "note": args.note or "", "screened_by": args.by}
+    )
+    await _request_action(args, ReviewRequestWorkflow.screen, inp)
+
+
+async def cmd_supplement(args, settings: Settings) -> None:
+    from workflows.review import ReviewRequestWorkflow
+
+    data = _read_json(args.file)
+    if isinstance(data, list):
+        data = {"documents": data}
+    if args.note:
+        data["note"] = args.note
+    await _request_action(args, ReviewRequestWorkflow.supplement, _model(SupplementInput, data))
+
+
+async def cmd_add_expert(args, settings: Settings) -> None:
+    from workflows.review import ReviewRequestWorkflow
+
+    inp = _model(AddExpertInput, {"expert_code": args.expert})
+    await _request_action(args, ReviewRequestWorkflow.add_expert, inp)
+
+
+async def cmd_accept(args, settings: Settings) -> None:
+    from workflows.assignment import ExpertAssignmentWorkflow
+
+    inp = _model(AcceptInput, {"expert_code": args.expert})
+    await _assignment_action(args, ExpertAssignmentWorkflow.accept, inp)
+
+
+async def cmd_decline(args, settings: Settings) -> None:
+    from workflows.assignment import ExpertAssignmentWorkflow
+
+    inp = _model(DeclineInput, {"expert_code": args.expert, "reason": args.reason})
+    await _assignment_action(args, ExpertAssignmentWorkflow.decline, inp)
+
+
+async def cmd_opinion(args, settings: Settings) -> None:
+    from workflows.assignment import ExpertAssignmentWorkflow
+
+    if args.file:
+        opinion = _read_json(args.file)
+    else:
+        opinion = {
+            "recommendation": args.recommendation,
+            "summary": args.summary,
+            "comments_for_agency": args.comments,
+            "confidential_note": args.note or "",
+        }
+    inp = _model(SubmitOpinionInput, {"expert_code": args.expert, "opinion": opinion})
+    await _assignment_action(args, ExpertAssignmentWorkflow.submit_opinion, inp)
+
+
+async def cmd_draft(args, settings: Settings) -> None:
+    from workflows.review import ReviewRequestWorkflow
+
+    draft = (
+        _read_json(args.file)
+        if args.file
+        else {"recommendation": args.recommendation, "text": args.text}
+    )
+    inp = _model(DraftConclusionInput, {"expert_code": args.expert, "draft": draft})
+    await _request_action(args, ReviewRequestWorkflow.draft_conclusion, inp)
+
+
+async def cmd_approve(args, settings: Settings) -> None:
+    from workflows.review import ReviewRequestWorkflow
+
+    inp = _model(ApproveInput, {"approved_by": args.by})
+    await _request_action(args, ReviewRequestWorkflow.approve_conclusion, inp)
+
+
+async def cmd_return(args, settings: Settings) -> None:
+    from workflows.review import ReviewRequestWorkflow
+
+    inp = _model(ReturnConclusionInput, {"comments": args.comments, "returned_by": args.by})
+    await _request_action(args, ReviewRequestWorkflow.return_conclusion, inp)
+
+
+async def cmd_answer(args, settings: Settings) -> None:
+    from workflows.review import ReviewRequestWorkflow
+
+    if args.file:
+        answer = _read_json(args.file)
+    else:
+        answer = {
+            "status": args.status,
+            "explanation": args.explanation,
+            "answered_by": {"name": args.name, "email": args.email},
+        }
+    inp = _model(AdoptionInput, {"answer": answer})
+    await _request_action(args, ReviewRequestWorkflow.answer_adoption, inp)
+
+
+async def cmd_withdraw(args, settings: Settings) -> None:
+    from workflows.review import ReviewRequestWorkflow
+
+    inp = _model(WithdrawInput, {"reason": args.reason})
+    await _request_action(args, ReviewRequestWorkflow.withdraw, inp)
+
+
+async def cmd_list(args, settings: Settings) -> None:
+    from db import queries as q
+    from domain.models import Stage
+
+    if args.stage and args.stage not in {s.value for s in Stage}:
+        raise UsageError(
+            f"--stage: must be one of {', '.join(s.value for s in Stage)}, not {args.stage!r}"
+        )
+    pool = await _pool(settings)
+    async with pool.acquire() as conn:
+        rows = await q.list_requests(conn, stage=args.stage, agency=args.agency, limit=args.limit)
+    await pool.close()
+    if args.json:
+        _print_json([dict(r) for r in rows])
+        return
+    if not rows:
+        print("no requests")
+    for r in rows:
+        print(
+            f"{r['id']:<13} {r['stage']:<11} {r['kind']:<18} {r['agency_code']:<8} "
+            f"due {_when(r['next_deadline']):<16}  {r['title'][:60]}"
+        )
+
+
+async def cmd_show(args, settings: Settings) -> None:
+    from db import queries as q
+
+    client = await _client()
+    state = await service.request_state(client, args.request)
+    pool = await _pool(settings)
+    async with pool.acquire() as conn:
+        trail = await q.audit_trail(conn, args.request)
+    await pool.close()
+    if args.json:
+        _print_json({"state": state.model_dump(mode="json"), "audit": [dict(r) for r in trail]})
+        return
+    print_state(state)
+    print("  audit trail:")
+    for r in trail:
+        stage = f" → {r['stage']}" if r["stage"] else ""
+        print(f"    {_when(r['at'])}  {r['actor']:<28} {r['action']}{stage}")
+
+
+async def cmd_tasks(args, settings: Settings) -> None:
+    from db import queries as q
+
+    pool = await _pool(settings)
+    async with pool.acquire() as conn:
+        rows = await q.expert_tasks(conn, args.expert)
+    await pool.close()
+    if args.json:
+        _print_json([dict(r) for r in rows])
+        return
+    if not rows:
+        print(f"no open tasks for {args.expert}")
+    for r in rows:
+        if r["state"] == "invited":
+            todo, due = "answer the invitation", r["respond_by"]
+        elif r["state"] == "accepted":
+            todo, due = "submit your opinion", r["due_at"]
+        else:
+            todo, due = "draft the conclusion (chair)", r["next_deadline"]
+        print(f"{r['request_id']:<13} {todo:<30} due {_when(due):<16}  {r['title'][:50]}")
+
+
+async def cmd_experts(args, settings: Settings) -> None:
+    from starter.registry import list_experts, seed_experts
+
+    pool = await _pool(settings)
+    try:
+        if args.action == "seed":
+            changed, total = await seed_experts(pool, Path(args.file or settings.experts_file))
+            print(f"{total} experts in file, {changed} added or changed")
+        else:
+            rows = await list_experts(pool)
+            if args.json:
+                _print_json([dict(r) for r in rows])
+            for r in rows:
+                flag = "" if r["active"] else "  (inactive)"
+                print(
+                    f"{r['code']:<10} {r['load']}/{r['load_limit']}  "
+                    f"{', '.join(r['fields']):<32} {r['organisation']}{flag}"
+                )
+    finally:
+        await pool.close()
+
+
+async def cmd_migrate(args, settings: Settings) -> None:
+    from db.migrate import migrate
+
+    pool = await _pool(settings)
+    async with pool.acquire() as conn:
+        applied = await migrate(conn)
+    await pool.close()
+    print(f"applied: {', '.join(applied)}" if applied else "schema up to date")
+
+
+async def cmd_demo(args, settings: Settings) -> None:
+    from starter.demo import run_demo
+
+    await run_demo(await _client(), settings, out=print)
+
+
+async def cmd_worker(args, settings: Settings) -> None:
+    import worker
+
+    await worker.main()
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="advisory",
+        description="Advisory & review engine: requests, councils, opinions, conclusions.",
+    )
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, fn: Callable[..., Awaitable[None]], help: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help)
+        c.set_defaults(fn=fn)
+        return c
+
+    c = cmd("submit", cmd_submit, "submit a request from a JSON file (agency)")
+    c.add_argument("file")
+    c = cmd("screen", cmd_screen, "record the screening decision (coordinator)")
+    c.add_argument("request")
+    c.add_argument("decision", choices=["accept", "supplement", "decline"])
+    c.add_argument("--note", help="what to supplement, or why it is declined")
+    c.add_argument("--by", default="coordinator", help="who screened")
+    c = cmd("supplement", cmd_supplement, "add the documents asked for (agency)")
+    c.add_argument("request")
+    c.add_argument("file", help="JSON: a list of documents, or {documents, note}")
+    c.add_argument("--note")
+    c = cmd("add-expert", cmd_add_expert, "invite one more expert to the council (coordinator)")
+    c.add_argument("request")
+    c.add_argument("expert")
+    c = cmd("accept", cmd_accept, "accept an invitation (expert)")
+    c.add_argument("request")
+    c.add_argument("expert")
+    c = cmd("decline", cmd_decline, "decline an invitation (expert)")
+    c.add_argument("request")
+    c.add_argument("expert")
+    c.add_argument("--reason", required=True)
+    c = cmd("opinion", cmd_opinion, "submit an opinion (expert)")
+    c.add_argument("request")
+    c.add_argument("expert")
+    c.add_argument("--file", help="JSON opinion; or use the options below")
+    c.add_argument(
+        "--recommendation", choices=["endorse", "endorse_with_changes", "do_not_endorse"]
+    )
+    c.add_argument("--summary")
+    c.add_argument("--comments", help="comments for the agency")
+    c.add_argument("--note", help="confidential note for the coordinator")
+    c = cmd("draft", cmd_draft, "draft the conclusion (chair)")
+    c.add_argument("request")
+    c.add_argument("expert", help="the chair's expert code")
+    c.add_argument("--file")
+    c.add_argument(
+        "--recommendation", choices=["endorse", "endorse_with_changes", "do_not_endorse"]
+    )
+    c.add_argument("--text")
+    c = cmd("approve", cmd_approve, "approve and sign the conclusion (coordinator)")
+    c.add_argument("request")
+    c.add_argument("--by", required=True, help="who signs")
+    c = cmd("return", cmd_return, "return the draft to the chair with comments (coordinator)")
+    c.add_argument("request")
+    c.add_argument("--comments", required=True)
+    c.add_argument("--by", default="coordinator")
+    c = cmd("answer", cmd_answer, "answer on adoption of the conclusion (agency)")
+    c.add_argument("request")
+    c.add_argument("--file")
+    c.add_argument("--status", choices=["adopted", "partially_adopted", "not_adopted"])
+    c.add_argument("--explanation")
+    c.add_argument("--name")
+    c.add_argument("--email")
+    c = cmd("withdraw", cmd_withdraw, "withdraw a request (agency)")
+    c.add_argument("request")
+    c.add_argument("--reason", required=True)
+    c = cmd("list", cmd_list, "list requests")
+    c.add_argument("--stage")
+    c.add_argument("--agency")
+    c.add_argument("--limit", type=int, default=50)
+    c = cmd("show", cmd_show, "show a request: its state and audit trail")
+    c.add_argument("request")
+    c = cmd("tasks", cmd_tasks, "an expert's open tasks")
+    c.add_argument("expert")
+    c = cmd("experts", cmd_experts, "the expert registry: seed from a JSON file, or list")
+    c.add_argument("action", choices=["seed", "list"])
+    c.add_argument("file", nargs="?")
+    cmd("migrate", cmd_migrate, "apply database migrations")
+    cmd("demo", cmd_demo, "play a whole lifecycle against the running stack")
+    cmd("worker", cmd_worker, "run a worker")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    try:
+        asyncio.run(args.fn(args, settings))
+    except UsageError as err:
+        print(f"advisory: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except service.ActionError as err:
+        print(f"advisory: refused: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as err:
+        print(f"advisory: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

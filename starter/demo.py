@@ -1,0 +1,172 @@
+"""`advisory demo`: one request through the whole lifecycle against the running stack, with
+the sample request, printing each stage as the engine reaches it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from temporalio.client import Client
+
+from domain.messages import (
+    AcceptInput,
+    AdoptionInput,
+    ApproveInput,
+    DraftConclusionInput,
+    RequestState,
+    ReturnConclusionInput,
+    ScreeningInput,
+    SubmitOpinionInput,
+)
+from domain.models import RequestSubmission, Role, Stage
+from starter import service
+from starter.settings import CONFIG, Settings
+from workflows.assignment import ExpertAssignmentWorkflow
+from workflows.review import ReviewRequestWorkflow
+
+RECOMMENDATIONS = ["endorse_with_changes", "endorse", "endorse_with_changes", "do_not_endorse"]
+
+
+async def _until(
+    client: Client, rid: str, predicate: Callable[[RequestState], bool], timeout: float = 60
+) -> RequestState:
+    async with asyncio.timeout(timeout):
+        while True:
+            state = await service.request_state(client, rid)
+            if predicate(state):
+                return state
+            await asyncio.sleep(0.2)
+
+
+async def run_demo(
+    client: Client,
+    settings: Settings,
+    out: Callable[[str], None] = print,
+    task_queue: str | None = None,
+) -> str:
+    data = json.loads((CONFIG / "request.sample.json").read_text(encoding="utf-8"))
+    # A fresh agency reference per run: the same reference would (rightly) find the old request.
+    data["agency_reference"] += f"/DEMO-{datetime.now(UTC):%Y%m%d%H%M%S%f}"
+    submission = RequestSubmission.model_validate(data)
+    policy = settings.load_policy()
+    kind_policy = policy.for_kind(submission.kind)
+    out(
+        f"policy for {submission.kind.value} ({kind_policy.calendar} days): "
+        f"screening {kind_policy.screening_days}, respond {kind_policy.respond_days}, "
+        f"review {kind_policy.review_days}, synthesis {kind_policy.synthesis_days}, "
+        f"approval {kind_policy.approval_days}, adoption answer {kind_policy.adoption_days}; "
+        f"council of {kind_policy.council_size}"
+    )
+    kwargs = {"task_queue": task_queue} if task_queue else {}
+    submitted = await service.submit(client, submission, policy, **kwargs)
+    rid = submitted.request_id
+    out(f"[intake]     {rid} submitted by {submission.agency.code}: {submission.title}")
+
+    state = await _until(client, rid, lambda s: s.stage == Stage.screening)
+    out(f"[screening]  due {state.stage_deadline:%Y-%m-%d}; the coordinator accepts it")
+    await service.request_update(
+        client,
+        rid,
+        ReviewRequestWorkflow.screen,
+        ScreeningInput(decision="accept", note="Hồ sơ đầy đủ.", screened_by="Văn phòng"),
+    )
+    state = await _until(
+        client,
+        rid,
+        lambda s: (
+            s.stage in (Stage.review, Stage.council)
+            and bool(s.council)
+            and all(a.respond_by for a in s.assignments)
+            and len(s.assignments) == len(s.council.members)
+        ),
+    )
+    council = state.council
+    assert council is not None
+    if not state.assignments:
+        raise RuntimeError(
+            f"no eligible experts ({council.shortfall}); seed the registry: advisory experts seed"
+        )
+    out(
+        f"[council]    proposed {len(council.members)} members, "
+        f"{len(council.alternates)} alternates; excluded: {len(council.excluded)}"
+    )
+    for m in council.members:
+        out(f"             {m.expert_code} {m.role.value}: {m.reason}")
+    out(f"[review]     {len(state.assignments)} invitations sent")
+    for i, a in enumerate(state.assignments):
+        view = await service.assignment_update(
+            client,
+            rid,
+            a.expert_code,
+            ExpertAssignmentWorkflow.accept,
+            AcceptInput(expert_code=a.expert_code),
+        )
+        out(f"             {a.expert_code} accepted, opinion due {view.due_at:%Y-%m-%d}")
+        await service.assignment_update(
+            client,
+            rid,
+            a.expert_code,
+            ExpertAssignmentWorkflow.submit_opinion,
+            SubmitOpinionInput.model_validate(
+                {
+                    "expert_code": a.expert_code,
+                    "opinion": {
+                        "recommendation": RECOMMENDATIONS[i % len(RECOMMENDATIONS)],
+                        "summary": "Dự thảo có cơ sở khoa học; cần làm rõ phân vùng xả thải.",
+                        "comments_for_agency": "Bổ sung số liệu quan trắc 2021–2025 và lộ trình.",
+                        "confidential_note": "",
+                    },
+                }
+            ),
+        )
+        out(f"             {a.expert_code} submitted an opinion")
+    state = await _until(client, rid, lambda s: s.stage == Stage.synthesis)
+    chair = next(a.expert_code for a in state.assignments if a.role == Role.chair)
+    out(f"[synthesis]  all opinions in; chair {chair} drafts the conclusion")
+    draft = DraftConclusionInput.model_validate(
+        {
+            "expert_code": chair,
+            "draft": {
+                "recommendation": "endorse_with_changes",
+                "text": "Hội đồng thống nhất đề nghị thông qua dự thảo với các sửa đổi đã nêu.",
+            },
+        }
+    )
+    await service.request_update(client, rid, ReviewRequestWorkflow.draft_conclusion, draft)
+    out("[approval]   the coordinator returns the draft once with comments")
+    await service.request_update(
+        client,
+        rid,
+        ReviewRequestWorkflow.return_conclusion,
+        ReturnConclusionInput(comments="Nêu rõ kiến nghị về nguồn lực thực hiện."),
+    )
+    await service.request_update(client, rid, ReviewRequestWorkflow.draft_conclusion, draft)
+    out("[approval]   redrafted; the coordinator approves and signs")
+    await service.request_update(
+        client,
+        rid,
+        ReviewRequestWorkflow.approve_conclusion,
+        ApproveInput(approved_by="Chủ tịch Liên hiệp hội"),
+    )
+    out("[delivered]  conclusion sent to the agency")
+    state = await _until(client, rid, lambda s: s.stage == Stage.adoption)
+    out(f"[adoption]   the agency's answer due {state.stage_deadline:%Y-%m-%d}")
+    await service.request_update(
+        client,
+        rid,
+        ReviewRequestWorkflow.answer_adoption,
+        AdoptionInput.model_validate(
+            {
+                "answer": {
+                    "status": "partially_adopted",
+                    "explanation": "Tiếp thu phần lớn ý kiến; lộ trình giữ nguyên do nguồn vốn.",
+                    "answered_by": data["requested_by"],
+                }
+            }
+        ),
+    )
+    state = await _until(client, rid, lambda s: s.stage == Stage.closed)
+    out(f"[closed]     {rid} closed. See it with: advisory show {rid}")
+    return rid

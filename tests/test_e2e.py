@@ -1,0 +1,157 @@
+"""End to end on the Temporal dev server (the one `make up` runs): the CLI as a person uses
+it, `advisory demo` to closed, and the request found by its search attributes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from domain import search_attributes as sa
+from domain.models import Stage
+from starter.demo import run_demo
+from starter.registry import seed_experts
+from starter.settings import CONFIG
+from tests.conftest import _binary
+from worker import build_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest_asyncio.fixture(scope="module")
+async def dev_env():
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=_binary("temporal"),
+        search_attributes=sa.ALL,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def stack(dev_env, pool, settings):
+    """A worker on the default task queue, as `make up` runs it, and the sample registry."""
+    await seed_experts(pool, CONFIG / "experts.sample.json")
+    async with build_worker(dev_env.client, pool, settings):
+        yield dev_env
+
+
+def advisory(*args: str, env_vars: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "starter.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, **env_vars},
+    )
+
+
+async def run_cli(*args: str, env_vars: dict[str, str]) -> subprocess.CompletedProcess:
+    return await asyncio.to_thread(advisory, *args, env_vars=env_vars)
+
+
+async def test_demo_reaches_closed_and_is_found_by_search_attributes(stack, settings, pool):
+    lines: list[str] = []
+    rid = await run_demo(stack.client, settings, out=lines.append)
+    stages = [line.split("]")[0].strip("[ ") for line in lines if line.startswith("[")]
+    assert stages == [
+        "intake",
+        "screening",
+        "council",
+        "review",
+        "synthesis",
+        "approval",
+        "approval",
+        "delivered",
+        "adoption",
+        "closed",
+    ]
+    query = f"ReviewStage = 'closed' AND AgencyCode = 'STNMT' AND WorkflowId = 'review-{rid}'"
+    async with asyncio.timeout(20):
+        while True:
+            found = [w async for w in stack.client.list_workflows(query)]
+            if found:
+                break
+            await asyncio.sleep(0.2)
+    [wf] = found
+    assert wf.typed_search_attributes.get(sa.KIND) == "critique"
+    described = await stack.client.get_workflow_handle(f"review-{rid}").describe()
+    assert "STNMT" in (await described.static_summary())
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT stage FROM requests WHERE id = $1", rid) == "closed"
+        assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE request_id = $1", rid) > 10
+
+
+async def test_cli_against_the_stack(stack, database_url, tmp_path):
+    env_vars = {
+        "TEMPORAL_ADDRESS": stack.client.service_client.config.target_host,
+        "DATABASE_URL": database_url,
+    }
+    request = json.loads((CONFIG / "request.sample.json").read_text(encoding="utf-8"))
+    request["agency_reference"] = f"CLI-{os.getpid()}-{tmp_path.name}"
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
+
+    out = await run_cli("--json", "submit", str(path), env_vars=env_vars)
+    assert out.returncode == 0, out.stderr
+    rid = json.loads(out.stdout)["request_id"]
+    again = await run_cli("submit", str(path), env_vars=env_vars)
+    assert again.returncode == 0 and "already exists" in again.stdout
+
+    listed = await run_cli("--json", "list", "--agency", "STNMT", env_vars=env_vars)
+    assert rid in [r["id"] for r in json.loads(listed.stdout)]
+
+    # Screening refuses a decline without a reason: one line, exit 2, nothing changed.
+    refused = await run_cli("screen", rid, "decline", env_vars=env_vars)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0 and "note" in refused.stderr
+    shown = await run_cli("--json", "show", rid, env_vars=env_vars)
+    assert json.loads(shown.stdout)["state"]["stage"] == Stage.screening.value
+
+    declined = await run_cli("screen", rid, "decline", "--note", "Ngoài phạm vi", env_vars=env_vars)
+    assert declined.returncode == 0, declined.stderr
+    assert "[declined]" in declined.stdout
+    after = await run_cli("approve", rid, "--by", "Chủ tịch", env_vars=env_vars)
+    assert after.returncode == 2 and "nothing more can be done" in after.stderr
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"kind": "advice"}, "kind: Input should be 'advisory', 'critique' or"),
+        (
+            {"documents": [{"name": "a", "uri": "https://x.example/a", "sha256": "xyz"}]},
+            "documents.0.sha256: must be 64 hexadecimal characters",
+        ),
+        ({"requested_by": {"name": "A", "email": "not-an-email"}}, "requested_by.email"),
+        ({"expertise_fields": []}, "expertise_fields: List should have at least 1 item"),
+    ],
+)
+def test_cli_rejects_a_bad_request_file_naming_the_field(tmp_path, payload, expected):
+    request = json.loads((CONFIG / "request.sample.json").read_text(encoding="utf-8"))
+    request.update(payload)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
+    # No server is needed to refuse it: nothing is sent.
+    out = advisory("submit", str(path), env_vars={"TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    assert out.returncode == 2
+    assert out.stderr.startswith("advisory: invalid input: ") and expected in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_cli_missing_file_is_one_line(tmp_path):
+    out = advisory("submit", str(tmp_path / "none.json"), env_vars={})
+    assert (
+        out.returncode == 2 and out.stderr == f"advisory: {tmp_path / 'none.json'}: no such file\n"
+    )
