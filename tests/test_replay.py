@@ -1,0 +1,37 @@
+"""Determinism: histories of finished requests replay against today's workflow code.
+
+`tests/histories/*.json` are real histories recorded from the lifecycle (regenerate with
+`python -m tests.record_histories`); a change to the workflows that would break requests
+already running in production fails here first. A fresh history of this run is replayed too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from worker import SANDBOX, WORKFLOWS
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def replayer() -> Replayer:
+    return Replayer(
+        workflows=WORKFLOWS, workflow_runner=SANDBOX, data_converter=pydantic_data_converter
+    )
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_committed_history_replays(path: Path):
+    history = WorkflowHistory.from_json(path.stem, path.read_text(encoding="utf-8"))
+    result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
+
+
+def test_histories_are_committed():
+    kinds = {p.stem.split("--")[0] for p in HISTORIES}
+    assert {"review-closed", "expert-submitted", "review-withdrawn"} <= kinds
