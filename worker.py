@@ -46,6 +46,7 @@ def activities_for(pool: asyncpg.Pool, settings: Settings) -> list:
         council.propose_council,
         council.check_expert,
         calendar.due_date,
+        calendar.reminder_plan,
     ]
 
 

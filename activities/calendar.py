@@ -8,7 +8,13 @@ from functools import lru_cache
 from temporalio import activity
 
 from domain.calendar import WorkingCalendar
-from domain.messages import DueDateInput, DueDateResult
+from domain.messages import (
+    DueDateInput,
+    DueDateResult,
+    ReminderInstant,
+    ReminderPlanInput,
+    ReminderPlanResult,
+)
 from domain.policy import CalendarPolicy
 
 
@@ -23,3 +29,19 @@ class CalendarActivities:
     async def due_date(self, inp: DueDateInput) -> DueDateResult:
         cal = _calendar(inp.calendar.model_dump_json())
         return DueDateResult(due=cal.due(inp.start, inp.days, inp.mode))
+
+    @activity.defn(name="reminder_plan")
+    async def reminder_plan(self, inp: ReminderPlanInput) -> ReminderPlanResult:
+        cal = _calendar(inp.calendar.model_dump_json())
+        plan = cal.reminder_plan(
+            inp.now,
+            inp.due,
+            before=inp.schedule.before,
+            overdue_every=inp.schedule.overdue_every,
+            grace=inp.schedule.grace,
+            mode=inp.mode,
+            hour=inp.calendar.reminder_hour,
+        )
+        return ReminderPlanResult(
+            instants=[ReminderInstant(at=at, kind=kind, days=n) for at, kind, n in plan]
+        )

@@ -79,6 +79,15 @@ class PersistenceActivities:
                 await q.insert_adoption(
                     conn, t.request_id, t.adoption.model_dump(mode="json"), t.at
                 )
+            if t.overdue is not None:
+                if t.assignment is not None:
+                    await q.set_assignment_overdue(
+                        conn, t.request_id, t.assignment.expert_code, t.overdue
+                    )
+                else:
+                    await q.set_request_overdue(conn, t.request_id, t.overdue)
+            if t.cancel_topics:
+                await q.cancel_pending_topics(conn, t.request_id, t.cancel_topics)
             if t.documents_added:
                 await q.add_documents(
                     conn, t.request_id, [d.model_dump(mode="json") for d in t.documents_added]
@@ -96,6 +105,7 @@ class PersistenceActivities:
                     address=address,
                     event=notice.event,
                     payload={"request_id": t.request_id, "title": title, **notice.data},
+                    topic=notice.topic,
                 )
                 if row_id is not None:
                     outbox_ids.append(row_id)

@@ -202,12 +202,13 @@ async def insert_outbox(
     address: str,
     event: str,
     payload: dict[str, Any],
+    topic: str | None = None,
 ) -> int | None:
     return await conn.fetchval(
         """
         INSERT INTO outbox (idempotency_key, request_id, recipient_kind, recipient_code, address,
-            event, payload)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+            event, payload, topic)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
         """,
         key,
@@ -217,6 +218,32 @@ async def insert_outbox(
         address,
         event,
         payload,
+        topic,
+    )
+
+
+async def cancel_pending_topics(conn: Conn, request_id: str, topics: list[str]) -> int:
+    status = await conn.execute(
+        "UPDATE outbox SET status = 'cancelled'"
+        " WHERE request_id = $1 AND topic = ANY($2::text[]) AND status = 'pending'",
+        request_id,
+        topics,
+    )
+    return int(status.split()[-1])
+
+
+async def set_request_overdue(conn: Conn, request_id: str, overdue: bool) -> None:
+    await conn.execute("UPDATE requests SET overdue = $2 WHERE id = $1", request_id, overdue)
+
+
+async def set_assignment_overdue(
+    conn: Conn, request_id: str, expert_code: str, overdue: bool
+) -> None:
+    await conn.execute(
+        "UPDATE assignments SET overdue = $3 WHERE request_id = $1 AND expert_code = $2",
+        request_id,
+        expert_code,
+        overdue,
     )
 
 
@@ -283,19 +310,30 @@ async def candidate_experts(conn: Conn, fields: list[str]) -> list[asyncpg.Recor
 
 
 async def list_requests(
-    conn: Conn, *, stage: str | None = None, agency: str | None = None, limit: int = 50
+    conn: Conn,
+    *,
+    stage: str | None = None,
+    agency: str | None = None,
+    overdue: bool = False,
+    limit: int = 50,
 ) -> list[asyncpg.Record]:
+    """Overdue: the request's own deadline escalated, or one of its experts' did."""
     return await conn.fetch(
         """
-        SELECT id, kind, agency_code, agency_reference, title, stage, next_deadline,
-            submitted_at, updated_at
-        FROM requests
-        WHERE ($1::text IS NULL OR stage = $1) AND ($2::text IS NULL OR agency_code = $2)
-        ORDER BY submitted_at DESC, id
-        LIMIT $3
+        SELECT r.id, r.kind, r.agency_code, r.agency_reference, r.title, r.stage,
+            r.next_deadline, r.submitted_at, r.updated_at,
+            (r.overdue OR EXISTS (SELECT 1 FROM assignments a
+                WHERE a.request_id = r.id AND a.overdue)) AS overdue
+        FROM requests r
+        WHERE ($1::text IS NULL OR r.stage = $1) AND ($2::text IS NULL OR r.agency_code = $2)
+          AND (NOT $3 OR r.overdue OR EXISTS (SELECT 1 FROM assignments a
+                WHERE a.request_id = r.id AND a.overdue))
+        ORDER BY r.submitted_at DESC, r.id
+        LIMIT $4
         """,
         stage,
         agency,
+        overdue,
         limit,
     )
 

@@ -67,6 +67,54 @@ class WorkingCalendar:
             return self.add_calendar_days(start, days)
         return self.add_working_days(start, days)
 
+    def shift_day(self, day: date, days: int, mode: Literal["working", "calendar"]) -> date:
+        """The day `days` (working) days after `day`, or before it when negative."""
+        if mode == "calendar":
+            return day + timedelta(days=days)
+        step = 1 if days >= 0 else -1
+        counted = 0
+        while counted < abs(days):
+            day += timedelta(days=step)
+            if self.is_working_day(day):
+                counted += 1
+        return day
+
+    def reminder_plan(
+        self,
+        now: datetime,
+        due: datetime,
+        *,
+        before: list[int],
+        overdue_every: int,
+        grace: int,
+        mode: Literal["working", "calendar"],
+        hour: int,
+    ) -> list[tuple[datetime, str, int]]:
+        """The instants at which a deadline acts, in order: ("before", n) reminders n days
+        ahead, ("due", 0) at the deadline, ("overdue", n) reminders n days past it while within
+        the grace period, and ("escalate", grace) at the end of the grace period's last day.
+
+        Reminders fall at `hour` Vietnam time on their day; those already past are dropped.
+        "due" and "escalate" are kept even when past: they must still happen (at once).
+        """
+        due_day = self.local_date(due)
+        plan: list[tuple[datetime, str, int]] = []
+        for n in sorted(set(before), reverse=True):
+            at = datetime.combine(self.shift_day(due_day, -n, mode), time(hour), VN_TZ)
+            if now < at < due:
+                plan.append((at, "before", n))
+        plan.append((due, "due", 0))
+        escalate = due if grace == 0 else self.due(due, grace, mode)
+        if overdue_every:
+            n = overdue_every
+            while n < grace:
+                at = datetime.combine(self.shift_day(due_day, n, mode), time(hour), VN_TZ)
+                if at > now and due < at < escalate:
+                    plan.append((at, "overdue", n))
+                n += overdue_every
+        plan.append((escalate, "escalate", grace))
+        return plan
+
     def working_days_between(self, start: date, end: date) -> int:
         """Working days after `start` up to and including `end`."""
         n, day = 0, start

@@ -14,6 +14,7 @@ from domain.models import (
     AssignmentView,
     ConclusionDraft,
     ConclusionView,
+    CouncilCandidate,
     CouncilProposal,
     Document,
     Model,
@@ -25,7 +26,7 @@ from domain.models import (
     Role,
     Stage,
 )
-from domain.policy import CalendarPolicy, KindPolicy
+from domain.policy import CalendarPolicy, KindPolicy, ReminderSchedule
 
 Reason = Annotated[str, Field(min_length=3, max_length=5_000)]
 PersonName = Annotated[str, Field(min_length=1, max_length=200)]
@@ -34,11 +35,11 @@ ExpertCode = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")]
 # --- workflows -------------------------------------------------------------------------------
 
 
-class ReviewRequestInput(Model):
-    request_id: str
-    submission: RequestSubmission
-    policy: KindPolicy
-    calendar: CalendarPolicy = CalendarPolicy()
+class AssignmentCarry(Model):
+    """What an assignment hands to its next run when its history is continued as new."""
+
+    view: AssignmentView
+    deadline_generation: int
 
 
 class ExpertAssignmentInput(Model):
@@ -48,6 +49,9 @@ class ExpertAssignmentInput(Model):
     role: Role
     policy: KindPolicy
     calendar: CalendarPolicy = CalendarPolicy()
+    # Continue as new past this many history events (None: when the server suggests it).
+    history_limit: int | None = None
+    carry: AssignmentCarry | None = None
 
 
 class AssignmentOutcome(Model):
@@ -136,10 +140,38 @@ class RequestState(Model):
     adoption: AdoptionAnswer | None = None
     withdraw_reason: str | None = None
     decline_reason: str | None = None
+    closed_reason: str | None = None
+    overdue: bool = False
     waiting_for: str = ""
 
     def assignment(self, expert_code: str) -> AssignmentView | None:
         return next((a for a in self.assignments if a.expert_code == expert_code), None)
+
+
+class ReviewCarry(Model):
+    """Everything a request hands to its next run when its history is continued as new. Taken
+    only when no action is in flight, so nothing a person did is lost."""
+
+    state: RequestState
+    alternates: list[CouncilCandidate] = []
+    handled: list[str] = []
+    asked_for_experts: bool = False
+    shortfalls: int = 0
+    stage_generation: int = 0
+    conclusion_version: int = 1
+    review_due_passed: bool = False
+    stage_overdue: bool = False
+    counters: dict[str, int] = {}
+
+
+class ReviewRequestInput(Model):
+    request_id: str
+    submission: RequestSubmission
+    policy: KindPolicy
+    calendar: CalendarPolicy = CalendarPolicy()
+    # Continue as new past this many history events (None: when the server suggests it).
+    history_limit: int | None = None
+    carry: ReviewCarry | None = None
 
 
 # --- activities ------------------------------------------------------------------------------
@@ -195,6 +227,10 @@ class TransitionInput(Model):
     adoption: AdoptionAnswer | None = None
     documents_added: list[Document] = []
     notify: list[Notice] = []
+    # Set: the request's overdue flag becomes this. Applies to the assignment too if given.
+    overdue: bool | None = None
+    # Undelivered outbox rows of these topics are withdrawn (status "cancelled").
+    cancel_topics: list[str] = []
 
 
 class TransitionResult(Model):
@@ -222,3 +258,38 @@ class DueDateInput(Model):
 
 class DueDateResult(Model):
     due: datetime
+
+
+class ReminderPlanInput(Model):
+    now: datetime
+    due: datetime
+    schedule: ReminderSchedule
+    mode: Literal["working", "calendar"]
+    calendar: CalendarPolicy = CalendarPolicy()
+
+
+class ReminderInstant(Model):
+    at: datetime
+    kind: Literal["before", "due", "overdue", "escalate"]
+    days: int
+
+
+class ReminderPlanResult(Model):
+    instants: list[ReminderInstant]
+
+
+class ExtendInput(Model):
+    days: Annotated[int, Field(ge=1, le=120)]
+    reason: Reason
+    extended_by: PersonName = "coordinator"
+
+
+class ExtendAssignmentInput(ExtendInput):
+    expert_code: ExpertCode
+
+
+class ReplaceExpertInput(Model):
+    expert_code: ExpertCode
+    # None: the next ranked alternate.
+    replacement: ExpertCode | None = None
+    reason: Reason

@@ -75,8 +75,9 @@ class AssignmentState(StrEnum):
     invited = "invited"
     accepted = "accepted"
     declined = "declined"
+    expired = "expired"  # no answer by respond-by: the next alternate is invited
     submitted = "submitted"
-    cancelled = "cancelled"
+    cancelled = "cancelled"  # withdrawn request, replaced expert, or quorum reached without it
 
     @property
     def is_open(self) -> bool:
@@ -229,6 +230,9 @@ class Notice(Model):
     recipient: Recipient
     event: Annotated[str, Field(pattern=r"^[a-z_]+$")]
     data: dict[str, str | int | float | bool | None] = {}
+    # Reminders of one deadline share a topic; a transition that meets, extends or cancels the
+    # deadline withdraws that topic's undelivered rows.
+    topic: str | None = None
 
 
 class AssignmentView(Model):
@@ -240,6 +244,7 @@ class AssignmentView(Model):
     due_at: datetime | None = None
     recommendation: Recommendation | None = None
     decline_reason: str | None = None
+    overdue: bool = False
 
 
 class ConclusionView(Model):

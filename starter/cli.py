@@ -25,6 +25,9 @@ from domain.messages import (
     ApproveInput,
     DeclineInput,
     DraftConclusionInput,
+    ExtendAssignmentInput,
+    ExtendInput,
+    ReplaceExpertInput,
     ReturnConclusionInput,
     ScreeningInput,
     SubmitOpinionInput,
@@ -86,9 +89,12 @@ def print_state(state: service.RequestState) -> None:
         print(f"  stage due: {_when(state.stage_deadline)}")
     if state.waiting_for:
         print(f"  waiting for: {state.waiting_for}")
+    if state.overdue:
+        print("  OVERDUE: a deadline is past its grace period")
     for a in state.assignments:
         due = a.due_at or a.respond_by
         rec = f"  {a.recommendation.value}" if a.recommendation else ""
+        rec += "  OVERDUE" if a.overdue else ""
         print(
             f"  - {a.expert_code:<12} {a.role.value:<7} {a.state.value:<10} due {_when(due)}{rec}"
         )
@@ -175,6 +181,31 @@ async def cmd_add_expert(args, settings: Settings) -> None:
 
     inp = _model(AddExpertInput, {"expert_code": args.expert})
     await _request_action(args, ReviewRequestWorkflow.add_expert, inp)
+
+
+async def cmd_extend(args, settings: Settings) -> None:
+    data = {"days": args.days, "reason": args.reason, "extended_by": args.by}
+    if args.expert:
+        from workflows.assignment import ExpertAssignmentWorkflow
+
+        inp = _model(ExtendAssignmentInput, {**data, "expert_code": args.expert})
+        await _assignment_action(args, ExpertAssignmentWorkflow.extend, inp)
+    else:
+        from workflows.review import ReviewRequestWorkflow
+
+        await _request_action(
+            args, ReviewRequestWorkflow.extend_deadline, _model(ExtendInput, data)
+        )
+
+
+async def cmd_replace(args, settings: Settings) -> None:
+    from workflows.review import ReviewRequestWorkflow
+
+    inp = _model(
+        ReplaceExpertInput,
+        {"expert_code": args.expert, "replacement": args.by_expert, "reason": args.reason},
+    )
+    await _request_action(args, ReviewRequestWorkflow.replace_expert, inp)
 
 
 async def cmd_accept(args, settings: Settings) -> None:
@@ -265,7 +296,9 @@ async def cmd_list(args, settings: Settings) -> None:
         )
     pool = await _pool(settings)
     async with pool.acquire() as conn:
-        rows = await q.list_requests(conn, stage=args.stage, agency=args.agency, limit=args.limit)
+        rows = await q.list_requests(
+            conn, stage=args.stage, agency=args.agency, overdue=args.overdue, limit=args.limit
+        )
     await pool.close()
     if args.json:
         _print_json([dict(r) for r in rows])
@@ -273,9 +306,10 @@ async def cmd_list(args, settings: Settings) -> None:
     if not rows:
         print("no requests")
     for r in rows:
+        flag = "OVERDUE " if r["overdue"] else ""
         print(
             f"{r['id']:<13} {r['stage']:<11} {r['kind']:<18} {r['agency_code']:<8} "
-            f"due {_when(r['next_deadline']):<16}  {r['title'][:60]}"
+            f"due {_when(r['next_deadline']):<16}  {flag}{r['title'][:60]}"
         )
 
 
@@ -394,6 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("add-expert", cmd_add_expert, "invite one more expert to the council (coordinator)")
     c.add_argument("request")
     c.add_argument("expert")
+    c = cmd("extend", cmd_extend, "extend the stage's deadline, or one expert's (coordinator)")
+    c.add_argument("request")
+    c.add_argument("--expert", help="extend this expert's respond-by or review-due date")
+    c.add_argument("--days", type=int, required=True, help="working days to add")
+    c.add_argument("--reason", required=True)
+    c.add_argument("--by", default="coordinator")
+    c = cmd("replace", cmd_replace, "replace an expert who has not delivered (coordinator)")
+    c.add_argument("request")
+    c.add_argument("expert", help="the expert to replace")
+    c.add_argument("--by-expert", help="who replaces them (default: the next alternate)")
+    c.add_argument("--reason", required=True)
     c = cmd("accept", cmd_accept, "accept an invitation (expert)")
     c.add_argument("request")
     c.add_argument("expert")
@@ -439,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("list", cmd_list, "list requests")
     c.add_argument("--stage")
     c.add_argument("--agency")
+    c.add_argument(
+        "--overdue", action="store_true", help="only requests with a deadline past grace"
+    )
     c.add_argument("--limit", type=int, default=50)
     c = cmd("show", cmd_show, "show a request: its state and audit trail")
     c.add_argument("request")

@@ -40,7 +40,11 @@ def _summary(s: RequestSubmission) -> str:
 
 
 async def submit(
-    client: Client, submission: RequestSubmission, policy: Policy, task_queue: str = TASK_QUEUE
+    client: Client,
+    submission: RequestSubmission,
+    policy: Policy,
+    task_queue: str = TASK_QUEUE,
+    history_limit: int | None = None,
 ) -> Submitted:
     request_id = submission.request_id()
     try:
@@ -51,6 +55,7 @@ async def submit(
                 submission=submission,
                 policy=policy.for_kind(submission.kind),
                 calendar=policy.calendar,
+                history_limit=history_limit,
             ),
             id=review_workflow_id(request_id),
             task_queue=task_queue,

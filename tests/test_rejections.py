@@ -137,7 +137,12 @@ async def settled(handle: WorkflowHandle, signals: int, timeout: float = 10.0) -
             events = (await handle.fetch_history()).events
             if (
                 sum(e.event_type == signalled for e in events) >= signals
-                and events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+                # Idle: its last task is done, or it sleeps on a deadline timer.
+                and events[-1].event_type
+                in (
+                    EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+                    EventType.EVENT_TYPE_TIMER_STARTED,
+                )
             ):
                 return
             await asyncio.sleep(0.05)

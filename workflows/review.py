@@ -1,10 +1,17 @@
 """One request from intake to closed: screening, council, review, synthesis, approval,
-delivery and the agency's answer on adoption.
+delivery and the agency's answer on adoption — with a deadline on every stage.
 
-People act through updates. A handler never decides anything itself: it puts the action in a
-slot and waits; the run loop, the only place that moves the request, takes it, persists the
+People act through updates. A handler never moves the request itself: it puts the action in a
+slot and waits; the run loop, the only place that changes stage, takes it, persists the
 transition through an activity and clears the slot, and the handler answers with the new state.
 So the order of transitions is the order of the run loop, whatever order actions arrive in.
+
+Every stage with a deadline gets a watcher: durable timers for the policy's reminders, the
+deadline itself, overdue reminders and escalation past the grace period. A watcher belongs to
+one "stage generation"; any transition starts a new generation, so a timer of a finished stage
+wakes to nothing, and reminders and transitions are recorded under one lock, so a reminder
+never follows the work it was about. A long-lived request continues as new (carrying its whole
+state) once nothing is in flight.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.calendar import CalendarActivities
@@ -27,15 +35,19 @@ with workflow.unsafe.imports_passed_through():
         AdoptionInput,
         ApproveInput,
         AssignmentChanged,
-        AssignmentOutcome,
         ConclusionRecord,
         DraftConclusionInput,
         DueDateInput,
         ExpertAssignmentInput,
+        ExtendInput,
         IntakeRecord,
         ProposeCouncilInput,
+        ReminderInstant,
+        ReminderPlanInput,
+        ReplaceExpertInput,
         RequestState,
         ReturnConclusionInput,
+        ReviewCarry,
         ReviewRequestInput,
         ScreeningInput,
         SupplementInput,
@@ -58,7 +70,15 @@ with workflow.unsafe.imports_passed_through():
 
 
 class _Withdrawn(Exception):
-    """Raised inside the run loop when the agency withdrew: unwinds to the withdrawal path."""
+    """The agency withdrew: unwinds the run loop to the withdrawal path."""
+
+
+class _Lapsed(Exception):
+    """The supplement never came: unwinds the run loop to closing the request."""
+
+
+class _ContinueAsNew(Exception):
+    """The history is long and nothing is in flight: unwinds to continue-as-new."""
 
 
 def _rejected(message: str) -> ApplicationError:
@@ -68,6 +88,16 @@ def _rejected(message: str) -> ApplicationError:
 AGENCY = Recipient(kind="agency")
 COORDINATOR = Recipient(kind="coordinator")
 
+# The stages that have a deadline, and the policy's name for it.
+DEADLINES = {
+    Stage.screening: "screening",
+    Stage.supplement: "supplement",
+    Stage.review: "review",
+    Stage.synthesis: "synthesis",
+    Stage.approval: "approval",
+    Stage.adoption: "adoption",
+}
+
 
 @workflow.defn
 class ReviewRequestWorkflow:
@@ -75,39 +105,60 @@ class ReviewRequestWorkflow:
     def __init__(self, inp: ReviewRequestInput) -> None:
         s = inp.submission
         self._inp = inp
-        self._state = RequestState(
-            request_id=inp.request_id,
-            kind=s.kind,
-            title=s.title,
-            agency_code=s.agency.code,
-            stage=Stage.intake,
+        c = inp.carry or ReviewCarry(
+            state=RequestState(
+                request_id=inp.request_id,
+                kind=s.kind,
+                title=s.title,
+                agency_code=s.agency.code,
+                stage=Stage.intake,
+            )
         )
+        self._state = c.state
+        self._alternates: list[CouncilCandidate] = list(c.alternates)
+        self._handled: set[str] = set(c.handled)  # declines/expiries already acted on
+        self._asked_for_experts = c.asked_for_experts
+        self._shortfalls = c.shortfalls
+        self._stage_gen = c.stage_generation
+        self._version = c.conclusion_version
+        self._review_due_passed = c.review_due_passed
+        self._stage_overdue = c.stage_overdue
+        self._counters: dict[str, int] = dict(c.counters)
         # Actions handed from update handlers to the run loop, by name.
         self._pending: dict[str, Any] = {}
         self._abandoned: set[str] = set()
         self._withdraw: WithdrawInput | None = None
-        self._children: dict[str, workflow.ChildWorkflowHandle] = {}
-        self._alternates: list[CouncilCandidate] = []
+        self._lapsed = False
         self._added: list[CouncilCandidate] = []
-        # Experts whose add_expert is accepted and not yet invited (the registry is being
-        # checked): a second add_expert of one of them is refused, not invited twice.
+        # Experts being added or swapped in (registry check in flight): refused a second time.
         self._adding: set[str] = set()
-        self._handled: set[str] = set()  # experts whose decline has been acted on
-        self._asked_for_experts = False
-        self._shortfalls = 0
+        self._replacements: list[tuple[str, CouncilCandidate, str]] = []
+        self._lock = asyncio.Lock()  # transitions and reminders are recorded one at a time
+        self._upserted_overdue: bool | None = None
 
     # --- the lifecycle --------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, inp: ReviewRequestInput) -> RequestState:
         try:
-            await self._intake()
-            if await self._screening():
+            if self._state.stage == Stage.intake:
+                await self._intake()
+            elif self._state.stage in DEADLINES and self._state.stage_deadline is not None:
+                self._watch_stage(self._state.stage, self._state.stage_deadline)
+            if self._state.stage in (Stage.screening, Stage.supplement):
+                await self._screening()
+            if self._state.stage in (Stage.council, Stage.review):
                 await self._council_and_review()
+            if self._state.stage in (Stage.review, Stage.synthesis, Stage.approval):
                 await self._synthesis_and_approval()
+            if self._state.stage in (Stage.delivered, Stage.adoption):
                 await self._delivery_and_adoption()
         except _Withdrawn:
             await self._withdrawn()
+        except _Lapsed:
+            await self._lapse()
+        except _ContinueAsNew:
+            workflow.continue_as_new(inp.model_copy(update={"carry": self._carry()}))
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
 
@@ -127,11 +178,29 @@ class ReviewRequestWorkflow:
             ],
         )
 
-    async def _screening(self) -> bool:
-        """Screening, with as many supplement rounds as the coordinator asks for. True when
-        accepted; False when declined."""
+    async def _screening(self) -> None:
+        """Screening, with as many supplement rounds as the coordinator asks for. Leaves the
+        request in council (accepted) or declined."""
         policy = self._inp.policy
         while True:
+            if self._state.stage == Stage.supplement:
+                supplement: SupplementInput = await self._take("supplement")
+                n = self._state.supplement_round
+                self._state.supplement_round = n + 1
+                await self._transition(
+                    f"supplemented-{n}",
+                    "supplemented",
+                    Stage.screening,
+                    days=policy.screening_days,
+                    actor=f"agency:{self._state.agency_code}",
+                    details={
+                        "note": supplement.note,
+                        "documents": [d.name for d in supplement.documents],
+                    },
+                    documents_added=supplement.documents,
+                    notify=[Notice(recipient=COORDINATOR, event="supplement_received")],
+                )
+                self._done("supplement")
             decision: ScreeningInput = await self._take("screen")
             n = self._state.supplement_round
             actor = f"coordinator:{decision.screened_by}"
@@ -146,7 +215,7 @@ class ReviewRequestWorkflow:
                     notify=[Notice(recipient=AGENCY, event="request_accepted")],
                 )
                 self._done("screen")
-                return True
+                return
             if decision.decision == "decline":
                 self._state.decline_reason = decision.note
                 await self._transition(
@@ -164,7 +233,7 @@ class ReviewRequestWorkflow:
                     ],
                 )
                 self._done("screen")
-                return False
+                return
             await self._transition(
                 f"screened-{n}",
                 "supplement_requested",
@@ -174,29 +243,62 @@ class ReviewRequestWorkflow:
                 details={"note": decision.note},
                 notify=[
                     Notice(
-                        recipient=AGENCY, event="supplement_requested", data={"note": decision.note}
+                        recipient=AGENCY,
+                        event="supplement_requested",
+                        data={"note": decision.note},
                     )
                 ],
             )
             self._done("screen")
-            supplement: SupplementInput = await self._take("supplement")
-            self._state.supplement_round = n + 1
-            await self._transition(
-                f"supplemented-{n}",
-                "supplemented",
-                Stage.screening,
-                days=policy.screening_days,
-                actor=f"agency:{self._state.agency_code}",
-                details={
-                    "note": supplement.note,
-                    "documents": [d.name for d in supplement.documents],
-                },
-                documents_added=supplement.documents,
-                notify=[Notice(recipient=COORDINATOR, event="supplement_received")],
-            )
-            self._done("supplement")
 
     async def _council_and_review(self) -> None:
+        policy = self._inp.policy
+        if self._state.council is None:
+            await self._propose_council()
+        target = policy.council_size
+        while True:
+            await self._wait(lambda: self._review_needs_attention(target))
+            for view in list(self._state.assignments):
+                if (
+                    view.state in (AssignmentState.declined, AssignmentState.expired)
+                    and view.expert_code not in self._handled
+                ):
+                    self._handled.add(view.expert_code)
+                    if self._alternates:
+                        await self._invite(self._alternates.pop(0), view.role)
+            while self._added:
+                candidate = self._added.pop(0)
+                role = Role.member if self._chair() is not None else Role.chair
+                await self._invite(candidate, role)
+            while self._replacements:
+                await self._replace(*self._replacements.pop(0))
+            if self._all_in(target):
+                return
+            if self._quorum_reached():
+                await self._close_review_on_quorum()
+                return
+            if self._open_count() == 0 and not self._asked_for_experts:
+                self._asked_for_experts = True
+                self._shortfalls += 1
+                await self._transition(
+                    f"experts-needed-{self._shortfalls}",
+                    "experts_needed",
+                    self._state.stage,
+                    details={
+                        "submitted": self._submitted_count(),
+                        "needed": target,
+                        "has_chair": self._chair() is not None,
+                    },
+                    notify=[
+                        Notice(
+                            recipient=COORDINATOR,
+                            event="experts_needed",
+                            data={"submitted": self._submitted_count(), "needed": target},
+                        )
+                    ],
+                )
+
+    async def _propose_council(self) -> None:
         s = self._inp.submission
         policy = self._inp.policy
         proposal = await workflow.execute_activity_method(
@@ -239,54 +341,62 @@ class ReviewRequestWorkflow:
         )
         for member in proposal.members:
             await self._invite(member, member.role)
-        target = policy.council_size
-        while True:
-            await self._wait(lambda: self._review_needs_attention(target))
-            for view in list(self._state.assignments):
-                if view.state == AssignmentState.declined and view.expert_code not in self._handled:
-                    self._handled.add(view.expert_code)
-                    if self._alternates:
-                        await self._invite(self._alternates.pop(0), view.role)
-            while self._added:
-                candidate = self._added.pop(0)
-                role = Role.member if self._chair() is not None else Role.chair
-                await self._invite(candidate, role)
-            if self._open_count() == 0:
-                if self._submitted_count() >= target and self._chair() is not None:
-                    return
-                if not self._asked_for_experts:
-                    self._asked_for_experts = True
-                    self._shortfalls += 1
-                    await self._transition(
-                        f"experts-needed-{self._shortfalls}",
-                        "experts_needed",
-                        self._state.stage,
-                        details={
-                            "submitted": self._submitted_count(),
-                            "needed": target,
-                            "has_chair": self._chair() is not None,
-                        },
-                        notify=[
-                            Notice(
-                                recipient=COORDINATOR,
-                                event="experts_needed",
-                                data={"submitted": self._submitted_count(), "needed": target},
-                            )
-                        ],
-                    )
 
     def _review_needs_attention(self, target: int) -> bool:
-        if self._added:
+        if self._added or self._replacements:
             return True
         if any(
-            v.state == AssignmentState.declined and v.expert_code not in self._handled
+            v.state in (AssignmentState.declined, AssignmentState.expired)
+            and v.expert_code not in self._handled
             for v in self._state.assignments
         ):
             return True
-        if self._open_count() == 0:
-            done = self._submitted_count() >= target and self._chair() is not None
-            return done or not self._asked_for_experts
-        return False
+        if self._all_in(target) or self._quorum_reached():
+            return True
+        return self._open_count() == 0 and not self._asked_for_experts
+
+    def _all_in(self, target: int) -> bool:
+        """Every invited expert has answered and the council is complete: synthesis starts
+        at once, whatever the deadline."""
+        chair = self._chair()
+        return (
+            self._open_count() == 0
+            and self._submitted_count() >= target
+            and chair is not None
+            and chair.state == AssignmentState.submitted
+        )
+
+    def _quorum_reached(self) -> bool:
+        """Past the review deadline, the policy's quorum (the chair's opinion among them)
+        is enough."""
+        chair = self._chair()
+        return (
+            self._review_due_passed
+            and self._submitted_count() >= self._inp.policy.quorum
+            and chair is not None
+            and chair.state == AssignmentState.submitted
+        )
+
+    async def _close_review_on_quorum(self) -> None:
+        still_open = [v.expert_code for v in self._state.assignments if v.state.is_open]
+        await self._cancel_assignments(still_open)
+        await self._transition(
+            "quorum-reached",
+            "quorum_reached",
+            Stage.review,
+            details={
+                "opinions": self._submitted_count(),
+                "quorum": self._inp.policy.quorum,
+                "cancelled": still_open,
+            },
+            notify=[
+                Notice(
+                    recipient=COORDINATOR,
+                    event="quorum_reached",
+                    data={"opinions": self._submitted_count()},
+                )
+            ],
+        )
 
     async def _invite(self, candidate: CouncilCandidate, role: Role) -> None:
         if self._state.stage == Stage.council:
@@ -305,7 +415,7 @@ class ReviewRequestWorkflow:
                 invited_at=workflow.now(),
             )
         )
-        handle = await workflow.start_child_workflow(
+        await workflow.start_child_workflow(
             ExpertAssignmentWorkflow.run,
             ExpertAssignmentInput(
                 request_id=self._state.request_id,
@@ -314,69 +424,104 @@ class ReviewRequestWorkflow:
                 role=role,
                 policy=self._inp.policy,
                 calendar=self._inp.calendar,
+                history_limit=self._inp.history_limit,
             ),
             id=assignment_workflow_id(self._state.request_id, code),
             static_summary=f"{self._state.request_id}: expert {code} ({role.value})",
+            # The request may continue as new while its experts work: they must outlive a
+            # run of it. They report to the request by workflow id, and the request cancels
+            # them itself when it ends early.
+            parent_close_policy=ParentClosePolicy.ABANDON,
         )
-        self._children[code] = handle
-        asyncio.create_task(self._watch(code, handle))
         self._asked_for_experts = False
         self._update_details()
 
-    async def _watch(self, code: str, handle: workflow.ChildWorkflowHandle) -> None:
-        try:
-            outcome: AssignmentOutcome = await handle
-        except Exception:
-            workflow.logger.exception("assignment workflow failed", extra={"expert": code})
-            self._apply_view_state(code, AssignmentState.cancelled)
-            return
-        view = self._state.assignment(code)
-        if view is not None:
-            view.state = outcome.state
-            view.recommendation = outcome.recommendation
-            view.decline_reason = outcome.decline_reason
-        self._update_details()
-
-    async def _synthesis_and_approval(self) -> None:
-        policy = self._inp.policy
-        version = 1
-        chair = self._chair()
-        assert chair is not None
+    async def _replace(self, old: str, candidate: CouncilCandidate, reason: str) -> None:
+        view = self._state.assignment(old)
+        assert view is not None
+        role = view.role
+        await self._cancel_assignments([old])
+        self._handled.add(old)
+        await self._invite(candidate, role)
+        n = self._count("replaced")
         await self._transition(
-            f"synthesis-{version}",
-            "synthesis_opened",
-            Stage.synthesis,
-            days=policy.synthesis_days,
-            details={"chair": chair.expert_code, "opinions": self._submitted_count()},
+            f"replaced-{n}",
+            "expert_replaced",
+            self._state.stage,
+            actor="coordinator",
+            details={"expert_code": old, "replacement": candidate.expert_code, "reason": reason},
             notify=[
                 Notice(
-                    recipient=Recipient(kind="expert", code=chair.expert_code),
-                    event="draft_conclusion_requested",
+                    recipient=COORDINATOR,
+                    event="expert_replaced",
+                    data={"expert_code": old, "replacement": candidate.expert_code},
                 )
             ],
         )
-        while True:
-            draft: DraftConclusionInput = await self._take("draft_conclusion")
-            self._state.conclusion = ConclusionView(
-                version=version,
-                recommendation=draft.draft.recommendation,
-                text=draft.draft.text,
-                drafted_by=draft.expert_code,
+
+    async def _cancel_assignments(self, codes: list[str]) -> None:
+        """Cancels these experts' assignment workflows and waits until each has recorded its
+        cancellation (its reminders die with it)."""
+        for code in codes:
+            handle = workflow.get_external_workflow_handle(
+                assignment_workflow_id(self._state.request_id, code)
             )
+            try:
+                await handle.cancel()
+            except Exception:
+                # Already finished on its own (submitted at this very moment): its own
+                # signal tells the outcome.
+                workflow.logger.info("assignment already closed", extra={"expert": code})
+        await workflow.wait_condition(lambda: not any(self._is_open(c) for c in codes))
+
+    async def _synthesis_and_approval(self) -> None:
+        policy = self._inp.policy
+        chair = self._chair()
+        assert chair is not None
+        if self._state.stage == Stage.review:
             await self._transition(
-                f"drafted-{version}",
-                "conclusion_drafted",
-                Stage.approval,
-                days=policy.approval_days,
-                actor=f"expert:{draft.expert_code}",
-                details={"version": version, "recommendation": draft.draft.recommendation.value},
-                conclusion=self._conclusion_record(),
-                notify=[Notice(recipient=COORDINATOR, event="conclusion_ready")],
+                f"synthesis-{self._version}",
+                "synthesis_opened",
+                Stage.synthesis,
+                days=policy.synthesis_days,
+                details={"chair": chair.expert_code, "opinions": self._submitted_count()},
+                notify=[
+                    Notice(
+                        recipient=Recipient(kind="expert", code=chair.expert_code),
+                        event="draft_conclusion_requested",
+                    )
+                ],
             )
-            self._done("draft_conclusion")
+        while True:
+            if self._state.stage == Stage.synthesis:
+                draft: DraftConclusionInput = await self._take("draft_conclusion")
+                version = self._version
+                self._state.conclusion = ConclusionView(
+                    version=version,
+                    recommendation=draft.draft.recommendation,
+                    text=draft.draft.text,
+                    drafted_by=draft.expert_code,
+                )
+                await self._transition(
+                    f"drafted-{version}",
+                    "conclusion_drafted",
+                    Stage.approval,
+                    days=policy.approval_days,
+                    actor=f"expert:{draft.expert_code}",
+                    details={
+                        "version": version,
+                        "recommendation": draft.draft.recommendation.value,
+                    },
+                    conclusion=self._conclusion_record(),
+                    notify=[Notice(recipient=COORDINATOR, event="conclusion_ready")],
+                )
+                self._done("draft_conclusion")
             decision = await self._take("decide_conclusion")
+            version = self._version
+            conclusion = self._state.conclusion
+            assert conclusion is not None
             if isinstance(decision, ApproveInput):
-                self._state.conclusion.approved_by = decision.approved_by
+                conclusion.approved_by = decision.approved_by
                 await self._transition(
                     f"approved-{version}",
                     "conclusion_approved",
@@ -389,7 +534,7 @@ class ReviewRequestWorkflow:
                             recipient=AGENCY,
                             event="conclusion_delivered",
                             data={
-                                "recommendation": self._state.conclusion.recommendation.value,
+                                "recommendation": conclusion.recommendation.value,
                                 "version": version,
                             },
                         ),
@@ -405,7 +550,8 @@ class ReviewRequestWorkflow:
                 )
                 self._done("decide_conclusion")
                 return
-            self._state.conclusion.returned_comments = decision.comments
+            conclusion.returned_comments = decision.comments
+            self._version = version + 1
             await self._transition(
                 f"returned-{version}",
                 "conclusion_returned",
@@ -423,16 +569,16 @@ class ReviewRequestWorkflow:
                 ],
             )
             self._done("decide_conclusion")
-            version += 1
 
     async def _delivery_and_adoption(self) -> None:
-        await self._transition(
-            "adoption-open",
-            "adoption_answer_requested",
-            Stage.adoption,
-            days=self._inp.policy.adoption_days,
-            notify=[Notice(recipient=AGENCY, event="adoption_answer_requested")],
-        )
+        if self._state.stage == Stage.delivered:
+            await self._transition(
+                "adoption-open",
+                "adoption_answer_requested",
+                Stage.adoption,
+                days=self._inp.policy.adoption_days,
+                notify=[Notice(recipient=AGENCY, event="adoption_answer_requested")],
+            )
         answer: AdoptionInput = await self._take("answer_adoption")
         self._state.adoption = answer.answer
         await self._transition(
@@ -458,17 +604,14 @@ class ReviewRequestWorkflow:
         self._state.withdraw_reason = reason
         # Every open assignment is cancelled first; each child records its own cancellation
         # and tells its expert, so the request's record is complete before it says withdrawn.
-        open_children = [h for code, h in self._children.items() if self._is_open(code)]
-        for handle in open_children:
-            handle.cancel()
-        if open_children:
-            await asyncio.gather(*open_children, return_exceptions=True)
+        still_open = [v.expert_code for v in self._state.assignments if v.state.is_open]
+        await self._cancel_assignments(still_open)
         await self._transition(
             "withdrawn",
             "withdrawn",
             Stage.withdrawn,
             actor=f"agency:{self._state.agency_code}",
-            details={"reason": reason, "cancelled_assignments": len(open_children)},
+            details={"reason": reason, "cancelled_assignments": len(still_open)},
             notify=[
                 Notice(recipient=AGENCY, event="withdrawal_confirmed"),
                 Notice(recipient=COORDINATOR, event="request_withdrawn", data={"reason": reason}),
@@ -482,9 +625,113 @@ class ReviewRequestWorkflow:
                 ],
             ],
         )
-        # Anything still waiting in a slot was overtaken by the withdrawal.
+        self._abandon_pending()
+
+    async def _lapse(self) -> None:
+        reason = "the supplement was not received within the deadline and its grace period"
+        self._state.closed_reason = reason
+        await self._transition(
+            "lapsed",
+            "supplement_lapsed",
+            Stage.closed,
+            details={"reason": reason},
+            notify=[
+                Notice(recipient=AGENCY, event="request_lapsed"),
+                Notice(recipient=COORDINATOR, event="request_lapsed"),
+            ],
+        )
+        self._abandon_pending()
+
+    def _abandon_pending(self) -> None:
+        # Anything still waiting in a slot was overtaken by the end of the request.
         self._abandoned.update(self._pending)
         self._pending.clear()
+
+    # --- stage deadlines --------------------------------------------------------------------------
+
+    def _watch_stage(self, stage: Stage, deadline: datetime) -> None:
+        asyncio.create_task(self._stage_deadline(self._stage_gen, stage, deadline))
+
+    async def _stage_deadline(self, gen: int, stage: Stage, deadline: datetime) -> None:
+        name = DEADLINES[stage]
+        plan = await workflow.execute_activity_method(
+            CalendarActivities.reminder_plan,
+            ReminderPlanInput(
+                now=workflow.now(),
+                due=deadline,
+                schedule=getattr(self._inp.policy.reminders, name),
+                mode=self._inp.policy.calendar,
+                calendar=self._inp.calendar,
+            ),
+            **COMPUTE_OPTIONS,
+        )
+        for i, instant in enumerate(plan.instants):
+            delay = (instant.at - workflow.now()).total_seconds()
+            if delay > 0:
+                try:
+                    await workflow.wait_condition(lambda: self._stage_gen != gen, timeout=delay)
+                    return
+                except TimeoutError:
+                    pass
+            async with self._lock:
+                # Re-checked under the lock: a transition that ended this stage while the
+                # timer fired wins, so no reminder follows the work it was about.
+                if self._stage_gen != gen:
+                    return
+                await self._deadline_acts(name, gen, i, instant)
+
+    async def _deadline_acts(self, name: str, gen: int, i: int, instant: ReminderInstant) -> None:
+        who = self._responsible(name)
+        due = self._state.stage_deadline
+        data = {"deadline": name, "due": due.isoformat() if due else None}
+        if instant.kind in ("before", "overdue") and who is not None:
+            await self._persist(
+                f"remind-{name}-g{gen}-{i}",
+                "reminder_sent",
+                details={"deadline": name, "when": instant.kind, "days": instant.days},
+                notify=[
+                    Notice(
+                        recipient=who,
+                        event=f"{name}_reminder",
+                        data={**data, "when": instant.kind, "days": instant.days},
+                        topic=self._topic(),
+                    )
+                ],
+            )
+        elif instant.kind == "due" and name == "review":
+            self._review_due_passed = True
+            self._update_details()
+        elif instant.kind == "escalate" and name == "supplement":
+            self._lapsed = True
+        elif instant.kind == "escalate":
+            self._stage_overdue = True
+            await self._persist(
+                f"escalated-{name}-g{gen}",
+                "deadline_escalated",
+                overdue=True,
+                details={"deadline": name, "grace_days": instant.days},
+                notify=[
+                    Notice(
+                        recipient=COORDINATOR,
+                        event="stage_overdue",
+                        data={**data, "grace_days": instant.days},
+                    )
+                ],
+            )
+            self._update_details()
+
+    def _responsible(self, name: str) -> Recipient | None:
+        if name in ("screening", "approval"):
+            return COORDINATOR
+        if name in ("supplement", "adoption"):
+            return AGENCY
+        if name == "synthesis":
+            chair = self._chair()
+            return Recipient(kind="expert", code=chair.expert_code) if chair else None
+        return None  # review: each expert is reminded by their own assignment
+
+    def _topic(self) -> str:
+        return f"{workflow.info().workflow_id}:stage-reminders"
 
     # --- people's actions ------------------------------------------------------------------------
 
@@ -510,37 +757,18 @@ class ReviewRequestWorkflow:
     async def add_expert(self, inp: AddExpertInput) -> RequestState:
         code = inp.expert_code
         # Claimed before the first await, so the validator of a second add_expert of the same
-        # expert sees it: inviting one expert twice starts a second child workflow with the
-        # same id, and that failure fails the whole request.
+        # expert sees it: inviting one expert twice would start a second child workflow with
+        # the same id, and that failure would fail the whole request.
         self._adding.add(code)
         try:
-            candidate = await workflow.execute_activity_method(
-                CouncilActivities.check_expert,
-                ProposeCouncilInput(
-                    request_id=self._state.request_id,
-                    agency_code=self._state.agency_code,
-                    agency_name=self._inp.submission.agency.name,
-                    expertise_fields=self._inp.submission.expertise_fields,
-                    council_size=1,
-                    alternates=0,
-                    exclude=[code],
-                ),
-                **COMPUTE_OPTIONS,
-            )
-            if candidate.shortfall:
-                raise _rejected(f"expert_code: {candidate.shortfall}")
-            if self._state.stage not in (Stage.council, Stage.review):
-                raise _rejected(
-                    f"cannot add an expert: the request is in {self._state.stage.value}"
-                )
-            # Invited meanwhile (as an alternate replacing a decline): nothing more to do.
-            if self._state.assignment(code) is not None:
-                raise _rejected(f"expert_code: {code} already has a role on this request")
+            candidate = await self._check_candidate(code)
             # An alternate chosen by hand is no longer an alternate: a later decline must not
             # invite them a second time.
             self._alternates = [a for a in self._alternates if a.expert_code != code]
-            self._added.append(candidate.members[0])
-            await workflow.wait_condition(lambda: not self._added or self._state.stage.is_final)
+            self._added.append(candidate)
+            await workflow.wait_condition(
+                lambda: self._state.assignment(code) is not None or self._state.stage.is_final
+            )
             return self._state
         finally:
             self._adding.discard(code)
@@ -550,10 +778,101 @@ class ReviewRequestWorkflow:
         self._not_withdrawing()
         if self._state.stage not in (Stage.council, Stage.review):
             raise _rejected(f"cannot add an expert: the request is in {self._state.stage.value}")
-        if self._state.assignment(inp.expert_code) is not None:
-            raise _rejected(f"expert_code: {inp.expert_code} already has a role on this request")
-        if inp.expert_code in self._adding:
-            raise _rejected(f"expert_code: {inp.expert_code} is already being added")
+        self._check_newcomer(inp.expert_code)
+
+    @workflow.update
+    async def replace_expert(self, inp: ReplaceExpertInput) -> RequestState:
+        old = inp.expert_code
+        if inp.replacement is not None:
+            code = inp.replacement
+            self._adding.add(code)
+            try:
+                candidate = await self._check_candidate(code)
+            finally:
+                self._adding.discard(code)
+            self._alternates = [a for a in self._alternates if a.expert_code != code]
+        else:
+            candidate = self._alternates.pop(0)
+        self._replacements.append((old, candidate, inp.reason))
+        await workflow.wait_condition(
+            lambda: (
+                self._state.assignment(candidate.expert_code) is not None
+                or self._state.stage.is_final
+            )
+        )
+        return self._state
+
+    @replace_expert.validator
+    def _validate_replace(self, inp: ReplaceExpertInput) -> None:
+        self._not_withdrawing()
+        if self._state.stage != Stage.review:
+            raise _rejected(
+                f"cannot replace an expert: the request is in {self._state.stage.value}"
+            )
+        view = self._state.assignment(inp.expert_code)
+        if view is None:
+            raise _rejected(f"expert_code: {inp.expert_code} is not on this request")
+        if not view.state.is_open or any(r[0] == inp.expert_code for r in self._replacements):
+            raise _rejected(
+                f"expert_code: {inp.expert_code} cannot be replaced: "
+                f"the assignment is {view.state.value}"
+            )
+        if inp.replacement is not None:
+            self._check_newcomer(inp.replacement)
+        elif not self._alternates:
+            raise _rejected("replacement: no alternates left; name the expert to invite")
+
+    @workflow.update
+    async def extend_deadline(self, inp: ExtendInput) -> RequestState:
+        stage = self._state.stage
+        async with self._lock:
+            if self._state.stage != stage or self._state.stage_deadline is None:
+                raise _rejected(f"cannot extend: the request moved on to {self._state.stage}")
+            old = self._state.stage_deadline
+            new = await self._due(inp.days, start=max(old, workflow.now()))
+            was_overdue, self._stage_overdue = self._stage_overdue, False
+            if stage == Stage.review:
+                self._review_due_passed = False
+            self._state.stage_deadline = new
+            n = self._count("extended")
+            await self._persist(
+                f"extended-{n}",
+                "deadline_extended",
+                actor=f"coordinator:{inp.extended_by}",
+                stage=stage,
+                overdue=False if was_overdue else None,
+                cancel_topics=[self._topic()],
+                details={
+                    "deadline": DEADLINES[stage],
+                    "from": old.isoformat(),
+                    "to": new.isoformat(),
+                    "reason": inp.reason,
+                },
+                notify=[
+                    Notice(
+                        recipient=who,
+                        event="deadline_extended",
+                        data={"deadline": DEADLINES[stage], "due": new.isoformat()},
+                    )
+                    for who in [self._responsible(DEADLINES[stage])]
+                    if who is not None
+                ],
+            )
+            # A new generation: the old watcher's timers wake to nothing.
+            self._stage_gen += 1
+            self._watch_stage(stage, new)
+            self._upsert_search_attributes()
+            self._update_details()
+        return self._state
+
+    @extend_deadline.validator
+    def _validate_extend(self, inp: ExtendInput) -> None:
+        self._not_withdrawing()
+        if self._state.stage not in DEADLINES or self._state.stage_deadline is None:
+            raise _rejected(
+                f"cannot extend: the request is in {self._state.stage.value}, which has no "
+                "deadline of its own"
+            )
 
     @workflow.update
     async def draft_conclusion(self, inp: DraftConclusionInput) -> RequestState:
@@ -639,9 +958,48 @@ class ReviewRequestWorkflow:
         self._pending.pop(name, None)
 
     async def _wait(self, condition) -> None:
-        await workflow.wait_condition(lambda: self._withdraw is not None or condition())
-        if self._withdraw is not None:
-            raise _Withdrawn()
+        """Waits for `condition`, unless the request is withdrawn or lapses first, or its
+        history has grown long enough to continue as new."""
+        while True:
+            await workflow.wait_condition(
+                lambda: self._interrupted() or condition() or self._history_is_long()
+            )
+            if self._withdraw is not None:
+                raise _Withdrawn()
+            if self._lapsed:
+                raise _Lapsed()
+            if condition():
+                return
+            # Continue as new only with nothing in flight: no handler running, no reminder
+            # or transition being recorded. Whatever arrives meanwhile is served first.
+            await workflow.wait_condition(
+                lambda: workflow.all_handlers_finished() and not self._lock.locked()
+            )
+            if not (self._interrupted() or condition()):
+                raise _ContinueAsNew()
+
+    def _interrupted(self) -> bool:
+        return self._withdraw is not None or self._lapsed
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        if self._inp.history_limit is not None:
+            return info.get_current_history_length() > self._inp.history_limit
+        return info.is_continue_as_new_suggested()
+
+    def _carry(self) -> ReviewCarry:
+        return ReviewCarry(
+            state=self._state,
+            alternates=self._alternates,
+            handled=sorted(self._handled),
+            asked_for_experts=self._asked_for_experts,
+            shortfalls=self._shortfalls,
+            stage_generation=self._stage_gen + 1,  # the next run's watcher starts afresh
+            conclusion_version=self._version,
+            review_due_passed=self._review_due_passed,
+            stage_overdue=self._stage_overdue,
+            counters=self._counters,
+        )
 
     def _expect(self, name: str, stage: Stage) -> None:
         self._not_withdrawing()
@@ -661,7 +1019,42 @@ class ReviewRequestWorkflow:
         if self._withdraw is not None:
             raise _rejected("the request is being withdrawn")
 
+    def _check_newcomer(self, code: str) -> None:
+        if self._state.assignment(code) is not None:
+            raise _rejected(f"expert_code: {code} already has a role on this request")
+        if code in self._adding or any(c.expert_code == code for c in self._added):
+            raise _rejected(f"expert_code: {code} is already being added")
+
+    async def _check_candidate(self, code: str) -> CouncilCandidate:
+        """The registry's word on an expert the coordinator names (validators cannot read the
+        database, so this runs in the handler)."""
+        checked = await workflow.execute_activity_method(
+            CouncilActivities.check_expert,
+            ProposeCouncilInput(
+                request_id=self._state.request_id,
+                agency_code=self._state.agency_code,
+                agency_name=self._inp.submission.agency.name,
+                expertise_fields=self._inp.submission.expertise_fields,
+                council_size=1,
+                alternates=0,
+                exclude=[code],
+            ),
+            **COMPUTE_OPTIONS,
+        )
+        if checked.shortfall:
+            raise _rejected(f"expert_code: {checked.shortfall}")
+        if self._state.stage not in (Stage.council, Stage.review):
+            raise _rejected(f"cannot add an expert: the request is in {self._state.stage.value}")
+        if self._state.assignment(code) is not None:
+            raise _rejected(f"expert_code: {code} already has a role on this request")
+        return checked.members[0]
+
     # --- helpers ---------------------------------------------------------------------------------
+
+    def _count(self, name: str) -> int:
+        """A counter that survives continue-as-new, for idempotency keys of repeatable steps."""
+        self._counters[name] = self._counters.get(name, 0) + 1
+        return self._counters[name]
 
     def _chair(self) -> AssignmentView | None:
         return next(
@@ -669,7 +1062,12 @@ class ReviewRequestWorkflow:
                 v
                 for v in self._state.assignments
                 if v.role == Role.chair
-                and v.state not in (AssignmentState.declined, AssignmentState.cancelled)
+                and v.state
+                not in (
+                    AssignmentState.declined,
+                    AssignmentState.cancelled,
+                    AssignmentState.expired,
+                )
             ),
             None,
         )
@@ -684,11 +1082,6 @@ class ReviewRequestWorkflow:
         view = self._state.assignment(code)
         return view is not None and view.state.is_open
 
-    def _apply_view_state(self, code: str, state: AssignmentState) -> None:
-        view = self._state.assignment(code)
-        if view is not None:
-            view.state = state
-
     def _conclusion_record(self) -> ConclusionRecord:
         c = self._state.conclusion
         assert c is not None
@@ -701,11 +1094,11 @@ class ReviewRequestWorkflow:
             approved_by=c.approved_by,
         )
 
-    async def _due(self, days: int) -> datetime:
+    async def _due(self, days: int, start: datetime | None = None) -> datetime:
         result = await workflow.execute_activity_method(
             CalendarActivities.due_date,
             DueDateInput(
-                start=workflow.now(),
+                start=start or workflow.now(),
                 days=days,
                 mode=self._inp.policy.calendar,
                 calendar=self._inp.calendar,
@@ -726,10 +1119,49 @@ class ReviewRequestWorkflow:
         notify: list[Notice] | None = None,
         **records: Any,
     ) -> None:
-        deadline = await self._due(days) if days else None
-        if stage != self._state.stage or days:
-            self._state.stage_deadline = deadline
-        self._state.stage = stage
+        """Moves the request (or records a step within its stage) and restarts the stage's
+        deadline watcher when the stage or its deadline changes."""
+        moving = stage != self._state.stage or days is not None
+        if moving:
+            self._stage_gen += 1  # at once: a timer firing now must see its stage is over
+        async with self._lock:
+            deadline = await self._due(days) if days else None
+            cleared_overdue = None
+            if moving:
+                self._state.stage_deadline = deadline
+                self._review_due_passed = False
+                if self._stage_overdue:
+                    self._stage_overdue, cleared_overdue = False, False
+            self._state.stage = stage
+            await self._persist(
+                step,
+                action,
+                actor=actor,
+                stage=stage,
+                details=details,
+                notify=notify,
+                overdue=cleared_overdue,
+                cancel_topics=[self._topic()] if moving else [],
+                **records,
+            )
+        if moving and stage in DEADLINES and deadline is not None:
+            self._watch_stage(stage, deadline)
+        self._upsert_search_attributes()
+        self._update_details()
+
+    async def _persist(
+        self,
+        step: str,
+        action: str,
+        *,
+        actor: str = "system",
+        stage: Stage | None = None,
+        details: dict | None = None,
+        notify: list[Notice] | None = None,
+        overdue: bool | None = None,
+        cancel_topics: list[str] | None = None,
+        **records: Any,
+    ) -> None:
         await workflow.execute_activity_method(
             PersistenceActivities.record_transition,
             TransitionInput(
@@ -743,31 +1175,46 @@ class ReviewRequestWorkflow:
                 next_deadline=self._state.stage_deadline,
                 details=details or {},
                 notify=notify or [],
+                overdue=overdue,
+                cancel_topics=cancel_topics or [],
                 **records,
             ),
             **PERSIST_OPTIONS,
         )
+
+    def _upsert_search_attributes(self) -> None:
+        d = self._state.stage_deadline
+        overdue = self._is_overdue()
         workflow.upsert_search_attributes(
             [
-                sa.STAGE.value_set(stage.value),
+                sa.STAGE.value_set(self._state.stage.value),
                 sa.KIND.value_set(self._state.kind.value),
                 sa.AGENCY.value_set(self._state.agency_code),
-                sa.NEXT_DEADLINE.value_set(self._state.stage_deadline)
-                if self._state.stage_deadline
-                else sa.NEXT_DEADLINE.value_unset(),
+                sa.NEXT_DEADLINE.value_set(d) if d else sa.NEXT_DEADLINE.value_unset(),
+                sa.OVERDUE.value_set(overdue),
             ]
         )
-        self._update_details()
+        self._upserted_overdue = overdue
+
+    def _is_overdue(self) -> bool:
+        return self._stage_overdue or any(
+            v.overdue and v.state.is_open for v in self._state.assignments
+        )
 
     def _update_details(self) -> None:
-        """Keeps the derived parts of the state and the UI's current details in step; called
-        on every transition and every change an assignment reports."""
-        self._state.alternates_left = [a.expert_code for a in self._alternates]
-        self._state.waiting_for = self._waiting_for()
+        """Keeps the derived parts of the state, the overdue flag and the UI's current details
+        in step; called on every transition and every change an assignment reports."""
+        st = self._state
+        st.alternates_left = [a.expert_code for a in self._alternates]
+        st.overdue = self._is_overdue()
+        if st.overdue != self._upserted_overdue:
+            workflow.upsert_search_attributes([sa.OVERDUE.value_set(st.overdue)])
+            self._upserted_overdue = st.overdue
+        st.waiting_for = self._waiting_for()
         workflow.set_current_details(
-            f"{self._state.stage.value}: waiting for {self._waiting_for()}"
-            if not self._state.stage.is_final
-            else self._state.stage.value
+            f"{st.stage.value}: waiting for {st.waiting_for}" + (" — OVERDUE" if st.overdue else "")
+            if not st.stage.is_final
+            else st.stage.value
         )
 
     def _waiting_for(self) -> str:
@@ -788,8 +1235,13 @@ class ReviewRequestWorkflow:
                 text = f"{self._submitted_count()} of {target} opinions"
                 if invited:
                     text += f", {invited} invitation(s) unanswered"
+                overdue = [v.expert_code for v in st.assignments if v.overdue and v.state.is_open]
+                if overdue:
+                    text += f", overdue: {', '.join(overdue)}"
                 if self._open_count() == 0 and self._asked_for_experts:
                     text += ", the coordinator to add an expert"
+                if self._review_due_passed:
+                    text += f" (deadline passed; quorum {self._inp.policy.quorum})"
                 return text + due
             case Stage.synthesis:
                 chair = self._chair()

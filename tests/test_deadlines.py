@@ -1,0 +1,656 @@
+"""Deadlines on the time-skipping server: reminders at working-day instants (across Tết),
+none after the work is done, silence and declines handing over to alternates, escalation,
+extensions, replacement, quorum, lapsed supplements, and a long request continued as new.
+
+The server's clock is shared by the session and only moves forward: each test first moves it
+to a known weekday morning, then skips weeks in one call. Instants are asserted on the audit
+log's `at`, which is the workflow's own time when it acted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+import pytest_asyncio
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from db import queries as q
+from domain import search_attributes as sa
+from domain.calendar import VN_TZ, WorkingCalendar
+from domain.messages import (
+    AcceptInput,
+    ApproveInput,
+    ExtendAssignmentInput,
+    ExtendInput,
+    ReplaceExpertInput,
+    ScreeningInput,
+    WithdrawInput,
+)
+from domain.models import AssignmentState, Stage
+from domain.policy import Policy, ReminderSchedule
+from starter import service
+from starter.search_attributes import ensure_search_attributes
+from tests import factories as f
+from tests.conftest import _binary
+from tests.test_lifecycle import accept_and_submit, outbox, until
+from worker import build_worker
+from workflows.assignment import ExpertAssignmentWorkflow
+from workflows.review import ReviewRequestWorkflow
+
+VN = VN_TZ
+
+
+@pytest_asyncio.fixture
+async def env():
+    """A time-skipping server of this test's own. Skipping weeks fires every timer on the
+    server, and a timer of an earlier test's request (whose worker is gone) would hold the
+    clock: each deadline test gets a clock, and requests, of its own."""
+    e = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=_binary("temporal-test-server"),
+    )
+    await ensure_search_attributes(e.client)
+    yield e
+    await e.shutdown()
+
+
+@pytest_asyncio.fixture
+async def worker(env, pool, settings):
+    async with build_worker(env.client, pool, settings, task_queue=f"tq-{uuid.uuid4().hex}") as w:
+        yield w
+
+
+def vn(y, m, d, hh=0, mm=0, ss=0) -> datetime:
+    return datetime(y, m, d, hh, mm, ss, tzinfo=VN)
+
+
+def policy_with(policy: Policy, **changes) -> Policy:
+    """The shipped policy with the advisory kind changed; reminders given as dicts."""
+    kind = policy.kinds["advisory"]
+    reminders = kind.reminders.model_copy(
+        update={k: ReminderSchedule(**v) for k, v in changes.pop("reminders", {}).items()}
+    )
+    kind = kind.model_copy(update={**changes, "reminders": reminders})
+    return policy.model_copy(update={"kinds": {**policy.kinds, "advisory": kind}})
+
+
+async def move_clock_to(env, when: datetime) -> None:
+    now = await env.get_current_time()
+    if when <= now:
+        raise AssertionError(f"the session clock is already past {when} ({now})")
+    await env.sleep(when - now)
+
+
+async def next_monday_9am(env) -> datetime:
+    now = (await env.get_current_time()).astimezone(VN)
+    day = now.date() + timedelta(days=7 - now.weekday())
+    return vn(day.year, day.month, day.day, 9)
+
+
+async def audit(pool, rid, *, workflow_suffix: str = "", actions=None):
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT idempotency_key, at, action, details FROM audit_log"
+            " WHERE request_id = $1 ORDER BY id",
+            rid,
+        )
+    return [
+        # Timers fire within milliseconds of their instant; compare to the second.
+        (r["at"].astimezone(VN).replace(microsecond=0), r["action"], r["details"])
+        for r in rows
+        if r["idempotency_key"].split(":")[0].endswith(workflow_suffix)
+        and (actions is None or r["action"] in actions)
+    ]
+
+
+async def open_review(env, worker, policy, registry, n_experts=1, history_limit=None, **kind):
+    await registry.add(n_experts)
+    pol = policy_with(policy, **kind)
+    sub = f.submission(registry.field)
+    rid = (
+        await service.submit(
+            env.client, sub, pol, task_queue=worker.task_queue, history_limit=history_limit
+        )
+    ).request_id
+    handle = service.request_handle(env.client, rid)
+    await until(lambda s: s.stage == Stage.screening, handle)
+    await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+    )
+    size = pol.kinds["advisory"].council_size
+    state = await until(
+        lambda s: len(s.assignments) == size and all(a.respond_by for a in s.assignments), handle
+    )
+    return rid, handle, state
+
+
+async def audit_until(pool, rid, action: str, timeout: float = 10.0):
+    """The state query shows a new stage as soon as the workflow decides it; the row follows
+    when the activity commits. Wait for the row."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if rows := await audit(pool, rid, actions={action}):
+                return rows
+            await asyncio.sleep(0.05)
+
+
+REVIEW_SCHEDULE = {"before": [3, 1], "overdue_every": 2, "grace": 5}
+
+
+async def test_review_reminders_fall_on_working_days_across_tet(
+    env, worker, policy, registry, pool
+):
+    await move_clock_to(env, vn(2027, 1, 25, 9))  # Monday, ten days before Tết 2027
+    rid, handle, state = await open_review(
+        env,
+        worker,
+        policy,
+        registry,
+        council_size=1,
+        quorum=1,
+        alternates=0,
+        review_days=10,
+        reminders={"review": REVIEW_SCHEDULE},
+    )
+    [a] = state.assignments
+    view = await service.assignment_update(
+        env.client,
+        rid,
+        a.expert_code,
+        ExpertAssignmentWorkflow.accept,
+        AcceptInput(expert_code=a.expert_code),
+    )
+    # 10 working days from Mon 25 Jan: Tết (4–10 Feb) and two weekends do not count.
+    assert view.due_at == vn(2027, 2, 15, 23, 59, 59)
+
+    await env.sleep(vn(2027, 2, 24) - await env.get_current_time())
+    expert = f"-expert-{a.expert_code}"
+    acted = await audit(
+        pool, rid, workflow_suffix=expert, actions={"reminder_sent", "review_overdue"}
+    )
+    assert [(at, action, d.get("when")) for at, action, d in acted] == [
+        (vn(2027, 2, 3, 8), "reminder_sent", "before"),  # 3 working days before (Tết between)
+        (vn(2027, 2, 12, 8), "reminder_sent", "before"),  # 1 working day before
+        (vn(2027, 2, 17, 8), "reminder_sent", "overdue"),  # 2 working days past due
+        (vn(2027, 2, 19, 8), "reminder_sent", "overdue"),  # 4 working days past due
+        (vn(2027, 2, 22, 23, 59, 59), "review_overdue", None),  # grace of 5 ends: escalate
+    ]
+    sent = await outbox(pool, rid)
+    assert sent.count(("expert", a.expert_code, "review_reminder")) == 4
+    assert ("coordinator", None, "expert_overdue") in sent
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval("SELECT overdue FROM assignments WHERE request_id = $1", rid)
+            is True
+        )
+    state = await handle.query(ReviewRequestWorkflow.state)
+    assert state.overdue and state.assignments[0].overdue
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(sa.OVERDUE) is True
+
+    # The opinion arrives late: the flag clears and no reminder follows.
+    await accept_and_submit_late(env, rid, a.expert_code)
+    state = await until(lambda s: s.stage == Stage.synthesis, handle)
+    assert not state.overdue
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval("SELECT overdue FROM assignments WHERE request_id = $1", rid)
+            is False
+        )
+    assert (await handle.describe()).typed_search_attributes.get(sa.OVERDUE) is False
+
+
+async def accept_and_submit_late(env, rid, code):
+    await service.assignment_update(
+        env.client, rid, code, ExpertAssignmentWorkflow.submit_opinion, f.opinion(code)
+    )
+
+
+CAL = WorkingCalendar()
+
+
+def at_hour(day, hour=8) -> datetime:
+    return vn(day.year, day.month, day.day, hour)
+
+
+async def skip(env, days: float) -> None:
+    await env.sleep(timedelta(days=days))
+
+
+async def test_no_reminder_after_the_work_is_done(env, worker, policy, registry, pool):
+    await move_clock_to(env, await next_monday_9am(env))
+    rid, handle, state = await open_review(
+        env,
+        worker,
+        policy,
+        registry,
+        council_size=1,
+        quorum=1,
+        alternates=0,
+        review_days=10,
+        reminders={"review": REVIEW_SCHEDULE},
+    )
+    [a] = state.assignments
+    view = await service.assignment_update(
+        env.client,
+        rid,
+        a.expert_code,
+        ExpertAssignmentWorkflow.accept,
+        AcceptInput(expert_code=a.expert_code),
+    )
+    first = at_hour(CAL.shift_day(view.due_at.date(), -3, "working"))
+    await env.sleep(first + timedelta(hours=1) - await env.get_current_time())
+    suffix = f"-expert-{a.expert_code}"
+    assert len(await audit(pool, rid, workflow_suffix=suffix, actions={"reminder_sent"})) == 1
+
+    await accept_and_submit_late(env, rid, a.expert_code)
+    done_at = await env.get_current_time()
+    await skip(env, 40)  # past the due date, every overdue reminder and the grace period
+    reminders = await audit(pool, rid, workflow_suffix=suffix, actions={"reminder_sent"})
+    assert len(reminders) == 1 and reminders[0][0] < done_at
+    assert await audit(pool, rid, workflow_suffix=suffix, actions={"review_overdue"}) == []
+    async with pool.acquire() as conn:
+        # The reminder issued before the opinion, not yet delivered, is withdrawn with it.
+        statuses = await conn.fetch(
+            "SELECT status FROM outbox WHERE request_id = $1 AND event = 'review_reminder'", rid
+        )
+    assert [r["status"] for r in statuses] == ["cancelled"]
+    child = service.assignment_handle(env.client, rid, a.expert_code)
+    assert (await child.result()).state == AssignmentState.submitted
+
+
+async def test_silence_past_respond_by_invites_the_next_alternate(
+    env, worker, policy, registry, pool
+):
+    start = await next_monday_9am(env)
+    await move_clock_to(env, start)
+    rid, handle, state = await open_review(
+        env,
+        worker,
+        policy,
+        registry,
+        n_experts=2,
+        council_size=1,
+        quorum=1,
+        alternates=1,
+        respond_days=2,
+        reminders={"respond": {"before": [1], "overdue_every": 0, "grace": 0}},
+    )
+    [silent] = state.assignments
+    alternate = state.alternates_left[0]
+    respond_by = CAL.add_working_days(start, 2)
+    assert silent.respond_by == respond_by
+
+    await skip(env, 7)
+    state = await until(lambda s: len(s.assignments) == 2, handle)
+    assert state.assignment(silent.expert_code).state == AssignmentState.expired
+    replacement = state.assignment(alternate)
+    assert replacement.role == "chair"
+    assert replacement.invited_at.replace(microsecond=0) == respond_by
+    acted = await audit(
+        pool,
+        rid,
+        workflow_suffix=f"-expert-{silent.expert_code}",
+        actions={"reminder_sent", "invitation_expired"},
+    )
+    assert [(at, action) for at, action, _ in acted] == [
+        (at_hour(CAL.shift_day(respond_by.date(), -1, "working")), "reminder_sent"),
+        (respond_by, "invitation_expired"),
+    ]
+    sent = await outbox(pool, rid)
+    assert ("expert", silent.expert_code, "respond_reminder") in sent
+    assert ("expert", silent.expert_code, "invitation_expired") in sent
+    assert ("coordinator", None, "expert_silent") in sent
+    assert ("expert", alternate, "invitation") in sent
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval(
+                "SELECT state FROM assignments WHERE request_id = $1 AND expert_code = $2",
+                rid,
+                silent.expert_code,
+            )
+            == "expired"
+        )
+
+
+async def test_extension_moves_every_pending_reminder(env, worker, policy, registry, pool):
+    await move_clock_to(env, await next_monday_9am(env))
+    rid, handle, state = await open_review(
+        env,
+        worker,
+        policy,
+        registry,
+        council_size=1,
+        quorum=1,
+        alternates=0,
+        review_days=10,
+        reminders={"review": REVIEW_SCHEDULE},
+    )
+    [a] = state.assignments
+    view = await service.assignment_update(
+        env.client,
+        rid,
+        a.expert_code,
+        ExpertAssignmentWorkflow.accept,
+        AcceptInput(expert_code=a.expert_code),
+    )
+    old_due = view.due_at
+    view = await service.assignment_update(
+        env.client,
+        rid,
+        a.expert_code,
+        ExpertAssignmentWorkflow.extend,
+        ExtendAssignmentInput(expert_code=a.expert_code, days=5, reason="Bổ sung tài liệu"),
+    )
+    new_due = CAL.add_working_days(old_due, 5)
+    assert view.due_at == new_due
+    await env.sleep(new_due + timedelta(hours=1) - await env.get_current_time())
+    acted = await audit(
+        pool, rid, workflow_suffix=f"-expert-{a.expert_code}", actions={"reminder_sent"}
+    )
+    expected = [at_hour(CAL.shift_day(new_due.date(), -n, "working")) for n in (3, 1)]
+    assert [at for at, _, _ in acted] == expected
+    sent = await outbox(pool, rid)
+    assert ("expert", a.expert_code, "deadline_extended") in sent
+
+    # The stage's own deadline extends too, audited with the reason.
+    before = (await handle.query(ReviewRequestWorkflow.state)).stage_deadline
+    now = await env.get_current_time()
+    state = await service.request_update(
+        env.client,
+        rid,
+        ReviewRequestWorkflow.extend_deadline,
+        ExtendInput(days=10, reason="Chờ ý kiến chuyên gia"),
+    )
+    assert state.stage == Stage.review
+    # Counted from the old deadline, or from today when that has already passed.
+    assert state.stage_deadline == CAL.add_working_days(max(before, now), 10)
+    extended = await audit(pool, rid, actions={"deadline_extended"})
+    assert [d["reason"] for _, _, d in extended] == ["Bổ sung tài liệu", "Chờ ý kiến chuyên gia"]
+
+
+async def test_replacement_cancels_the_old_assignment_and_its_reminders(
+    env, worker, policy, registry, pool
+):
+    await move_clock_to(env, await next_monday_9am(env))
+    rid, handle, state = await open_review(
+        env,
+        worker,
+        policy,
+        registry,
+        n_experts=3,
+        council_size=2,
+        quorum=2,
+        alternates=1,
+        reminders={"review": REVIEW_SCHEDULE},
+    )
+    member = next(a for a in state.assignments if a.role == "member")
+    alternate = state.alternates_left[0]
+    await service.assignment_update(
+        env.client,
+        rid,
+        member.expert_code,
+        ExpertAssignmentWorkflow.accept,
+        AcceptInput(expert_code=member.expert_code),
+    )
+    state = await service.request_update(
+        env.client,
+        rid,
+        ReviewRequestWorkflow.replace_expert,
+        ReplaceExpertInput(expert_code=member.expert_code, reason="Không liên lạc được"),
+    )
+    assert state.assignment(member.expert_code).state == AssignmentState.cancelled
+    assert state.assignment(alternate).role == "member"
+    replaced_at = await env.get_current_time()
+    await skip(env, 60)
+    late = [
+        at
+        for at, _, _ in await audit(
+            pool,
+            rid,
+            workflow_suffix=f"-expert-{member.expert_code}",
+            actions={"reminder_sent", "review_overdue"},
+        )
+        if at >= replaced_at
+    ]
+    assert late == []
+    sent = await outbox(pool, rid)
+    assert ("expert", member.expert_code, "assignment_cancelled") in sent
+    assert ("expert", alternate, "invitation") in sent
+    replaced = await audit(pool, rid, actions={"expert_replaced"})
+    assert replaced[0][2]["replacement"] == alternate
+    with pytest.raises(service.ActionError, match="cannot be replaced"):
+        await service.request_update(
+            env.client,
+            rid,
+            ReviewRequestWorkflow.replace_expert,
+            ReplaceExpertInput(expert_code=member.expert_code, reason="Lần nữa"),
+        )
+
+
+async def test_quorum_at_the_review_deadline(env, worker, policy, registry, pool):
+    await move_clock_to(env, await next_monday_9am(env))
+    rid, handle, state = await open_review(
+        env,
+        worker,
+        policy,
+        registry,
+        n_experts=3,
+        council_size=3,
+        quorum=2,
+        alternates=0,
+        respond_days=2,
+        review_days=10,
+    )
+    chair = next(a.expert_code for a in state.assignments if a.role == "chair")
+    members = [a.expert_code for a in state.assignments if a.role == "member"]
+    await accept_and_submit(env, rid, chair)
+    await accept_and_submit(env, rid, members[0])
+    await service.assignment_update(
+        env.client,
+        rid,
+        members[1],
+        ExpertAssignmentWorkflow.accept,
+        AcceptInput(expert_code=members[1]),
+    )
+    review_due = (await handle.query(ReviewRequestWorkflow.state)).stage_deadline
+    await skip(env, 30)
+    state = await until(lambda s: s.stage == Stage.synthesis, handle)
+    assert state.assignment(members[1]).state == AssignmentState.cancelled
+    [(at, _, details)] = await audit(pool, rid, actions={"quorum_reached"})
+    # At the deadline; recorded once the open assignment has recorded its cancellation.
+    assert review_due <= at < review_due + timedelta(minutes=1)
+    assert details["cancelled"] == [members[1]]
+
+
+async def test_all_opinions_in_starts_synthesis_before_the_deadline(
+    env, worker, policy, registry, pool
+):
+    rid, handle, state = await open_review(
+        env, worker, policy, registry, council_size=1, quorum=1, alternates=0
+    )
+    review_due = (await handle.query(ReviewRequestWorkflow.state)).stage_deadline
+    await accept_and_submit(env, rid, state.assignments[0].expert_code)
+    [(at, _, _)] = await audit_until(pool, rid, "synthesis_opened")
+    assert at < review_due - timedelta(days=7)
+
+
+async def test_supplement_that_never_comes_lapses_and_closes(env, worker, policy, registry, pool):
+    start = await next_monday_9am(env)
+    await move_clock_to(env, start)
+    await registry.add(1)
+    pol = policy_with(
+        policy,
+        supplement_days=5,
+        reminders={"supplement": {"before": [1], "overdue_every": 1, "grace": 2}},
+    )
+    rid = (
+        await service.submit(
+            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
+        )
+    ).request_id
+    handle = service.request_handle(env.client, rid)
+    await until(lambda s: s.stage == Stage.screening, handle)
+    state = await service.request_update(
+        env.client,
+        rid,
+        ReviewRequestWorkflow.screen,
+        ScreeningInput(decision="supplement", note="Thiếu phụ lục kinh phí"),
+    )
+    due = state.stage_deadline
+    assert due == CAL.add_working_days(start, 5)
+    await skip(env, 20)
+    final = await until(lambda s: s.stage == Stage.closed, handle)
+    assert "supplement" in final.closed_reason
+    acted = await audit(pool, rid, actions={"reminder_sent", "supplement_lapsed"})
+    assert [(at, action) for at, action, _ in acted] == [
+        (at_hour(CAL.shift_day(due.date(), -1, "working")), "reminder_sent"),
+        (at_hour(CAL.shift_day(due.date(), 1, "working")), "reminder_sent"),
+        (CAL.add_working_days(due, 2), "supplement_lapsed"),
+    ]
+    sent = await outbox(pool, rid)
+    assert sent.count(("agency", None, "supplement_reminder")) == 2
+    assert ("agency", None, "request_lapsed") in sent
+
+
+async def test_overdue_screening_escalates_and_lists_as_overdue(
+    env, worker, policy, registry, pool
+):
+    start = await next_monday_9am(env)
+    await move_clock_to(env, start)
+    await registry.add(1)
+    pol = policy_with(
+        policy,
+        screening_days=3,
+        reminders={"screening": {"before": [1], "overdue_every": 0, "grace": 1}},
+    )
+    rid = (
+        await service.submit(
+            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
+        )
+    ).request_id
+    handle = service.request_handle(env.client, rid)
+    await until(lambda s: s.stage == Stage.screening, handle)
+    await skip(env, 10)
+    state = await until(lambda s: s.overdue, handle)
+    assert state.stage == Stage.screening  # flagged, still waiting for the coordinator
+    due = CAL.add_working_days(start, 3)
+    [(at, _, _)] = await audit(pool, rid, actions={"deadline_escalated"})
+    assert at == CAL.add_working_days(due, 1)
+    assert ("coordinator", None, "stage_overdue") in await outbox(pool, rid)
+    assert (await handle.describe()).typed_search_attributes.get(sa.OVERDUE) is True
+    async with pool.acquire() as conn:
+        listed = [r["id"] for r in await q.list_requests(conn, overdue=True, limit=500)]
+    assert rid in listed
+    # Screening it clears the flag.
+    await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+    )
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT overdue FROM requests WHERE id = $1", rid) is False
+        listed = [r["id"] for r in await q.list_requests(conn, overdue=True, limit=500)]
+    assert rid not in listed
+
+
+WITHDRAW_AT = ["screening", "supplement", "review", "synthesis", "approval"]
+
+
+@pytest.mark.parametrize("stage", WITHDRAW_AT)
+async def test_withdrawal_in_each_stage_stops_every_timer(
+    env, worker, policy, registry, pool, stage
+):
+    await move_clock_to(env, await next_monday_9am(env))
+    await registry.add(2)
+    pol = policy_with(policy, council_size=2, quorum=2, alternates=0)
+    rid = (
+        await service.submit(
+            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
+        )
+    ).request_id
+    handle = service.request_handle(env.client, rid)
+    await until(lambda s: s.stage == Stage.screening, handle)
+    experts: list[str] = []
+    if stage == "supplement":
+        await service.request_update(
+            env.client,
+            rid,
+            ReviewRequestWorkflow.screen,
+            ScreeningInput(decision="supplement", note="Thiếu phụ lục"),
+        )
+    elif stage != "screening":
+        await service.request_update(
+            env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+        )
+        state = await until(
+            lambda s: len(s.assignments) == 2 and all(a.respond_by for a in s.assignments),
+            handle,
+        )
+        experts = [a.expert_code for a in state.assignments]
+        chair = next(a.expert_code for a in state.assignments if a.role == "chair")
+        if stage == "review":
+            await service.assignment_update(
+                env.client,
+                rid,
+                experts[0],
+                ExpertAssignmentWorkflow.accept,
+                AcceptInput(expert_code=experts[0]),
+            )
+        else:
+            for code in experts:
+                await accept_and_submit(env, rid, code)
+            await until(lambda s: s.stage == Stage.synthesis, handle)
+            if stage == "approval":
+                await service.request_update(
+                    env.client, rid, ReviewRequestWorkflow.draft_conclusion, f.draft(chair)
+                )
+    assert (await handle.query(ReviewRequestWorkflow.state)).stage.value == stage
+    state = await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.withdraw, WithdrawInput(reason="Rút hồ sơ")
+    )
+    assert state.stage == Stage.withdrawn
+    withdrawn_at = await env.get_current_time()
+    await skip(env, 90)
+    # No reminder, escalation or lapse after the withdrawal.
+    assert [a for a in await audit(pool, rid) if a[0] > withdrawn_at] == []
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT stage FROM requests WHERE id = $1", rid) == "withdrawn"
+        states = {
+            r["state"]
+            for r in await conn.fetch("SELECT state FROM assignments WHERE request_id = $1", rid)
+        }
+    assert not states & {"invited", "accepted"}
+    sent = await outbox(pool, rid)
+    for code in experts:
+        told = [
+            e
+            for _, c, e in sent
+            if c == code and e in ("assignment_cancelled", "request_withdrawn")
+        ]
+        assert len(told) == 1, (code, told)
+
+
+async def test_withdrawal_after_delivery_is_refused(env, worker, policy, registry, pool):
+    rid, handle, state = await open_review(
+        env, worker, policy, registry, council_size=1, quorum=1, alternates=0
+    )
+    code = state.assignments[0].expert_code
+    await accept_and_submit(env, rid, code)
+    await until(lambda s: s.stage == Stage.synthesis, handle)
+    await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.draft_conclusion, f.draft(code)
+    )
+    await service.request_update(
+        env.client,
+        rid,
+        ReviewRequestWorkflow.approve_conclusion,
+        ApproveInput(approved_by="Chủ tịch"),
+    )
+    await until(lambda s: s.stage == Stage.adoption, handle)
+    with pytest.raises(service.ActionError, match="only before the conclusion is delivered"):
+        await service.request_update(
+            env.client, rid, ReviewRequestWorkflow.withdraw, WithdrawInput(reason="Quá muộn")
+        )
