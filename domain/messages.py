@@ -169,8 +169,10 @@ class ReviewRequestInput(Model):
     submission: RequestSubmission
     policy: KindPolicy
     calendar: CalendarPolicy = CalendarPolicy()
-    # Continue as new past this many history events (None: when the server suggests it).
+    # Continue as new past this many history events (None: when the server suggests it);
+    # the second for the request's assignment workflows.
     history_limit: int | None = None
+    assignment_history_limit: int | None = None
     carry: ReviewCarry | None = None
 
 

@@ -45,6 +45,7 @@ async def submit(
     policy: Policy,
     task_queue: str = TASK_QUEUE,
     history_limit: int | None = None,
+    assignment_history_limit: int | None = None,
 ) -> Submitted:
     request_id = submission.request_id()
     try:
@@ -56,6 +57,7 @@ async def submit(
                 policy=policy.for_kind(submission.kind),
                 calendar=policy.calendar,
                 history_limit=history_limit,
+                assignment_history_limit=assignment_history_limit,
             ),
             id=review_workflow_id(request_id),
             task_queue=task_queue,

@@ -107,13 +107,27 @@ async def audit(pool, rid, *, workflow_suffix: str = "", actions=None):
     ]
 
 
-async def open_review(env, worker, policy, registry, n_experts=1, history_limit=None, **kind):
+async def open_review(
+    env,
+    worker,
+    policy,
+    registry,
+    n_experts=1,
+    history_limit=None,
+    assignment_limit=None,
+    **kind,
+):
     await registry.add(n_experts)
     pol = policy_with(policy, **kind)
     sub = f.submission(registry.field)
     rid = (
         await service.submit(
-            env.client, sub, pol, task_queue=worker.task_queue, history_limit=history_limit
+            env.client,
+            sub,
+            pol,
+            task_queue=worker.task_queue,
+            history_limit=history_limit,
+            assignment_history_limit=assignment_limit,
         )
     ).request_id
     handle = service.request_handle(env.client, rid)
@@ -654,3 +668,125 @@ async def test_withdrawal_after_delivery_is_refused(env, worker, policy, registr
         await service.request_update(
             env.client, rid, ReviewRequestWorkflow.withdraw, WithdrawInput(reason="Quá muộn")
         )
+
+
+async def run_lengths(env, workflow_id: str) -> list[int]:
+    """History lengths of every run of a workflow, first run first."""
+    lengths, run_id = [], None
+    while True:
+        history = await env.client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        lengths.append(len(history.events))
+        started = history.events[0].workflow_execution_started_event_attributes
+        if not started.continued_execution_run_id:
+            return lengths[::-1]
+        run_id = started.continued_execution_run_id
+
+
+async def test_a_long_review_continues_as_new_and_still_completes(
+    env, worker, policy, registry, pool
+):
+    """Four months of reminders, overdue reminders, extensions and replacements: the busiest
+    assignment continues as new whenever its history passes the limit, carrying its deadline
+    and pending actions across, its reminders keep coming in the new runs, and the request
+    still closes with its whole record. (The request's own continue-as-new is proven on the
+    dev server in test_e2e: the time-skipping server cannot skip time once a parent with live
+    children has continued as new — temporalio/sdk-java#1539.)"""
+    limit = 150
+    await move_clock_to(env, await next_monday_9am(env))
+    rid, handle, state = await open_review(
+        env,
+        worker,
+        policy,
+        registry,
+        n_experts=8,
+        assignment_limit=limit,
+        council_size=2,
+        quorum=2,
+        alternates=5,
+        review_days=5,
+        reminders={"review": {"before": [2, 1], "overdue_every": 1, "grace": 30}},
+    )
+    chair = next(a.expert_code for a in state.assignments if a.role == "chair")
+    await service.assignment_update(
+        env.client, rid, chair, ExpertAssignmentWorkflow.accept, AcceptInput(expert_code=chair)
+    )
+
+    async def current_member() -> str:
+        s = await until(
+            lambda s: any(
+                a.role == "member" and a.state.is_open and a.respond_by for a in s.assignments
+            ),
+            handle,
+        )
+        code = next(a.expert_code for a in s.assignments if a.role == "member" and a.state.is_open)
+        if s.assignment(code).state == AssignmentState.invited:
+            await service.assignment_update(
+                env.client,
+                rid,
+                code,
+                ExpertAssignmentWorkflow.accept,
+                AcceptInput(expert_code=code),
+            )
+        return code
+
+    replaced = []
+    for month in range(4):
+        member = await current_member()
+        for week in range(4):
+            await skip(env, 7)
+            await service.assignment_update(
+                env.client,
+                rid,
+                chair,
+                ExpertAssignmentWorkflow.extend,
+                ExtendAssignmentInput(expert_code=chair, days=3, reason=f"Gia hạn {month}.{week}"),
+            )
+        await service.request_update(
+            env.client,
+            rid,
+            ReviewRequestWorkflow.replace_expert,
+            ReplaceExpertInput(expert_code=member, reason="Không phản hồi"),
+        )
+        replaced.append(member)
+    member = await current_member()
+    # The work finally comes in, and the request goes to the end.
+    await service.assignment_update(
+        env.client, rid, member, ExpertAssignmentWorkflow.submit_opinion, f.opinion(member)
+    )
+    await service.assignment_update(
+        env.client, rid, chair, ExpertAssignmentWorkflow.submit_opinion, f.opinion(chair)
+    )
+    await until(lambda s: s.stage == Stage.synthesis, handle)
+    await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.draft_conclusion, f.draft(chair)
+    )
+    await service.request_update(
+        env.client,
+        rid,
+        ReviewRequestWorkflow.approve_conclusion,
+        ApproveInput(approved_by="Chủ tịch"),
+    )
+    await until(lambda s: s.stage == Stage.adoption, handle)
+    state = await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.answer_adoption, f.adoption()
+    )
+    assert state.stage == Stage.closed
+    assert [a.expert_code for a in state.assignments if a.state == "cancelled"] == replaced
+
+    chair_runs = await run_lengths(env, service.assignment_handle(env.client, rid, chair).id)
+    request_runs = await run_lengths(env, handle.id)
+    print(f"\nhistory lengths per run: request {request_runs}, busiest assignment {chair_runs}")
+    assert len(chair_runs) > 1
+    # Bounded: a run passes the limit only by what it does before it can stop cleanly.
+    assert max(chair_runs) < limit + 40
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT action, at FROM audit_log WHERE request_id = $1"
+            " AND idempotency_key LIKE $2 ORDER BY id",
+            rid,
+            f"%-expert-{chair}:%",
+        )
+        assert await conn.fetchval("SELECT stage FROM requests WHERE id = $1", rid) == "closed"
+    actions = [r["action"] for r in rows]
+    assert actions.count("deadline_extended") == 16  # each recorded once, across every run
+    assert actions.count("reminder_sent") >= 16 and actions[-1] == "opinion_submitted"

@@ -154,7 +154,7 @@ class ExpertAssignmentWorkflow:
             ),
             **COMPUTE_OPTIONS,
         )
-        for i, instant in enumerate(plan.instants):
+        for instant in plan.instants:
             if not await self._sleep_until(instant.at, gen):
                 return
             async with self._lock:
@@ -162,8 +162,10 @@ class ExpertAssignmentWorkflow:
                 # timer fired wins, so no reminder follows the work it was about.
                 if self._changed(gen):
                     return
-                await self._act(name, gen, i, instant)
-        await workflow.wait_condition(lambda: self._changed(gen))
+                await self._act(name, gen, instant)
+            if self._history_is_long():
+                return  # the caller continues as new; the next run replans from now
+        await workflow.wait_condition(lambda: self._changed(gen) or self._history_is_long())
 
     def _changed(self, gen: int) -> bool:
         return self._gen != gen or not self._view.state.is_open
@@ -179,11 +181,13 @@ class ExpertAssignmentWorkflow:
                 pass
         return not self._changed(gen)
 
-    async def _act(self, name: str, gen: int, i: int, instant: ReminderInstant) -> None:
+    async def _act(self, name: str, gen: int, instant: ReminderInstant) -> None:
         v = self._view
         if instant.kind in ("before", "overdue"):
             await self._record(
-                f"remind-{name}-g{gen}-{i}",
+                # Named by what it is, not its place in the plan: a plan made again after
+                # continue-as-new drops what has passed, and keys must still match.
+                f"remind-{name}-g{gen}-{instant.kind}-{instant.days}",
                 "reminder_sent",
                 v.state,
                 actor="system",

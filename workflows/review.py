@@ -424,7 +424,7 @@ class ReviewRequestWorkflow:
                 role=role,
                 policy=self._inp.policy,
                 calendar=self._inp.calendar,
-                history_limit=self._inp.history_limit,
+                history_limit=self._inp.assignment_history_limit,
             ),
             id=assignment_workflow_id(self._state.request_id, code),
             static_summary=f"{self._state.request_id}: expert {code} ({role.value})",
@@ -665,7 +665,7 @@ class ReviewRequestWorkflow:
             ),
             **COMPUTE_OPTIONS,
         )
-        for i, instant in enumerate(plan.instants):
+        for instant in plan.instants:
             delay = (instant.at - workflow.now()).total_seconds()
             if delay > 0:
                 try:
@@ -678,15 +678,17 @@ class ReviewRequestWorkflow:
                 # timer fired wins, so no reminder follows the work it was about.
                 if self._stage_gen != gen:
                     return
-                await self._deadline_acts(name, gen, i, instant)
+                await self._deadline_acts(name, gen, instant)
 
-    async def _deadline_acts(self, name: str, gen: int, i: int, instant: ReminderInstant) -> None:
+    async def _deadline_acts(self, name: str, gen: int, instant: ReminderInstant) -> None:
         who = self._responsible(name)
         due = self._state.stage_deadline
         data = {"deadline": name, "due": due.isoformat() if due else None}
         if instant.kind in ("before", "overdue") and who is not None:
             await self._persist(
-                f"remind-{name}-g{gen}-{i}",
+                # Named by what it is, not its place in the plan: a plan made again after
+                # continue-as-new drops what has passed, and keys must still match.
+                f"remind-{name}-g{gen}-{instant.kind}-{instant.days}",
                 "reminder_sent",
                 details={"deadline": name, "when": instant.kind, "days": instant.days},
                 notify=[
@@ -994,7 +996,9 @@ class ReviewRequestWorkflow:
             handled=sorted(self._handled),
             asked_for_experts=self._asked_for_experts,
             shortfalls=self._shortfalls,
-            stage_generation=self._stage_gen + 1,  # the next run's watcher starts afresh
+            # The same generation: the next run's watcher replans this stage's deadline, and
+            # what it acts on again (a past escalation) has the same key, so is not repeated.
+            stage_generation=self._stage_gen,
             conclusion_version=self._version,
             review_due_passed=self._review_due_passed,
             stage_overdue=self._stage_overdue,
