@@ -517,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the reader went away: not an error of ours.
+        sys.stderr.close()
+        return 0
     return 0
 
 

@@ -130,6 +130,8 @@ async def main() -> None:
             env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{TEMPORAL_PORT}"
             os.environ["TEMPORAL_ADDRESS"] = env["TEMPORAL_ADDRESS"]
             client = await wait_for_temporal(temporal)
+            # A .data/temporal.db from an older version may lack a newer attribute.
+            await ensure_search_attributes(client)
             where_temporal = f"127.0.0.1:{TEMPORAL_PORT} (dev server, {data_dir / 'temporal.db'})"
             ui = f"http://localhost:{UI_PORT}"
 
