@@ -109,6 +109,8 @@ async def _closed_or_missing(handle: WorkflowHandle, what: str) -> ActionError:
         described = await handle.describe()
     except RPCError:
         return ActionError(f"no {what}")
+    except Exception:  # a server that cannot describe it: say what is certain
+        return ActionError(f"{what} is not running: nothing more can be done on it")
     status = described.status.name.lower() if described.status else "closed"
     return ActionError(f"{what} has ended ({status}): nothing more can be done on it")
 

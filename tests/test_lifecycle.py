@@ -342,6 +342,7 @@ async def test_withdrawal_during_screening(env, worker, policy, registry, pool):
         env.client, rid, ReviewRequestWorkflow.withdraw, WithdrawInput(reason="Nộp nhầm hồ sơ.")
     )
     assert state.stage == Stage.withdrawn and state.assignments == []
+    # Refused by the workflow while it finishes, or by the server once it has ended.
     with pytest.raises(service.ActionError, match="nothing more can be done"):
         await service.request_update(
             env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")

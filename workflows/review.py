@@ -133,6 +133,11 @@ class ReviewRequestWorkflow:
         # Experts being added or swapped in (registry check in flight): refused a second time.
         self._adding: set[str] = set()
         self._replacements: list[tuple[str, CouncilCandidate, str]] = []
+        # What the run loop has finished recording, for the handlers waiting on it: an
+        # answer to a person means "recorded", not "decided".
+        self._invited_by_hand: set[str] = set()
+        self._replaced: set[str] = set()
+        self._withdrawal_recorded = False
         self._lock = asyncio.Lock()  # transitions and reminders are recorded one at a time
         self._upserted_overdue: bool | None = None
 
@@ -270,8 +275,11 @@ class ReviewRequestWorkflow:
                 candidate = self._added.pop(0)
                 role = Role.member if self._chair() is not None else Role.chair
                 await self._invite(candidate, role)
+                self._invited_by_hand.add(candidate.expert_code)
             while self._replacements:
-                await self._replace(*self._replacements.pop(0))
+                old, candidate, reason = self._replacements.pop(0)
+                await self._replace(old, candidate, reason)
+                self._replaced.add(old)
             if self._all_in(target):
                 return
             if self._quorum_reached():
@@ -625,6 +633,7 @@ class ReviewRequestWorkflow:
                 ],
             ],
         )
+        self._withdrawal_recorded = True
         self._abandon_pending()
 
     async def _lapse(self) -> None:
@@ -769,7 +778,7 @@ class ReviewRequestWorkflow:
             self._alternates = [a for a in self._alternates if a.expert_code != code]
             self._added.append(candidate)
             await workflow.wait_condition(
-                lambda: self._state.assignment(code) is not None or self._state.stage.is_final
+                lambda: code in self._invited_by_hand or self._state.stage.is_final
             )
             return self._state
         finally:
@@ -796,12 +805,7 @@ class ReviewRequestWorkflow:
         else:
             candidate = self._alternates.pop(0)
         self._replacements.append((old, candidate, inp.reason))
-        await workflow.wait_condition(
-            lambda: (
-                self._state.assignment(candidate.expert_code) is not None
-                or self._state.stage.is_final
-            )
-        )
+        await workflow.wait_condition(lambda: old in self._replaced or self._state.stage.is_final)
         return self._state
 
     @replace_expert.validator
@@ -914,7 +918,7 @@ class ReviewRequestWorkflow:
     @workflow.update
     async def withdraw(self, inp: WithdrawInput) -> RequestState:
         self._withdraw = inp
-        await workflow.wait_condition(lambda: self._state.stage == Stage.withdrawn)
+        await workflow.wait_condition(lambda: self._withdrawal_recorded)
         return self._state
 
     @withdraw.validator
