@@ -524,5 +524,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The console script. Leaves with os._exit once output is flushed: the Temporal client's
+    native threads can abort an ordinary interpreter shutdown (SIGABRT in
+    PyGILState_Release while finalizing), which would turn a finished command into a crash."""
+    import os
+
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
