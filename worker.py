@@ -45,6 +45,7 @@ def activities_for(pool: asyncpg.Pool, settings: Settings) -> list:
         persistence.record_transition,
         council.propose_council,
         council.check_expert,
+        council.check_council,
         calendar.due_date,
         calendar.reminder_plan,
     ]

@@ -1,79 +1,110 @@
-"""Proposes a council from the expert registry.
+"""Council proposals from the expert registry (the rules and the solver: domain.matching).
 
-Eligible: active, shares at least one expertise field with the request, not from the
-requester's own organisation, not already on this request, below their load limit. Ranked
-least-loaded first (by share of their limit), then by how many fields match, then by code, so
-the same registry gives the same proposal. The best-matching of the council becomes its chair.
+Proposing is serialised by a PostgreSQL advisory lock and solved for every request that is
+waiting for a council at that moment, as one batch: requests that compete for the same
+experts share them by overall fit. Each proposal is stored with its explanation, and its
+seats count against the experts' load until they become assignments, so a proposal made a
+moment later never over-commits anyone.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 import asyncpg
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from db import queries as q
-from domain.messages import ProposeCouncilInput
+from domain.calendar import WorkingCalendar
+from domain.matching import Candidate, MatchRequest, exclusion, fit, propose_councils
+from domain.messages import CheckCouncilInput, ProposeCouncilInput
 from domain.models import CouncilCandidate, CouncilProposal, Role
 
+_MATCHING_LOCK = 0x636F756E  # "coun": one proposal batch at a time, across every worker
 
-def _norm(s: str) -> str:
-    return " ".join(s.casefold().split())
+
+def _candidate(r: asyncpg.Record) -> Candidate:
+    return Candidate(
+        code=r["code"],
+        organisation=r["organisation"],
+        member_association=r["member_association"],
+        expertise=dict(r["expertise"]),
+        load=int(r["load"]),
+        load_limit=int(r["load_limit"]),
+        active=r["active"],
+        conflicts=tuple(r["conflicts"]),
+        unavailable=tuple(
+            (date.fromisoformat(p["start"]), date.fromisoformat(p["end"])) for p in r["unavailable"]
+        ),
+    )
+
+
+def _window(now: datetime, days: int, cal: WorkingCalendar) -> tuple[date, date]:
+    start = cal.local_date(now)
+    return start, cal.local_date(cal.add_working_days(now, days)) if days else start
 
 
 class CouncilActivities:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    def _request(
+        self, inp: ProposeCouncilInput, now: datetime, previous: set[str], excluding: bool = True
+    ) -> MatchRequest:
+        cal = WorkingCalendar(inp.calendar.extra_days_off, inp.calendar.extra_working_days)
+        return MatchRequest(
+            request_id=inp.request_id,
+            agency_code=inp.agency_code,
+            agency_name=inp.agency_name,
+            fields=tuple(inp.expertise_fields),
+            council_size=inp.council_size,
+            alternates=inp.alternates,
+            window=_window(now, inp.review_window_days, cal),
+            previous=frozenset(previous | (set(inp.exclude) if excluding else set())),
+        )
+
     @activity.defn(name="propose_council")
     async def propose_council(self, inp: ProposeCouncilInput) -> CouncilProposal:
-        async with self._pool.acquire() as conn:
-            rows = await q.candidate_experts(conn, inp.expertise_fields)
-        requester = {_norm(inp.agency_name), _norm(inp.agency_code)}
-        wanted = set(inp.expertise_fields)
-        excluded: list[str] = []
-        eligible: list[tuple[float, int, str, CouncilCandidate]] = []
-        for r in rows:
-            code = r["code"]
-            if code in inp.exclude:
-                excluded.append(f"{code}: already has a role on this request")
-                continue
-            if _norm(r["organisation"]) in requester:
-                excluded.append(f"{code}: same organisation as the requester")
-                continue
-            load, limit = int(r["active_load"]), int(r["load_limit"])
-            if load >= limit:
-                excluded.append(f"{code}: at load limit ({load}/{limit})")
-                continue
-            matched = sorted(wanted & set(r["fields"]))
-            candidate = CouncilCandidate(
-                expert_code=code,
-                role=Role.member,
-                matched_fields=matched,
-                active_load=load,
-                load_limit=limit,
-                reason=f"matches {', '.join(matched)}; load {load}/{limit}",
-            )
-            eligible.append((load / limit, -len(matched), code, candidate))
-        eligible.sort(key=lambda e: e[:3])
-        ranked = [e[3] for e in eligible]
-        members = ranked[: inp.council_size]
-        alternates = ranked[inp.council_size : inp.council_size + inp.alternates]
-        if members:
-            # The chair is the member with the widest match; ties go to the lighter load.
-            chair = min(
-                members, key=lambda c: (-len(c.matched_fields), c.active_load, c.expert_code)
-            )
-            chair.role = Role.chair
-            members.sort(key=lambda c: c.role != Role.chair)
-        shortfall = None
-        if len(members) < inp.council_size:
-            shortfall = (
-                f"needs {inp.council_size} experts in {', '.join(sorted(wanted))}, "
-                f"found {len(members)} eligible"
-            )
-        return CouncilProposal(
-            members=members, alternates=alternates, excluded=excluded, shortfall=shortfall
+        now = inp.now or datetime.now(UTC)
+        cal = WorkingCalendar(inp.calendar.extra_days_off, inp.calendar.extra_working_days)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MATCHING_LOCK)
+            stored = await q.get_council(conn, inp.request_id)
+            if stored is not None:
+                # Proposed already (by this activity's earlier attempt, or in the batch of
+                # another request): the same proposal, never a second one.
+                return CouncilProposal.model_validate(stored["proposal"])
+            peers = [
+                p for p in await q.requests_awaiting_council(conn) if p["id"] != inp.request_id
+            ]
+            ids = [inp.request_id, *(p["id"] for p in peers)]
+            previous: dict[str, set[str]] = {i: set() for i in ids}
+            for r in await q.experts_on_requests(conn, ids):
+                previous[r["request_id"]].add(r["expert_code"])
+            batch = [self._request(inp, now, previous[inp.request_id])]
+            for p in peers:
+                batch.append(
+                    MatchRequest(
+                        request_id=p["id"],
+                        agency_code=p["agency_code"],
+                        agency_name=p["agency_name"],
+                        fields=tuple(p["expertise_fields"]),
+                        council_size=p["council_size"],
+                        alternates=p["alternates"] or 0,
+                        window=_window(now, p["review_window_days"] or 0, cal),
+                        previous=frozenset(previous[p["id"]]),
+                    )
+                )
+            fields = sorted({f for r in batch for f in r.fields})
+            candidates = [_candidate(r) for r in await q.matching_candidates(conn, fields)]
+            proposals = propose_councils(batch, candidates)
+            for request_id, proposal in proposals.items():
+                await q.insert_council(conn, request_id, proposal.model_dump(mode="json"), now)
+        activity.logger.info(
+            "council proposed", extra={"request_id": inp.request_id, "batch": len(batch)}
         )
+        return proposals[inp.request_id]
 
     @activity.defn(name="check_expert")
     async def check_expert(self, inp: ProposeCouncilInput) -> CouncilProposal:
@@ -81,30 +112,88 @@ class CouncilActivities:
         hard rules as a proposal. A refusal comes back as `shortfall`, naming the rule."""
         code = inp.exclude[0]
         async with self._pool.acquire() as conn:
-            r = await q.expert_with_load(conn, code)
-        problem = None
+            r = await q.expert_for_matching(conn, code)
+            on_request = {
+                x["expert_code"] for x in await q.experts_on_requests(conn, [inp.request_id])
+            }
         if r is None:
-            problem = f"{code} is not in the expert registry"
-        elif not r["active"]:
-            problem = f"{code} is not active"
-        elif _norm(r["organisation"]) in {_norm(inp.agency_name), _norm(inp.agency_code)}:
-            problem = f"{code} is from the requester's own organisation"
-        elif int(r["active_load"]) >= int(r["load_limit"]):
-            problem = f"{code} is at their load limit ({r['active_load']}/{r['load_limit']})"
-        if problem:
-            return CouncilProposal(members=[], alternates=[], shortfall=problem)
-        matched = sorted(set(inp.expertise_fields) & set(r["fields"]))
+            return CouncilProposal(
+                members=[], alternates=[], shortfall=f"{code} is not in the expert registry"
+            )
+        req = self._request(inp, inp.now or datetime.now(UTC), on_request, excluding=False)
+        c = _candidate(r)
+        why = exclusion(req, c)
+        if why:
+            return CouncilProposal(members=[], alternates=[], shortfall=f"{code}: {why}")
+        matched = [f for f in req.fields if f in c.expertise]
         return CouncilProposal(
             members=[
                 CouncilCandidate(
                     expert_code=code,
                     role=Role.member,
                     matched_fields=matched,
-                    active_load=int(r["active_load"]),
-                    load_limit=int(r["load_limit"]),
-                    reason="added by the coordinator"
-                    + (f"; matches {', '.join(matched)}" if matched else "; no field in common"),
+                    active_load=c.load,
+                    load_limit=c.load_limit,
+                    score=fit(req, c),
+                    member_association=c.member_association,
+                    reason="chosen by the coordinator; "
+                    + (f"matches {', '.join(matched)}" if matched else "no field in common")
+                    + f"; load {c.load}/{c.load_limit}",
                 )
             ],
             alternates=[],
         )
+
+    @activity.defn(name="check_council")
+    async def check_council(self, inp: CheckCouncilInput) -> CouncilProposal:
+        """A council as the coordinator edited it: every member re-checked for conflicts,
+        availability and load (their seat on this request's own proposal does not count
+        against them). Refused with every problem named, or the council to confirm."""
+        req = inp.request
+        async with self._pool.acquire() as conn:
+            stored = await q.get_council(conn, req.request_id)
+            rows = {c: await q.expert_for_matching(conn, c) for c in inp.members}
+            on_request = {
+                x["expert_code"] for x in await q.experts_on_requests(conn, [req.request_id])
+            }
+        proposed = {m["expert_code"] for m in (stored["proposal"]["members"] if stored else [])}
+        match = self._request(req, req.now or datetime.now(UTC), on_request)
+        problems, members = [], []
+        for code in inp.members:
+            r = rows[code]
+            if r is None:
+                problems.append(f"{code} is not in the expert registry")
+                continue
+            c = _candidate(r)
+            if code in proposed:  # this request's own reserved seat
+                c = Candidate(**{**c.__dict__, "load": max(0, c.load - 1)})
+            why = exclusion(match, c)
+            if why:
+                problems.append(f"{code}: {why}")
+                continue
+            matched = [f for f in match.fields if f in c.expertise]
+            members.append(
+                CouncilCandidate(
+                    expert_code=code,
+                    role=Role.chair if code == inp.chair else Role.member,
+                    matched_fields=matched,
+                    active_load=c.load,
+                    load_limit=c.load_limit,
+                    score=fit(match, c),
+                    member_association=c.member_association,
+                    reason=("proposed" if code in proposed else "chosen by the coordinator")
+                    + (f"; matches {', '.join(matched)}" if matched else "; no field in common")
+                    + f"; load {c.load}/{c.load_limit}",
+                )
+            )
+        if problems:
+            raise ApplicationError(
+                "members: " + "; ".join(problems), type="InvalidCouncil", non_retryable=True
+            )
+        members.sort(key=lambda m: m.role != Role.chair)
+        alternates = [
+            CouncilCandidate.model_validate(a)
+            for a in (stored["proposal"]["alternates"] if stored else [])
+            if a["expert_code"] not in inp.members
+        ]
+        return CouncilProposal(members=members, alternates=alternates)

@@ -42,6 +42,9 @@ class PersistenceActivities:
                         "documents": [d.model_dump(mode="json") for d in s.documents],
                         "requested_by": s.requested_by.model_dump(mode="json"),
                         "submitted_at": t.intake.submitted_at,
+                        "council_size": t.intake.council_size,
+                        "alternates": t.intake.alternates,
+                        "review_window_days": t.intake.review_window_days,
                     },
                 )
             audit_id = await q.insert_audit(
@@ -86,6 +89,10 @@ class PersistenceActivities:
                     )
                 else:
                     await q.set_request_overdue(conn, t.request_id, t.overdue)
+            if t.council_confirmed is not None:
+                await q.confirm_council(
+                    conn, t.request_id, t.council_confirmed.model_dump(mode="json"), t.actor, t.at
+                )
             if t.cancel_topics:
                 await q.cancel_pending_topics(conn, t.request_id, t.cancel_topics)
             if t.documents_added:

@@ -27,8 +27,9 @@ async def insert_request(conn: Conn, row: dict[str, Any]) -> bool:
     status = await conn.execute(
         """
         INSERT INTO requests (id, workflow_id, agency_code, agency_reference, kind, title, summary,
-            expertise_fields, documents, requested_by, stage, submitted_at, updated_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'intake', $11, $11)
+            expertise_fields, documents, requested_by, stage, submitted_at, updated_at,
+            council_size, alternates, review_window_days)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'intake', $11, $11, $12, $13, $14)
         ON CONFLICT (id) DO NOTHING
         """,
         row["id"],
@@ -42,6 +43,9 @@ async def insert_request(conn: Conn, row: dict[str, Any]) -> bool:
         row["documents"],
         row["requested_by"],
         row["submitted_at"],
+        row.get("council_size"),
+        row.get("alternates"),
+        row.get("review_window_days"),
     )
     return status.endswith(" 1")
 
@@ -247,22 +251,27 @@ async def set_assignment_overdue(
     )
 
 
-async def upsert_expert(conn: Conn, e: Expert) -> bool:
-    """True when the row was inserted or changed; re-importing the same data changes nothing."""
-    status = await conn.execute(
+async def upsert_expert(conn: Conn, e: Expert) -> str:
+    """ "added", "changed" or "unchanged": importing the same data twice changes nothing."""
+    row = await conn.fetchrow(
         """
         INSERT INTO experts (code, name, email, organisation, member_association, fields,
-            load_limit, active)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            expertise, languages, load_limit, active, conflicts, unavailable)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
         ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, email = EXCLUDED.email,
             organisation = EXCLUDED.organisation,
             member_association = EXCLUDED.member_association, fields = EXCLUDED.fields,
-            load_limit = EXCLUDED.load_limit, active = EXCLUDED.active, updated_at = now()
+            expertise = EXCLUDED.expertise, languages = EXCLUDED.languages,
+            load_limit = EXCLUDED.load_limit, active = EXCLUDED.active,
+            conflicts = EXCLUDED.conflicts, unavailable = EXCLUDED.unavailable,
+            updated_at = now()
         WHERE (experts.name, experts.email, experts.organisation, experts.member_association,
-               experts.fields, experts.load_limit, experts.active)
+               experts.expertise, experts.languages, experts.load_limit, experts.active,
+               experts.conflicts, experts.unavailable)
           IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.email, EXCLUDED.organisation,
-               EXCLUDED.member_association, EXCLUDED.fields, EXCLUDED.load_limit,
-               EXCLUDED.active)
+               EXCLUDED.member_association, EXCLUDED.expertise, EXCLUDED.languages,
+               EXCLUDED.load_limit, EXCLUDED.active, EXCLUDED.conflicts, EXCLUDED.unavailable)
+        RETURNING (xmax = 0) AS inserted
         """,
         e.code,
         e.name,
@@ -270,10 +279,125 @@ async def upsert_expert(conn: Conn, e: Expert) -> bool:
         e.organisation,
         e.member_association,
         e.fields,
+        e.expertise,
+        e.languages,
         e.load_limit,
         e.active,
+        e.conflicts,
+        [p.model_dump(mode="json") for p in e.unavailable],
     )
-    return status.endswith(" 1")
+    if row is None:
+        return "unchanged"
+    return "added" if row["inserted"] else "changed"
+
+
+async def set_expert_active(conn: Conn, code: str, active: bool) -> bool | None:
+    """None: no such expert; False: it already was; True: changed."""
+    current = await conn.fetchval("SELECT active FROM experts WHERE code = $1", code)
+    if current is None:
+        return None
+    if current == active:
+        return False
+    await conn.execute(
+        "UPDATE experts SET active = $2, updated_at = now() WHERE code = $1", code, active
+    )
+    return True
+
+
+# The load an expert carries: open assignments, plus seats on councils proposed for requests
+# still in the council stage that have not become assignments yet (so two proposals made at
+# the same time never give one expert more than their limit).
+_LOAD = """
+    (SELECT count(*) FROM assignments a
+      WHERE a.expert_code = e.code AND a.state IN ('invited', 'accepted'))
+  + (SELECT count(*) FROM councils c
+      JOIN requests r ON r.id = c.request_id AND r.stage = 'council'
+      CROSS JOIN LATERAL jsonb_array_elements(c.proposal->'members') m
+      WHERE m->>'expert_code' = e.code
+        AND NOT EXISTS (SELECT 1 FROM assignments a2
+                         WHERE a2.request_id = c.request_id AND a2.expert_code = e.code))
+"""
+
+
+async def matching_candidates(conn: Conn, fields: list[str]) -> list[asyncpg.Record]:
+    """Every expert sharing a field with any of these, active or not (the explanation says
+    why an inactive one is left out), with their load."""
+    return await conn.fetch(
+        f"""
+        SELECT e.code, e.organisation, e.member_association, e.expertise, e.load_limit,
+            e.active, e.conflicts, e.unavailable, {_LOAD} AS load
+        FROM experts e
+        WHERE e.fields && $1::text[]
+        ORDER BY e.code
+        """,
+        fields,
+    )
+
+
+async def expert_for_matching(conn: Conn, code: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"""
+        SELECT e.code, e.organisation, e.member_association, e.expertise, e.load_limit,
+            e.active, e.conflicts, e.unavailable, {_LOAD} AS load
+        FROM experts e WHERE e.code = $1
+        """,
+        code,
+    )
+
+
+async def requests_awaiting_council(conn: Conn) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT r.id, r.agency_code, a.name AS agency_name, r.expertise_fields,
+            r.council_size, r.alternates, r.review_window_days
+        FROM requests r JOIN agencies a ON a.code = r.agency_code
+        WHERE r.stage = 'council' AND r.council_size IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM councils c WHERE c.request_id = r.id)
+        ORDER BY r.id
+        """
+    )
+
+
+async def experts_on_requests(conn: Conn, request_ids: list[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT request_id, expert_code FROM assignments WHERE request_id = ANY($1::text[])",
+        request_ids,
+    )
+
+
+async def get_council(conn: Conn, request_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM councils WHERE request_id = $1", request_id)
+
+
+async def insert_council(
+    conn: Conn, request_id: str, proposal: dict[str, Any], at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO councils (request_id, proposal, status, proposed_at)"
+        " VALUES ($1, $2, 'proposed', $3) ON CONFLICT (request_id) DO NOTHING",
+        request_id,
+        proposal,
+        at,
+    )
+
+
+async def confirm_council(
+    conn: Conn, request_id: str, proposal: dict[str, Any], by: str, at: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE councils SET proposal = $2, status = 'confirmed', confirmed_by = $3,"
+        " confirmed_at = $4 WHERE request_id = $1",
+        request_id,
+        proposal,
+        by,
+        at,
+    )
+
+
+async def get_expert(conn: Conn, code: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT e.*, {_LOAD} AS load FROM experts e WHERE e.code = $1", code
+    )
 
 
 # --- reads -----------------------------------------------------------------------------------
@@ -291,22 +415,6 @@ async def agency_contact_email(conn: Conn, request_id: str) -> str | None:
 
 async def expert_email(conn: Conn, code: str) -> str | None:
     return await conn.fetchval("SELECT email FROM experts WHERE code = $1", code)
-
-
-async def candidate_experts(conn: Conn, fields: list[str]) -> list[asyncpg.Record]:
-    """Active experts sharing a field with the request, with how many open assignments each
-    carries right now (invited or accepted, on any request)."""
-    return await conn.fetch(
-        """
-        SELECT e.code, e.organisation, e.member_association, e.fields, e.load_limit,
-            (SELECT count(*) FROM assignments a
-              WHERE a.expert_code = e.code AND a.state IN ('invited', 'accepted')) AS active_load
-        FROM experts e
-        WHERE e.active AND e.fields && $1::text[]
-        ORDER BY e.code
-        """,
-        fields,
-    )
 
 
 async def list_requests(
@@ -371,16 +479,4 @@ async def outbox_for_request(conn: Conn, request_id: str) -> list[asyncpg.Record
         "SELECT id, recipient_kind, recipient_code, address, event, payload, status"
         " FROM outbox WHERE request_id = $1 ORDER BY id",
         request_id,
-    )
-
-
-async def expert_with_load(conn: Conn, code: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        """
-        SELECT e.code, e.organisation, e.fields, e.load_limit, e.active,
-            (SELECT count(*) FROM assignments a
-              WHERE a.expert_code = e.code AND a.state IN ('invited', 'accepted')) AS active_load
-        FROM experts e WHERE e.code = $1
-        """,
-        code,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from domain.models import (
     AdoptionAnswer,
@@ -121,6 +121,26 @@ class AddExpertInput(Model):
     expert_code: ExpertCode
 
 
+class ConfirmCouncilInput(Model):
+    """The coordinator confirms the proposed council as it is, or names its members (the
+    chair among them); an edited council is re-checked for conflicts and load."""
+
+    members: Annotated[list[ExpertCode], Field(min_length=1, max_length=25)] | None = None
+    chair: ExpertCode | None = None
+    confirmed_by: PersonName = "coordinator"
+
+    @model_validator(mode="after")
+    def _chair_is_member(self) -> ConfirmCouncilInput:
+        if self.members is not None:
+            if len(set(self.members)) != len(self.members):
+                raise ValueError("members: an expert is named twice")
+            if self.chair is not None and self.chair not in self.members:
+                raise ValueError("chair: must be one of the members")
+        elif self.chair is not None:
+            raise ValueError("chair: name the members too when choosing the chair")
+        return self
+
+
 # --- state (query) ---------------------------------------------------------------------------
 
 
@@ -182,6 +202,11 @@ class ReviewRequestInput(Model):
 class IntakeRecord(Model):
     submission: RequestSubmission
     submitted_at: datetime
+    # The policy numbers council matching needs, kept on the request row so a batch of
+    # requests can be matched together.
+    council_size: int | None = None
+    alternates: int | None = None
+    review_window_days: int | None = None
 
 
 class AssignmentRecord(Model):
@@ -233,6 +258,8 @@ class TransitionInput(Model):
     overdue: bool | None = None
     # Undelivered outbox rows of these topics are withdrawn (status "cancelled").
     cancel_topics: list[str] = []
+    # The council as the coordinator confirmed it (replaces the stored proposal).
+    council_confirmed: CouncilProposal | None = None
 
 
 class TransitionResult(Model):
@@ -249,6 +276,16 @@ class ProposeCouncilInput(Model):
     council_size: int
     alternates: int
     exclude: list[str] = []
+    # The review window, for unavailability: from `now`, this many (working) days.
+    now: datetime | None = None
+    review_window_days: int = 0
+    calendar: CalendarPolicy = CalendarPolicy()
+
+
+class CheckCouncilInput(Model):
+    request: ProposeCouncilInput
+    members: list[str]
+    chair: str
 
 
 class DueDateInput(Model):

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AnyUrl, BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 Text = Annotated[str, Field(min_length=1, max_length=20_000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=500)]
@@ -162,20 +170,58 @@ def request_id_for(agency_code: str, agency_reference: str) -> str:
     return f"R-{digest}"
 
 
+Level = Annotated[int, Field(ge=1, le=5)]
+
+
+class Period(Model):
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Period:
+        if self.end < self.start:
+            raise ValueError("end must not be before start")
+        return self
+
+    def overlaps(self, start: date, end: date) -> bool:
+        return self.start <= end and start <= self.end
+
+
 class Expert(Model):
+    """An expert of the registry. Expertise is field → level (1 a working knowledge, 5 the
+    highest standing in the field); a plain list of `fields` is read as level 3 each."""
+
     code: Code
     name: ShortText
     email: EmailStr
     organisation: ShortText
     member_association: ShortText
-    fields: Annotated[list[Code], Field(min_length=1)]
+    expertise: Annotated[dict[Code, Level], Field(min_length=1)]
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2}$")]] = ["vi"]
+    # The most assignments (invited or accepted) the expert carries at once.
     load_limit: Annotated[int, Field(ge=1, le=50)] = 3
     active: bool = True
+    # Agency codes or organisation names the expert must not review for.
+    conflicts: list[ShortText] = []
+    unavailable: list[Period] = []
 
-    @field_validator("fields")
+    @model_validator(mode="before")
     @classmethod
-    def _lower(cls, v: list[str]) -> list[str]:
-        return sorted({f.lower() for f in v})
+    def _fields_as_expertise(cls, data):
+        if isinstance(data, dict) and "fields" in data and "expertise" not in data:
+            fields = data["fields"]
+            data = {k: v for k, v in data.items() if k != "fields"}
+            data["expertise"] = {f: 3 for f in fields} if isinstance(fields, list) else fields
+        return data
+
+    @field_validator("expertise")
+    @classmethod
+    def _lower(cls, v: dict[str, int]) -> dict[str, int]:
+        return {f.lower(): level for f, level in sorted(v.items())}
+
+    @property
+    def fields(self) -> list[str]:
+        return sorted(self.expertise)
 
 
 class CouncilCandidate(Model):
@@ -185,13 +231,17 @@ class CouncilCandidate(Model):
     active_load: int
     load_limit: int
     reason: str
+    score: int = 0
+    member_association: str = ""
 
 
 class CouncilProposal(Model):
     members: list[CouncilCandidate]
     alternates: list[CouncilCandidate]
-    excluded: list[str] = []  # "E-007: same organisation as the requester", ...
-    shortfall: str | None = None  # set when fewer eligible experts than the council needs
+    # Why each expert who matched the fields is not on the council: "E-007: same
+    # organisation as the requester", "E-010: eligible, ranked below the alternates (score 4)"
+    excluded: list[str] = []
+    shortfall: str | None = None  # which constraint left the council short, when it is
 
 
 class OpinionInput(Model):

@@ -52,6 +52,9 @@ class KindPolicy(Model):
     synthesis_days: Days
     approval_days: Days
     adoption_days: Days
+    # "auto": the proposed council is invited at once; "coordinator": the coordinator
+    # confirms or edits it first.
+    council_confirmation: Literal["auto", "coordinator"] = "auto"
     # Filled from the policy-wide [reminders] unless the kind has its own.
     reminders: Reminders | None = None
 

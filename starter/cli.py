@@ -23,6 +23,7 @@ from domain.messages import (
     AddExpertInput,
     AdoptionInput,
     ApproveInput,
+    ConfirmCouncilInput,
     DeclineInput,
     DraftConclusionInput,
     ExtendAssignmentInput,
@@ -355,25 +356,108 @@ async def cmd_tasks(args, settings: Settings) -> None:
 
 
 async def cmd_experts(args, settings: Settings) -> None:
-    from starter.registry import list_experts, seed_experts
+    from db import queries as q
+    from starter.registry import RegistryFileError, import_experts, list_experts
 
     pool = await _pool(settings)
     try:
-        if args.action == "seed":
-            changed, total = await seed_experts(pool, Path(args.file or settings.experts_file))
-            print(f"{total} experts in file, {changed} added or changed")
-        else:
+        if args.action in ("import", "seed"):
+            path = Path(args.target) if args.target else settings.experts_file
+            try:
+                report = await import_experts(pool, path)
+            except RegistryFileError as err:
+                raise UsageError(str(err)) from err
+            if args.json:
+                _print_json(report.__dict__)
+            else:
+                print(report.summary())
+            if report.errors:
+                raise UsageError(f"{len(report.errors)} row(s) rejected; the others applied")
+        elif args.action == "list":
             rows = await list_experts(pool)
             if args.json:
                 _print_json([dict(r) for r in rows])
+                return
             for r in rows:
                 flag = "" if r["active"] else "  (inactive)"
+                levels = ", ".join(f"{f}:{lv}" for f, lv in sorted(r["expertise"].items()))
                 print(
-                    f"{r['code']:<10} {r['load']}/{r['load_limit']}  "
-                    f"{', '.join(r['fields']):<32} {r['organisation']}{flag}"
+                    f"{r['code']:<10} {r['load']}/{r['load_limit']}  {levels:<40} "
+                    f"{r['organisation']}{flag}"
                 )
+        else:
+            if not args.target:
+                raise UsageError(f"experts {args.action}: name the expert code")
+            async with pool.acquire() as conn:
+                if args.action == "deactivate":
+                    changed = await q.set_expert_active(conn, args.target, False)
+                    if changed is None:
+                        raise UsageError(f"no expert {args.target}")
+                    print(
+                        f"{args.target} " + ("deactivated" if changed else "was already inactive")
+                    )
+                    return
+                r = await q.get_expert(conn, args.target)
+            if r is None:
+                raise UsageError(f"no expert {args.target}")
+            if args.json:
+                _print_json(dict(r))
+                return
+            print(
+                f"{r['code']}  {r['name']} <{r['email']}>" + ("" if r["active"] else "  (inactive)")
+            )
+            print(f"  {r['organisation']} · {r['member_association']}")
+            print(
+                "  expertise: " + ", ".join(f"{f} (level {lv})" for f, lv in r["expertise"].items())
+            )
+            print(f"  languages: {', '.join(r['languages'])}; load {r['load']}/{r['load_limit']}")
+            if r["conflicts"]:
+                print(f"  declared conflicts: {'; '.join(r['conflicts'])}")
+            for p in r["unavailable"]:
+                print(f"  unavailable {p['start']} to {p['end']}")
     finally:
         await pool.close()
+
+
+async def cmd_council(args, settings: Settings) -> None:
+    from db import queries as q
+
+    if args.action == "confirm":
+        from workflows.review import ReviewRequestWorkflow
+
+        data: dict = {"confirmed_by": args.by}
+        if args.members:
+            data["members"] = [m.strip() for m in args.members.split(",") if m.strip()]
+        if args.chair:
+            data["chair"] = args.chair
+        await _request_action(
+            args, ReviewRequestWorkflow.confirm_council, _model(ConfirmCouncilInput, data)
+        )
+        return
+    pool = await _pool(settings)
+    async with pool.acquire() as conn:
+        row = await q.get_council(conn, args.request)
+    await pool.close()
+    if row is None:
+        raise UsageError(f"no council proposed for {args.request} (yet)")
+    if args.json:
+        _print_json(dict(row))
+        return
+    p = row["proposal"]
+    print(
+        f"council of {args.request}: {row['status']}"
+        + (f" by {row['confirmed_by']}" if row["confirmed_by"] else "")
+    )
+    if p.get("shortfall"):
+        print(f"  SHORT: {p['shortfall']}")
+    for m in p["members"]:
+        print(f"  {m['role']:<7} {m['expert_code']:<10} {m['reason']}")
+    for i, a in enumerate(p["alternates"], start=1):
+        print(f"  alt {i:<3} {a['expert_code']:<10} {a['reason']}")
+    if p.get("excluded"):
+        print("  not proposed:")
+        for line in p["excluded"]:
+            print(f"    {line}")
 
 
 async def cmd_migrate(args, settings: Settings) -> None:
@@ -492,9 +576,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("request")
     c = cmd("tasks", cmd_tasks, "an expert's open tasks")
     c.add_argument("expert")
-    c = cmd("experts", cmd_experts, "the expert registry: seed from a JSON file, or list")
-    c.add_argument("action", choices=["seed", "list"])
-    c.add_argument("file", nargs="?")
+    c = cmd("experts", cmd_experts, "the expert registry: import, list, show, deactivate")
+    c.add_argument("action", choices=["import", "list", "show", "deactivate", "seed"])
+    c.add_argument("target", nargs="?", help="a .csv/.json file to import, or an expert code")
+    c = cmd("council", cmd_council, "a request's council: show the proposal, or confirm it")
+    c.add_argument("action", choices=["show", "confirm"])
+    c.add_argument("request")
+    c.add_argument("--members", help="confirm: the council, as codes separated by commas")
+    c.add_argument("--chair", help="confirm: which member chairs")
+    c.add_argument("--by", default="coordinator")
     cmd("migrate", cmd_migrate, "apply database migrations")
     cmd("demo", cmd_demo, "play a whole lifecycle against the running stack")
     cmd("worker", cmd_worker, "run a worker")

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -35,7 +35,9 @@ with workflow.unsafe.imports_passed_through():
         AdoptionInput,
         ApproveInput,
         AssignmentChanged,
+        CheckCouncilInput,
         ConclusionRecord,
+        ConfirmCouncilInput,
         DraftConclusionInput,
         DueDateInput,
         ExpertAssignmentInput,
@@ -60,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         AssignmentView,
         ConclusionView,
         CouncilCandidate,
+        CouncilProposal,
         Notice,
         Recipient,
         Role,
@@ -138,6 +141,8 @@ class ReviewRequestWorkflow:
         self._invited_by_hand: set[str] = set()
         self._replaced: set[str] = set()
         self._withdrawal_recorded = False
+        self._claimed: set[str] = set()
+        self._confirmed_council: CouncilProposal | None = None
         self._lock = asyncio.Lock()  # transitions and reminders are recorded one at a time
         self._upserted_overdue: bool | None = None
 
@@ -176,7 +181,13 @@ class ReviewRequestWorkflow:
             days=self._inp.policy.screening_days,
             actor=f"agency:{s.agency.code}",
             details={"agency_reference": s.agency_reference, "kind": s.kind.value},
-            intake=IntakeRecord(submission=s, submitted_at=workflow.now()),
+            intake=IntakeRecord(
+                submission=s,
+                submitted_at=workflow.now(),
+                council_size=self._inp.policy.council_size,
+                alternates=self._inp.policy.alternates,
+                review_window_days=self._inp.policy.respond_days + self._inp.policy.review_days,
+            ),
             notify=[
                 Notice(recipient=AGENCY, event="request_received"),
                 Notice(recipient=COORDINATOR, event="request_submitted"),
@@ -306,23 +317,59 @@ class ReviewRequestWorkflow:
                     ],
                 )
 
-    async def _propose_council(self) -> None:
+    def _match_input(self, **changes: Any) -> ProposeCouncilInput:
         s = self._inp.submission
         policy = self._inp.policy
+        fields: dict[str, Any] = {
+            "request_id": self._state.request_id,
+            "agency_code": s.agency.code,
+            "agency_name": s.agency.name,
+            "expertise_fields": s.expertise_fields,
+            "council_size": policy.council_size,
+            "alternates": policy.alternates,
+            "now": workflow.now(),
+            "review_window_days": policy.respond_days + policy.review_days,
+            "calendar": self._inp.calendar,
+        }
+        return ProposeCouncilInput(**{**fields, **changes})
+
+    async def _propose_council(self) -> None:
         proposal = await workflow.execute_activity_method(
-            CouncilActivities.propose_council,
-            ProposeCouncilInput(
-                request_id=self._state.request_id,
-                agency_code=s.agency.code,
-                agency_name=s.agency.name,
-                expertise_fields=s.expertise_fields,
-                council_size=policy.council_size,
-                alternates=policy.alternates,
-            ),
-            **COMPUTE_OPTIONS,
+            CouncilActivities.propose_council, self._match_input(), **COMPUTE_OPTIONS
         )
         self._state.council = proposal
         self._alternates = list(proposal.alternates)
+        if self._inp.policy.council_confirmation == "coordinator":
+            await self._transition(
+                "council-proposed",
+                "council_proposed",
+                Stage.council,
+                details=self._council_details(proposal),
+                notify=[
+                    Notice(
+                        recipient=COORDINATOR,
+                        event="council_awaiting_confirmation",
+                        data={"shortfall": proposal.shortfall},
+                    )
+                ],
+            )
+            confirmed: ConfirmCouncilInput = await self._take("confirm_council")
+            council = self._confirmed_council
+            assert council is not None
+            self._state.council = council
+            self._alternates = list(council.alternates)
+            await self._transition(
+                "council-confirmed",
+                "council_confirmed",
+                Stage.council,
+                actor=f"coordinator:{confirmed.confirmed_by}",
+                details=self._council_details(council),
+                council_confirmed=council,
+            )
+            self._done("confirm_council")
+            for member in council.members:
+                await self._invite(member, member.role)
+            return
         notify = [Notice(recipient=COORDINATOR, event="council_proposed")]
         if proposal.shortfall:
             notify.append(
@@ -337,18 +384,20 @@ class ReviewRequestWorkflow:
             "council-proposed",
             "council_proposed",
             Stage.council,
-            details={
-                "members": [m.expert_code for m in proposal.members],
-                "chair": next(
-                    (m.expert_code for m in proposal.members if m.role == Role.chair), None
-                ),
-                "alternates": [a.expert_code for a in proposal.alternates],
-                "shortfall": proposal.shortfall,
-            },
+            details=self._council_details(proposal),
             notify=notify,
         )
         for member in proposal.members:
             await self._invite(member, member.role)
+
+    @staticmethod
+    def _council_details(council: CouncilProposal) -> dict:
+        return {
+            "members": [m.expert_code for m in council.members],
+            "chair": next((m.expert_code for m in council.members if m.role == Role.chair), None),
+            "alternates": [a.expert_code for a in council.alternates],
+            "shortfall": council.shortfall,
+        }
 
     def _review_needs_attention(self, target: int) -> bool:
         if self._added or self._replacements:
@@ -423,6 +472,7 @@ class ReviewRequestWorkflow:
                 invited_at=workflow.now(),
             )
         )
+        self._update_details()  # the state query shows the new seat and alternates at once
         await workflow.start_child_workflow(
             ExpertAssignmentWorkflow.run,
             ExpertAssignmentInput(
@@ -881,6 +931,45 @@ class ReviewRequestWorkflow:
             )
 
     @workflow.update
+    async def confirm_council(self, inp: ConfirmCouncilInput) -> RequestState:
+        proposal = self._state.council
+        assert proposal is not None
+        members = inp.members or [m.expert_code for m in proposal.members]
+        if not members:
+            raise _rejected("members: the proposal has no members; name the council")
+        chair = inp.chair or next(
+            (
+                m.expert_code
+                for m in proposal.members
+                if m.role == Role.chair and m.expert_code in members
+            ),
+            members[0],
+        )
+        # Claimed while the registry check runs: a second confirmation is refused meanwhile.
+        self._claimed.add("confirm_council")
+        try:
+            council = await workflow.execute_activity_method(
+                CouncilActivities.check_council,
+                CheckCouncilInput(request=self._match_input(), members=members, chair=chair),
+                **COMPUTE_OPTIONS,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            raise _rejected(
+                cause.message if isinstance(cause, ApplicationError) else str(err)
+            ) from None
+        finally:
+            self._claimed.discard("confirm_council")
+        self._confirmed_council = council
+        return await self._hand_over("confirm_council", inp, claimed=True)
+
+    @confirm_council.validator
+    def _validate_confirm(self, inp: ConfirmCouncilInput) -> None:
+        self._expect("confirm_council", Stage.council)
+        if self._inp.policy.council_confirmation != "coordinator" or self._state.council is None:
+            raise _rejected("cannot confirm: this council is not waiting for confirmation")
+
+    @workflow.update
     async def draft_conclusion(self, inp: DraftConclusionInput) -> RequestState:
         return await self._hand_over("draft_conclusion", inp)
 
@@ -1016,7 +1105,7 @@ class ReviewRequestWorkflow:
                 f"cannot {name.replace('_', ' ')}: the request is in {self._state.stage.value}, "
                 f"not {stage.value}"
             )
-        if name in self._pending:
+        if name in self._pending or name in self._claimed:
             raise _rejected(f"a {name.replace('_', ' ')} action is already being recorded")
 
     def _not_withdrawing(self) -> None:
@@ -1038,15 +1127,7 @@ class ReviewRequestWorkflow:
         database, so this runs in the handler)."""
         checked = await workflow.execute_activity_method(
             CouncilActivities.check_expert,
-            ProposeCouncilInput(
-                request_id=self._state.request_id,
-                agency_code=self._state.agency_code,
-                agency_name=self._inp.submission.agency.name,
-                expertise_fields=self._inp.submission.expertise_fields,
-                council_size=1,
-                alternates=0,
-                exclude=[code],
-            ),
+            self._match_input(council_size=1, alternates=0, exclude=[code]),
             **COMPUTE_OPTIONS,
         )
         if checked.shortfall:
