@@ -95,7 +95,12 @@ _REASON_LABELS = [
 
 
 def _shortfall(req: MatchRequest, matched: int, reasons: list[str], seated: int) -> str:
-    counts = Counter(label for r in reasons for key, label in _REASON_LABELS if r.startswith(key))
+    counts = Counter(
+        label
+        for r in reasons
+        for key, label in _REASON_LABELS
+        if r.partition(": ")[2].startswith(key)
+    )
     parts = [f"{n} {label}" for key, label in _REASON_LABELS if (n := counts[label])]
     text = (
         f"not enough experts: needs {req.council_size} in {', '.join(req.fields)}; "

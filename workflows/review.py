@@ -961,7 +961,7 @@ class ReviewRequestWorkflow:
         finally:
             self._claimed.discard("confirm_council")
         self._confirmed_council = council
-        return await self._hand_over("confirm_council", inp, claimed=True)
+        return await self._hand_over("confirm_council", inp)
 
     @confirm_council.validator
     def _validate_confirm(self, inp: ConfirmCouncilInput) -> None:
