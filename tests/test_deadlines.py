@@ -15,8 +15,6 @@ from datetime import datetime, timedelta
 
 import pytest
 import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from db import queries as q
 from domain import search_attributes as sa
@@ -33,9 +31,8 @@ from domain.messages import (
 from domain.models import AssignmentState, Stage
 from domain.policy import Policy, ReminderSchedule
 from starter import service
-from starter.search_attributes import ensure_search_attributes
 from tests import factories as f
-from tests.conftest import _binary
+from tests.conftest import start_time_skipping
 from tests.test_lifecycle import accept_and_submit, outbox, until
 from worker import build_worker
 from workflows.assignment import ExpertAssignmentWorkflow
@@ -49,11 +46,7 @@ async def env():
     """A time-skipping server of this test's own. Skipping weeks fires every timer on the
     server, and a timer of an earlier test's request (whose worker is gone) would hold the
     clock: each deadline test gets a clock, and requests, of its own."""
-    e = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=_binary("temporal-test-server"),
-    )
-    await ensure_search_attributes(e.client)
+    e = await start_time_skipping()
     yield e
     await e.shutdown()
 

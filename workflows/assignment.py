@@ -22,7 +22,6 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.calendar import CalendarActivities
     from activities.persistence import PersistenceActivities
     from domain.messages import (
         AcceptInput,
@@ -31,17 +30,15 @@ with workflow.unsafe.imports_passed_through():
         AssignmentOutcome,
         AssignmentRecord,
         DeclineInput,
-        DueDateInput,
         ExpertAssignmentInput,
         ExtendAssignmentInput,
         OpinionRecord,
         ReminderInstant,
-        ReminderPlanInput,
         SubmitOpinionInput,
         TransitionInput,
     )
     from domain.models import AssignmentState, AssignmentView, Notice, Recipient
-    from workflows.common import COMPUTE_OPTIONS, PERSIST_OPTIONS
+    from workflows.common import PERSIST_OPTIONS, due_date, reminder_plan
 
 ASSIGNMENT_CHANGED = "assignment_changed"
 COORDINATOR = Recipient(kind="coordinator")
@@ -143,18 +140,8 @@ class ExpertAssignmentWorkflow:
         name = "respond" if self._view.state == AssignmentState.invited else "review"
         deadline = self._view.respond_by if name == "respond" else self._view.due_at
         assert deadline is not None
-        plan = await workflow.execute_activity_method(
-            CalendarActivities.reminder_plan,
-            ReminderPlanInput(
-                now=workflow.now(),
-                due=deadline,
-                schedule=getattr(self._inp.policy.reminders, name),
-                mode=self._inp.policy.calendar,
-                calendar=self._inp.calendar,
-            ),
-            **COMPUTE_OPTIONS,
-        )
-        for instant in plan.instants:
+        plan = await reminder_plan(deadline, name, self._inp.policy, self._inp.calendar)
+        for instant in plan:
             if not await self._sleep_until(instant.at, gen):
                 return
             async with self._lock:
@@ -406,17 +393,7 @@ class ExpertAssignmentWorkflow:
         return f"{workflow.info().workflow_id}:reminders"
 
     async def _due(self, start: datetime, days: int) -> datetime:
-        result = await workflow.execute_activity_method(
-            CalendarActivities.due_date,
-            DueDateInput(
-                start=start,
-                days=days,
-                mode=self._inp.policy.calendar,
-                calendar=self._inp.calendar,
-            ),
-            **COMPUTE_OPTIONS,
-        )
-        return result.due
+        return await due_date(start, days, self._inp.policy, self._inp.calendar)
 
     async def _record(
         self,

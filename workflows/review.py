@@ -25,7 +25,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.calendar import CalendarActivities
     from activities.council import CouncilActivities
     from activities.persistence import PersistenceActivities
     from domain import search_attributes as sa
@@ -39,13 +38,11 @@ with workflow.unsafe.imports_passed_through():
         ConclusionRecord,
         ConfirmCouncilInput,
         DraftConclusionInput,
-        DueDateInput,
         ExpertAssignmentInput,
         ExtendInput,
         IntakeRecord,
         ProposeCouncilInput,
         ReminderInstant,
-        ReminderPlanInput,
         ReplaceExpertInput,
         RequestState,
         ReturnConclusionInput,
@@ -69,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
         Stage,
     )
     from workflows.assignment import ASSIGNMENT_CHANGED, ExpertAssignmentWorkflow
-    from workflows.common import COMPUTE_OPTIONS, PERSIST_OPTIONS
+    from workflows.common import COMPUTE_OPTIONS, PERSIST_OPTIONS, due_date, reminder_plan
 
 
 class _Withdrawn(Exception):
@@ -713,18 +710,8 @@ class ReviewRequestWorkflow:
 
     async def _stage_deadline(self, gen: int, stage: Stage, deadline: datetime) -> None:
         name = DEADLINES[stage]
-        plan = await workflow.execute_activity_method(
-            CalendarActivities.reminder_plan,
-            ReminderPlanInput(
-                now=workflow.now(),
-                due=deadline,
-                schedule=getattr(self._inp.policy.reminders, name),
-                mode=self._inp.policy.calendar,
-                calendar=self._inp.calendar,
-            ),
-            **COMPUTE_OPTIONS,
-        )
-        for instant in plan.instants:
+        plan = await reminder_plan(deadline, name, self._inp.policy, self._inp.calendar)
+        for instant in plan:
             delay = (instant.at - workflow.now()).total_seconds()
             if delay > 0:
                 try:
@@ -1184,17 +1171,7 @@ class ReviewRequestWorkflow:
         )
 
     async def _due(self, days: int, start: datetime | None = None) -> datetime:
-        result = await workflow.execute_activity_method(
-            CalendarActivities.due_date,
-            DueDateInput(
-                start=start or workflow.now(),
-                days=days,
-                mode=self._inp.policy.calendar,
-                calendar=self._inp.calendar,
-            ),
-            **COMPUTE_OPTIONS,
-        )
-        return result.due
+        return await due_date(start or workflow.now(), days, self._inp.policy, self._inp.calendar)
 
     async def _transition(
         self,
