@@ -256,3 +256,31 @@ async def test_coordinator_confirms_an_edited_council_rechecked(
         await service.request_update(
             env.client, rid, ReviewRequestWorkflow.confirm_council, ConfirmCouncilInput()
         )
+
+
+async def test_not_enough_experts_notifies_the_coordinator_and_waits(
+    env, worker, policy, registry, pool
+):
+    await registry.add(1)
+    await registry.add(1, organisation="Sở Giao thông Vận tải")
+    rid = (
+        await service.submit(
+            env.client, f.submission(registry.field), policy, task_queue=worker.task_queue
+        )
+    ).request_id
+    handle = service.request_handle(env.client, rid)
+    await until(lambda s: s.stage == Stage.screening, handle)
+    await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+    )
+    state = await until(lambda s: s.council is not None and len(s.assignments) == 1, handle)
+    assert state.council.shortfall == (
+        f"not enough experts: needs 3 in {registry.field}; 2 match the fields; excluded: "
+        "1 from the requester's own organisation; 1 could be seated"
+    )
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT payload FROM outbox WHERE request_id = $1 AND event = 'council_shortfall'", rid
+        )
+    assert row["payload"]["shortfall"] == state.council.shortfall
+    assert state.stage == Stage.review  # goes on with whom it has, waiting for more
