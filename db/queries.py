@@ -311,7 +311,8 @@ _LOAD = """
     (SELECT count(*) FROM assignments a
       WHERE a.expert_code = e.code AND a.state IN ('invited', 'accepted'))
   + (SELECT count(*) FROM councils c
-      JOIN requests r ON r.id = c.request_id AND r.stage = 'council'
+      JOIN requests r ON r.id = c.request_id
+                     AND r.stage NOT IN ('closed', 'declined', 'withdrawn')
       CROSS JOIN LATERAL jsonb_array_elements(c.proposal->'members') m
       WHERE m->>'expert_code' = e.code
         AND NOT EXISTS (SELECT 1 FROM assignments a2

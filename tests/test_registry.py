@@ -284,3 +284,75 @@ async def test_not_enough_experts_notifies_the_coordinator_and_waits(
         )
     assert row["payload"]["shortfall"] == state.council.shortfall
     assert state.stage == Stage.review  # goes on with whom it has, waiting for more
+
+
+async def test_an_alternate_who_became_ineligible_is_skipped(env, worker, policy, registry, pool):
+    """Alternates come from a proposal that may be weeks old: each is checked again before
+    being invited."""
+    from domain.messages import DeclineInput
+    from workflows.assignment import ExpertAssignmentWorkflow
+
+    await registry.add(3)
+    pol = policy_with(policy, council_size=1, quorum=1, alternates=2)
+    rid = (
+        await service.submit(
+            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
+        )
+    ).request_id
+    handle = service.request_handle(env.client, rid)
+    await until(lambda s: s.stage == Stage.screening, handle)
+    await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+    )
+    state = await until(lambda s: len(s.assignments) == 1 and s.assignments[0].respond_by, handle)
+    first_alt, second_alt = state.alternates_left
+    async with pool.acquire() as conn:
+        await q.set_expert_active(conn, first_alt, False)
+    member = state.assignments[0].expert_code
+    await service.assignment_update(
+        env.client,
+        rid,
+        member,
+        ExpertAssignmentWorkflow.decline,
+        DeclineInput(expert_code=member, reason="Bận việc khác"),
+    )
+    state = await until(lambda s: len(s.assignments) == 2, handle)
+    assert state.assignments[1].expert_code == second_alt
+    assert state.assignment(first_alt) is None
+
+
+async def test_adding_an_expert_already_on_the_proposed_council_is_refused(
+    env, worker, policy, registry, pool
+):
+    from domain.messages import AddExpertInput
+
+    await registry.add(3)
+    pol = policy_with(
+        policy, council_size=2, quorum=2, alternates=1, council_confirmation="coordinator"
+    )
+    rid = (
+        await service.submit(
+            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
+        )
+    ).request_id
+    handle = service.request_handle(env.client, rid)
+    await until(lambda s: s.stage == Stage.screening, handle)
+    await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+    )
+    state = await until(lambda s: s.council is not None, handle)
+    proposed = state.council.members[0].expert_code
+    with pytest.raises(service.ActionError, match="already on the proposed council"):
+        await service.request_update(
+            env.client,
+            rid,
+            ReviewRequestWorkflow.add_expert,
+            AddExpertInput(expert_code=proposed),
+        )
+    state = await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.confirm_council, ConfirmCouncilInput()
+    )
+    state = await until(lambda s: len(s.assignments) == 2, handle)
+    assert sorted(a.expert_code for a in state.assignments) == sorted(
+        m.expert_code for m in state.council.members
+    )

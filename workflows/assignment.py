@@ -237,6 +237,8 @@ class ExpertAssignmentWorkflow:
     async def extend(self, inp: ExtendAssignmentInput) -> AssignmentView:
         async with self._lock:
             v = self._view
+            if not v.state.is_open:  # the work ended while this waited its turn
+                raise _rejected(f"cannot extend: the assignment is {v.state.value}")
             name = "respond" if v.state == AssignmentState.invited else "review"
             current = v.respond_by if name == "respond" else v.due_at
             base = max(current, workflow.now()) if current else workflow.now()

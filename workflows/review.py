@@ -139,6 +139,13 @@ class ReviewRequestWorkflow:
         self._replaced: set[str] = set()
         self._withdrawal_recorded = False
         self._claimed: set[str] = set()
+        self._taken: set[str] = set()  # slots the run loop has taken and is recording
+        self._replacing: set[str] = set()  # experts being replaced (claimed by the handler)
+        self._replace_refused: set[str] = set()
+        self._review_closed = False  # the council is complete: no more adds or swaps
+        # Stage moves begun in this run: an extension that waited for the lock checks that
+        # no move started meanwhile (other extensions queue behind it and are fine).
+        self._moves = 0
         self._confirmed_council: CouncilProposal | None = None
         self._lock = asyncio.Lock()  # transitions and reminders are recorded one at a time
         self._upserted_overdue: bool | None = None
@@ -277,20 +284,29 @@ class ReviewRequestWorkflow:
                     and view.expert_code not in self._handled
                 ):
                     self._handled.add(view.expert_code)
-                    if self._alternates:
-                        await self._invite(self._alternates.pop(0), view.role)
+                    alternate = await self._next_alternate()
+                    if alternate is not None:
+                        await self._invite(alternate, view.role)
             while self._added:
                 candidate = self._added.pop(0)
-                role = Role.member if self._chair() is not None else Role.chair
-                await self._invite(candidate, role)
+                if self._state.assignment(candidate.expert_code) is None:
+                    role = Role.member if self._chair() is not None else Role.chair
+                    await self._invite(candidate, role)
                 self._invited_by_hand.add(candidate.expert_code)
             while self._replacements:
                 old, candidate, reason = self._replacements.pop(0)
-                await self._replace(old, candidate, reason)
-                self._replaced.add(old)
+                if self._is_open(old) and self._state.assignment(candidate.expert_code) is None:
+                    await self._replace(old, candidate, reason)
+                    self._replaced.add(old)
+                else:
+                    # The seat emptied on its own meanwhile (declined, expired, submitted),
+                    # or the newcomer got a seat another way: nothing to swap.
+                    self._replace_refused.add(old)
             if self._all_in(target):
+                self._review_closed = True
                 return
             if self._quorum_reached():
+                self._review_closed = True
                 await self._close_review_on_quorum()
                 return
             if self._open_count() == 0 and not self._asked_for_experts:
@@ -490,6 +506,24 @@ class ReviewRequestWorkflow:
         )
         self._asked_for_experts = False
         self._update_details()
+
+    async def _next_alternate(self) -> CouncilCandidate | None:
+        """The next ranked alternate who still passes the hard rules: the proposal may be
+        weeks old, and an alternate may since have filled up, declared a conflict or become
+        unavailable."""
+        while self._alternates:
+            candidate = self._alternates.pop(0)
+            if self._state.assignment(candidate.expert_code) is not None:
+                continue
+            checked = await workflow.execute_activity_method(
+                CouncilActivities.check_expert,
+                self._match_input(council_size=1, alternates=0, exclude=[candidate.expert_code]),
+                **COMPUTE_OPTIONS,
+            )
+            if not checked.shortfall:
+                return checked.members[0].model_copy(update={"reason": candidate.reason})
+            workflow.logger.info("alternate skipped", extra={"why": checked.shortfall})
+        return None
 
     async def _replace(self, old: str, candidate: CouncilCandidate, reason: str) -> None:
         view = self._state.assignment(old)
@@ -815,8 +849,18 @@ class ReviewRequestWorkflow:
             self._alternates = [a for a in self._alternates if a.expert_code != code]
             self._added.append(candidate)
             await workflow.wait_condition(
-                lambda: code in self._invited_by_hand or self._state.stage.is_final
+                lambda: (
+                    code in self._invited_by_hand
+                    or self._state.stage.is_final
+                    or self._review_closed
+                )
             )
+            if code not in self._invited_by_hand:
+                self._added = [a for a in self._added if a.expert_code != code]
+                raise _rejected(
+                    f"expert_code: {code} was not invited: the review closed first "
+                    f"(the request is in {self._state.stage.value})"
+                )
             return self._state
         finally:
             self._adding.discard(code)
@@ -824,38 +868,64 @@ class ReviewRequestWorkflow:
     @add_expert.validator
     def _validate_add_expert(self, inp: AddExpertInput) -> None:
         self._not_withdrawing()
-        if self._state.stage not in (Stage.council, Stage.review):
+        if self._state.stage not in (Stage.council, Stage.review) or self._review_closed:
             raise _rejected(f"cannot add an expert: the request is in {self._state.stage.value}")
         self._check_newcomer(inp.expert_code)
 
     @workflow.update
     async def replace_expert(self, inp: ReplaceExpertInput) -> RequestState:
         old = inp.expert_code
-        if inp.replacement is not None:
-            code = inp.replacement
-            self._adding.add(code)
-            try:
-                candidate = await self._check_candidate(code)
-            finally:
-                self._adding.discard(code)
-            self._alternates = [a for a in self._alternates if a.expert_code != code]
-        else:
-            candidate = self._alternates.pop(0)
-        self._replacements.append((old, candidate, inp.reason))
-        await workflow.wait_condition(lambda: old in self._replaced or self._state.stage.is_final)
-        return self._state
+        self._replacing.add(old)  # claimed: a second replacement of the same seat is refused
+        try:
+            if inp.replacement is not None:
+                code = inp.replacement
+                self._adding.add(code)
+                try:
+                    candidate = await self._check_candidate(code)
+                finally:
+                    self._adding.discard(code)
+                self._alternates = [a for a in self._alternates if a.expert_code != code]
+            else:
+                found = await self._next_alternate()
+                if found is None:
+                    raise _rejected("replacement: no eligible alternate left; name the expert")
+                candidate = found
+            self._replacements.append((old, candidate, inp.reason))
+            await workflow.wait_condition(
+                lambda: (
+                    old in self._replaced
+                    or old in self._replace_refused
+                    or self._state.stage.is_final
+                    or self._review_closed
+                )
+            )
+            if old not in self._replaced:
+                self._replace_refused.discard(old)
+                self._replacements = [r for r in self._replacements if r[0] != old]
+                raise _rejected(
+                    f"expert_code: {old} was not replaced: their seat closed first "
+                    f"(the request is in {self._state.stage.value})"
+                )
+            return self._state
+        finally:
+            self._replacing.discard(old)
 
     @replace_expert.validator
     def _validate_replace(self, inp: ReplaceExpertInput) -> None:
         self._not_withdrawing()
-        if self._state.stage != Stage.review:
+        if self._state.stage != Stage.review or self._review_closed:
             raise _rejected(
                 f"cannot replace an expert: the request is in {self._state.stage.value}"
+                + (" and its council is complete" if self._review_closed else "")
             )
         view = self._state.assignment(inp.expert_code)
         if view is None:
             raise _rejected(f"expert_code: {inp.expert_code} is not on this request")
-        if not view.state.is_open or any(r[0] == inp.expert_code for r in self._replacements):
+        if (
+            not view.state.is_open
+            or inp.expert_code in self._replacing
+            or any(r[0] == inp.expert_code for r in self._replacements)
+        ):
             raise _rejected(
                 f"expert_code: {inp.expert_code} cannot be replaced: "
                 f"the assignment is {view.state.value}"
@@ -868,9 +938,15 @@ class ReviewRequestWorkflow:
     @workflow.update
     async def extend_deadline(self, inp: ExtendInput) -> RequestState:
         stage = self._state.stage
+        moves = self._moves
         async with self._lock:
-            if self._state.stage != stage or self._state.stage_deadline is None:
-                raise _rejected(f"cannot extend: the request moved on to {self._state.stage}")
+            # A transition that started meanwhile is about to end this stage.
+            if (
+                self._moves != moves
+                or self._state.stage != stage
+                or self._state.stage_deadline is None
+            ):
+                raise _rejected(f"cannot extend: the request moved on from {stage.value} meanwhile")
             old = self._state.stage_deadline
             new = await self._due(inp.days, start=max(old, workflow.now()))
             was_overdue, self._stage_overdue = self._stage_overdue, False
@@ -994,7 +1070,18 @@ class ReviewRequestWorkflow:
     @workflow.update
     async def withdraw(self, inp: WithdrawInput) -> RequestState:
         self._withdraw = inp
-        await workflow.wait_condition(lambda: self._withdrawal_recorded)
+        await workflow.wait_condition(
+            lambda: (
+                self._withdrawal_recorded
+                or self._state.stage not in (*WITHDRAWABLE, Stage.withdrawn)
+            )
+        )
+        if not self._withdrawal_recorded:
+            # A transition already under way (an approval, a decline, a lapse) won the race.
+            self._withdraw = None
+            raise _rejected(
+                f"cannot withdraw: the request moved on to {self._state.stage.value} first"
+            )
         return self._state
 
     @withdraw.validator
@@ -1024,20 +1111,30 @@ class ReviewRequestWorkflow:
     # --- the slots between handlers and the run loop --------------------------------------------
 
     async def _hand_over(self, name: str, inp: Any) -> RequestState:
+        if self._state.stage.is_final:
+            raise _rejected(f"the request is {self._state.stage.value}: nothing more can be done")
         self._pending[name] = inp
-        await workflow.wait_condition(lambda: name not in self._pending)
-        if name in self._abandoned:
+        await workflow.wait_condition(
+            lambda: (
+                name not in self._pending
+                or (self._state.stage.is_final and name not in self._taken)
+            )
+        )
+        if name in self._abandoned or name in self._pending:
             self._abandoned.discard(name)
+            self._pending.pop(name, None)
             raise _rejected(f"the request was {self._state.stage.value} before this was recorded")
         return self._state
 
     async def _take(self, name: str) -> Any:
         await self._wait(lambda: name in self._pending)
+        self._taken.add(name)
         return self._pending[name]
 
     def _done(self, name: str) -> None:
         # Cleared only after the transition is persisted: the caller's answer means "recorded".
         self._pending.pop(name, None)
+        self._taken.discard(name)
 
     async def _wait(self, condition) -> None:
         """Waits for `condition`, unless the request is withdrawn or lapses first, or its
@@ -1046,22 +1143,32 @@ class ReviewRequestWorkflow:
             await workflow.wait_condition(
                 lambda: self._interrupted() or condition() or self._history_is_long()
             )
-            if self._withdraw is not None:
+            if self._withdrawing():
                 raise _Withdrawn()
             if self._lapsed:
                 raise _Lapsed()
             if condition():
                 return
             # Continue as new only with nothing in flight: no handler running, no reminder
-            # or transition being recorded. Whatever arrives meanwhile is served first.
+            # or transition being recorded. Whatever arrives meanwhile (most handlers wait
+            # on this loop) is served first, then the check is made again.
             await workflow.wait_condition(
-                lambda: workflow.all_handlers_finished() and not self._lock.locked()
+                lambda: (
+                    (workflow.all_handlers_finished() and not self._lock.locked())
+                    or self._interrupted()
+                    or condition()
+                )
             )
             if not (self._interrupted() or condition()):
                 raise _ContinueAsNew()
 
     def _interrupted(self) -> bool:
-        return self._withdraw is not None or self._lapsed
+        return self._withdrawing() or self._lapsed
+
+    def _withdrawing(self) -> bool:
+        # A withdrawal counts only while the request may still be withdrawn: one accepted
+        # just as the conclusion went out is refused by its handler instead.
+        return self._withdraw is not None and self._state.stage in WITHDRAWABLE
 
     def _history_is_long(self) -> bool:
         info = workflow.info()
@@ -1100,14 +1207,25 @@ class ReviewRequestWorkflow:
             raise _rejected(
                 f"the request is {self._state.stage.value}: nothing more can be done on it"
             )
-        if self._withdraw is not None:
+        if self._withdrawing():
             raise _rejected("the request is being withdrawn")
 
     def _check_newcomer(self, code: str) -> None:
         if self._state.assignment(code) is not None:
             raise _rejected(f"expert_code: {code} already has a role on this request")
-        if code in self._adding or any(c.expert_code == code for c in self._added):
+        if (
+            code in self._adding
+            or any(c.expert_code == code for c in self._added)
+            or any(r[1].expert_code == code for r in self._replacements)
+        ):
             raise _rejected(f"expert_code: {code} is already being added")
+        council = self._state.council
+        if (
+            self._state.stage == Stage.council
+            and council is not None
+            and any(m.expert_code == code for m in council.members)
+        ):
+            raise _rejected(f"expert_code: {code} is already on the proposed council")
 
     async def _check_candidate(self, code: str) -> CouncilCandidate:
         """The registry's word on an expert the coordinator names (validators cannot read the
@@ -1190,10 +1308,14 @@ class ReviewRequestWorkflow:
         moving = stage != self._state.stage or days is not None
         if moving:
             self._stage_gen += 1  # at once: a timer firing now must see its stage is over
+            self._moves += 1
         async with self._lock:
             deadline = await self._due(days) if days else None
             cleared_overdue = None
             if moving:
+                # Again under the lock: an extension that held the lock meanwhile may have
+                # started a watcher for the old stage on the then-current generation.
+                self._stage_gen += 1
                 self._state.stage_deadline = deadline
                 self._review_due_passed = False
                 if self._stage_overdue:
