@@ -30,6 +30,21 @@ HEADER = (
 )
 
 
+async def screened_in(env, worker, pol, registry):
+    """A request of the registry's field, submitted and accepted at screening."""
+    rid = (
+        await service.submit(
+            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
+        )
+    ).request_id
+    handle = service.request_handle(env.client, rid)
+    await until(lambda s: s.stage == Stage.screening, handle)
+    await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+    )
+    return rid, handle
+
+
 async def test_csv_import_reports_bad_rows_by_line_and_applies_the_rest(pool, tmp_path):
     tag = uuid.uuid4().hex[:6]
     path = tmp_path / "experts.csv"
@@ -197,16 +212,7 @@ async def test_coordinator_confirms_an_edited_council_rechecked(
     pol = policy_with(
         policy, council_size=2, quorum=2, alternates=1, council_confirmation="coordinator"
     )
-    rid = (
-        await service.submit(
-            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
-        )
-    ).request_id
-    handle = service.request_handle(env.client, rid)
-    await until(lambda s: s.stage == Stage.screening, handle)
-    await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
-    )
+    rid, handle = await screened_in(env, worker, pol, registry)
     state = await until(
         lambda s: (
             s.council is not None and "confirm" not in s.waiting_for and s.stage == Stage.council
@@ -263,16 +269,7 @@ async def test_not_enough_experts_notifies_the_coordinator_and_waits(
 ):
     await registry.add(1)
     await registry.add(1, organisation="Sở Giao thông Vận tải")
-    rid = (
-        await service.submit(
-            env.client, f.submission(registry.field), policy, task_queue=worker.task_queue
-        )
-    ).request_id
-    handle = service.request_handle(env.client, rid)
-    await until(lambda s: s.stage == Stage.screening, handle)
-    await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
-    )
+    rid, handle = await screened_in(env, worker, policy, registry)
     state = await until(lambda s: s.council is not None and len(s.assignments) == 1, handle)
     assert state.council.shortfall == (
         f"not enough experts: needs 3 in {registry.field}; 2 match the fields; excluded: "
@@ -294,16 +291,7 @@ async def test_an_alternate_who_became_ineligible_is_skipped(env, worker, policy
 
     await registry.add(3)
     pol = policy_with(policy, council_size=1, quorum=1, alternates=2)
-    rid = (
-        await service.submit(
-            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
-        )
-    ).request_id
-    handle = service.request_handle(env.client, rid)
-    await until(lambda s: s.stage == Stage.screening, handle)
-    await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
-    )
+    rid, handle = await screened_in(env, worker, pol, registry)
     state = await until(lambda s: len(s.assignments) == 1 and s.assignments[0].respond_by, handle)
     first_alt, second_alt = state.alternates_left
     async with pool.acquire() as conn:
@@ -330,16 +318,7 @@ async def test_adding_an_expert_already_on_the_proposed_council_is_refused(
     pol = policy_with(
         policy, council_size=2, quorum=2, alternates=1, council_confirmation="coordinator"
     )
-    rid = (
-        await service.submit(
-            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
-        )
-    ).request_id
-    handle = service.request_handle(env.client, rid)
-    await until(lambda s: s.stage == Stage.screening, handle)
-    await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
-    )
+    rid, handle = await screened_in(env, worker, pol, registry)
     state = await until(lambda s: s.council is not None, handle)
     proposed = state.council.members[0].expert_code
     with pytest.raises(service.ActionError, match="already on the proposed council"):
