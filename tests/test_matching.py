@@ -86,7 +86,9 @@ def conflicted(req: MatchRequest, c: Candidate) -> bool:
     )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: the same examples on every run, so CI never fails on a draw it cannot repeat;
+# health checks off because large registries are slow to generate by design.
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_no_conflicted_expert_is_ever_proposed_and_load_holds(data):
     experts = data.draw(registries(50, 300))
@@ -113,7 +115,7 @@ def test_no_conflicted_expert_is_ever_proposed_and_load_holds(data):
         assert c.load + n <= c.load_limit, (code, c.load, n, c.load_limit)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_identical_inputs_give_identical_proposals(data):
     experts = data.draw(registries(20, 150))
