@@ -15,6 +15,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.calendar import CalendarActivities
 from activities.council import CouncilActivities
+from activities.notify import NotificationActivities
 from activities.persistence import PersistenceActivities
 from db.pool import create_pool
 from domain.ids import TASK_QUEUE
@@ -22,9 +23,10 @@ from starter.logging import configure_logging
 from starter.settings import Settings, get_settings
 from starter.temporal import connect
 from workflows.assignment import ExpertAssignmentWorkflow
+from workflows.notification import NotificationWorkflow
 from workflows.review import ReviewRequestWorkflow
 
-WORKFLOWS = [ReviewRequestWorkflow, ExpertAssignmentWorkflow]
+WORKFLOWS = [ReviewRequestWorkflow, ExpertAssignmentWorkflow, NotificationWorkflow]
 
 # The domain models and the libraries they validate with are pure and deterministic: passing
 # them through saves re-importing them into every workflow's sandbox (and e-mail validation
@@ -37,11 +39,23 @@ SANDBOX = SandboxedWorkflowRunner(
 log = structlog.get_logger("worker")
 
 
-def activities_for(pool: asyncpg.Pool, settings: Settings) -> list:
-    persistence = PersistenceActivities(pool, settings.coordinator_email)
+def activities_for(
+    pool: asyncpg.Pool, settings: Settings, notify: NotificationActivities | None = None
+) -> list:
+    persistence = PersistenceActivities(
+        pool,
+        settings.coordinator_email,
+        coordinator_language=settings.coordinator_language,
+        delivery=settings.delivery_retry() if settings.deliver_notifications else None,
+    )
     council = CouncilActivities(pool)
     calendar = CalendarActivities()
+    notify = notify or NotificationActivities(pool, settings)
     return [
+        notify.plan_delivery,
+        notify.send_email,
+        notify.send_webhook,
+        notify.delivery_failed,
         persistence.record_transition,
         council.propose_council,
         council.check_expert,
@@ -76,15 +90,23 @@ async def main() -> None:
     configure_logging(settings.log_format, settings.log_level)
     client = await connect()
     pool = await create_pool(settings.resolve_database_url())
-    worker = build_worker(client, pool, settings)
+    notify = NotificationActivities(pool, settings)
+    worker = build_worker(
+        client,
+        pool,
+        settings,
+        task_queue=settings.task_queue,
+        activities=activities_for(pool, settings, notify),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker started", task_queue=TASK_QUEUE)
+    log.info("worker started", task_queue=settings.task_queue)
     async with worker:
         await stop.wait()
         log.info("worker stopping")
+    await notify.close()
     await pool.close()
     log.info("worker stopped")
 

@@ -11,18 +11,48 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.notify import dispatch
 from db import queries as q
 from domain.messages import TransitionInput, TransitionResult
 from domain.models import Notice
+from domain.notifications import LANGUAGES, DeliveryRetry
 
 
 class PersistenceActivities:
-    def __init__(self, pool: asyncpg.Pool, coordinator_email: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        coordinator_email: str,
+        *,
+        coordinator_language: str = "vi",
+        delivery: DeliveryRetry | None = None,
+    ) -> None:
+        """`delivery`: how rows are delivered once written; None writes them only."""
         self._pool = pool
         self._coordinator_email = coordinator_email
+        self._coordinator_language = coordinator_language
+        self._delivery = delivery
 
     @activity.defn(name="record_transition")
     async def record_transition(self, t: TransitionInput) -> TransitionResult:
+        result = await self._record(t)
+        if self._delivery is not None:
+            # After COMMIT, so a delivery never reads a row that may yet roll back. A retry
+            # whose first attempt committed (applied=False) starts the rows that attempt wrote:
+            # the activity succeeds only once its rows are on their way, so none is lost.
+            ids = result.outbox_ids
+            if not result.applied:
+                async with self._pool.acquire() as conn:
+                    ids = await q.pending_outbox_for_key(conn, f"{t.workflow_id}:{t.step}")
+            await dispatch(
+                activity.client(),
+                ids,
+                task_queue=activity.info().task_queue,
+                retry=self._delivery,
+            )
+        return result
+
+    async def _record(self, t: TransitionInput) -> TransitionResult:
         key = f"{t.workflow_id}:{t.step}"
         async with self._pool.acquire() as conn, conn.transaction():
             if t.intake is not None:
@@ -102,14 +132,15 @@ class PersistenceActivities:
             title = await q.request_title(conn, t.request_id)
             outbox_ids: list[int] = []
             for i, notice in enumerate(t.notify):
-                address = await self._address(conn, t.request_id, notice)
+                code, address, language = await self._address(conn, t.request_id, notice)
                 row_id = await q.insert_outbox(
                     conn,
                     key=f"{key}:{i}",
                     request_id=t.request_id,
                     recipient_kind=notice.recipient.kind,
-                    recipient_code=notice.recipient.code,
+                    recipient_code=code,
                     address=address,
+                    language=language,
                     event=notice.event,
                     payload={"request_id": t.request_id, "title": title, **notice.data},
                     topic=notice.topic,
@@ -118,19 +149,25 @@ class PersistenceActivities:
                     outbox_ids.append(row_id)
         return TransitionResult(applied=True, audit_id=audit_id, outbox_ids=outbox_ids)
 
-    async def _address(self, conn: asyncpg.Connection, request_id: str, notice: Notice) -> str:
+    async def _address(
+        self, conn: asyncpg.Connection, request_id: str, notice: Notice
+    ) -> tuple[str | None, str, str]:
+        """The recipient's code (an agency's is its agency code), address and language."""
         r = notice.recipient
-        if r.kind == "coordinator":
-            return self._coordinator_email
+        if r.kind in ("coordinator", "operator"):
+            return None, self._coordinator_email, self._coordinator_language
         if r.kind == "agency":
-            address = await q.agency_contact_email(conn, request_id)
+            row = await q.agency_contact(conn, request_id)
+            if row is not None and row["email"]:
+                return row["agency_code"], row["email"], row["language"]
         else:
-            address = await q.expert_email(conn, r.code or "")
-        if address is None:
-            # A missing recipient is a bug in the caller, not something a retry can mend.
-            raise ApplicationError(
-                f"no address for {r.kind} {r.code!r} on request {request_id}",
-                type="UnknownRecipient",
-                non_retryable=True,
-            )
-        return address
+            row = await q.expert_contact(conn, r.code or "")
+            if row is not None:
+                spoken = [lang for lang in row["languages"] if lang in LANGUAGES]
+                return r.code, row["email"], spoken[0] if spoken else "vi"
+        # A missing recipient is a bug in the caller, not something a retry can mend.
+        raise ApplicationError(
+            f"no address for {r.kind} {r.code!r} on request {request_id}",
+            type="UnknownRecipient",
+            non_retryable=True,
+        )

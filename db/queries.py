@@ -207,12 +207,13 @@ async def insert_outbox(
     event: str,
     payload: dict[str, Any],
     topic: str | None = None,
+    language: str = "vi",
 ) -> int | None:
     return await conn.fetchval(
         """
         INSERT INTO outbox (idempotency_key, request_id, recipient_kind, recipient_code, address,
-            event, payload, topic)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            event, payload, topic, language)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id
         """,
         key,
@@ -223,7 +224,18 @@ async def insert_outbox(
         event,
         payload,
         topic,
+        language,
     )
+
+
+async def pending_outbox_for_key(conn: Conn, key: str) -> list[int]:
+    """The undelivered rows a transition wrote (their keys are `<transition key>:<n>`)."""
+    rows = await conn.fetch(
+        "SELECT id FROM outbox WHERE idempotency_key LIKE $1 || ':%' AND status = 'pending'"
+        " ORDER BY id",
+        key,
+    )
+    return [r["id"] for r in rows]
 
 
 async def cancel_pending_topics(conn: Conn, request_id: str, topics: list[str]) -> int:
@@ -408,14 +420,16 @@ async def request_title(conn: Conn, request_id: str) -> str | None:
     return await conn.fetchval("SELECT title FROM requests WHERE id = $1", request_id)
 
 
-async def agency_contact_email(conn: Conn, request_id: str) -> str | None:
-    return await conn.fetchval(
-        "SELECT requested_by->>'email' FROM requests WHERE id = $1", request_id
+async def agency_contact(conn: Conn, request_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT agency_code, requested_by->>'email' AS email,"
+        " COALESCE(requested_by->>'language', 'vi') AS language FROM requests WHERE id = $1",
+        request_id,
     )
 
 
-async def expert_email(conn: Conn, code: str) -> str | None:
-    return await conn.fetchval("SELECT email FROM experts WHERE code = $1", code)
+async def expert_contact(conn: Conn, code: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT email, languages FROM experts WHERE code = $1", code)
 
 
 async def list_requests(
@@ -477,7 +491,277 @@ async def expert_tasks(conn: Conn, expert_code: str) -> list[asyncpg.Record]:
 
 async def outbox_for_request(conn: Conn, request_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT id, recipient_kind, recipient_code, address, event, payload, status"
+        "SELECT id, recipient_kind, recipient_code, address, event, payload, status, language"
         " FROM outbox WHERE request_id = $1 ORDER BY id",
         request_id,
     )
+
+
+# --- Notification delivery ---------------------------------------------------------------
+
+
+async def outbox_row(conn: Conn, outbox_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT o.*, r.agency_code FROM outbox o JOIN requests r ON r.id = o.request_id"
+        " WHERE o.id = $1",
+        outbox_id,
+    )
+
+
+async def insert_delivery(
+    conn: Conn,
+    outbox_id: int,
+    channel: str,
+    target: str,
+    *,
+    status: str = "pending",
+    error: str | None = None,
+) -> None:
+    """The plan of a row's delivery, written once: a second plan (a re-run) keeps the first."""
+    await conn.execute(
+        """
+        INSERT INTO deliveries (outbox_id, channel, target, status, last_error, delivered_at)
+        VALUES ($1, $2, $3, $4, $5, CASE WHEN $4 = 'delivered' THEN now() END)
+        ON CONFLICT (outbox_id, channel) DO NOTHING
+        """,
+        outbox_id,
+        channel,
+        target,
+        status,
+        error,
+    )
+
+
+async def pending_channels(conn: Conn, outbox_id: int) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT channel FROM deliveries WHERE outbox_id = $1 AND status = 'pending'"
+        " ORDER BY channel",
+        outbox_id,
+    )
+    return [r["channel"] for r in rows]
+
+
+async def delivery(conn: Conn, outbox_id: int, channel: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM deliveries WHERE outbox_id = $1 AND channel = $2", outbox_id, channel
+    )
+
+
+async def lock_outbox(conn: Conn, outbox_id: int) -> None:
+    """Channels of one row settle one at a time: e-mail and webhook finishing together would
+    each see the other still pending, and the row would stay pending for ever."""
+    await conn.execute("SELECT 1 FROM outbox WHERE id = $1 FOR UPDATE", outbox_id)
+
+
+async def record_attempt(
+    conn: Conn,
+    outbox_id: int,
+    channel: str,
+    *,
+    attempt: int,
+    delivered: bool,
+    status_code: int | None = None,
+    error: str | None = None,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO delivery_attempts (outbox_id, channel, attempt, outcome, status_code, error)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        """,
+        outbox_id,
+        channel,
+        attempt,
+        "delivered" if delivered else "error",
+        status_code,
+        error,
+    )
+    await conn.execute(
+        """
+        UPDATE deliveries SET attempts = attempts + 1, updated_at = now(),
+            status = CASE WHEN $3 THEN 'delivered' ELSE status END,
+            delivered_at = CASE WHEN $3 THEN now() ELSE delivered_at END,
+            last_error = CASE WHEN $3 THEN last_error ELSE $4 END
+        WHERE outbox_id = $1 AND channel = $2
+        """,
+        outbox_id,
+        channel,
+        delivered,
+        error,
+    )
+
+
+async def fail_delivery(conn: Conn, outbox_id: int, channel: str, error: str) -> bool:
+    """Marks a channel failed; False when it had already settled (a duplicate report)."""
+    status = await conn.execute(
+        "UPDATE deliveries SET status = 'failed', last_error = $3, updated_at = now()"
+        " WHERE outbox_id = $1 AND channel = $2 AND status = 'pending'",
+        outbox_id,
+        channel,
+        error,
+    )
+    return status.split()[-1] != "0"
+
+
+async def settle_outbox(conn: Conn, outbox_id: int) -> str:
+    """The row's status from its channels: failed if one failed, delivered when none is
+    pending. A withdrawn (cancelled) row stays withdrawn."""
+    return await conn.fetchval(
+        """
+        UPDATE outbox o SET updated_at = now(), status = CASE
+            WHEN o.status = 'cancelled' THEN o.status
+            WHEN EXISTS (SELECT 1 FROM deliveries d
+                         WHERE d.outbox_id = o.id AND d.status = 'failed') THEN 'failed'
+            WHEN EXISTS (SELECT 1 FROM deliveries d
+                         WHERE d.outbox_id = o.id AND d.status = 'pending') THEN 'pending'
+            ELSE 'delivered' END
+        WHERE o.id = $1 RETURNING o.status
+        """,
+        outbox_id,
+    )
+
+
+async def notifications(
+    conn: Conn, *, status: str | None = None, request_id: str | None = None, limit: int = 100
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """
+        SELECT o.id, o.request_id, o.recipient_kind, o.recipient_code, o.event, o.status,
+            o.created_at, o.retries,
+            COALESCE(jsonb_agg(jsonb_build_object('channel', d.channel, 'status', d.status,
+                'attempts', d.attempts, 'error', d.last_error) ORDER BY d.channel)
+                FILTER (WHERE d.channel IS NOT NULL), '[]') AS channels
+        FROM outbox o LEFT JOIN deliveries d ON d.outbox_id = o.id
+        WHERE ($1::text IS NULL OR o.status = $1) AND ($2::text IS NULL OR o.request_id = $2)
+        GROUP BY o.id ORDER BY o.id LIMIT $3
+        """,
+        status,
+        request_id,
+        limit,
+    )
+
+
+async def delivery_attempts(conn: Conn, outbox_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT channel, attempt, at, outcome, status_code, error FROM delivery_attempts"
+        " WHERE outbox_id = $1 ORDER BY id",
+        outbox_id,
+    )
+
+
+async def reopen_notifications(conn: Conn, ids: list[int]) -> list[int]:
+    """Failed rows among `ids` become pending again, their failed channels too; the rows
+    reopened are returned (a pending row is returned as is: it only needs a delivery run)."""
+    reopened = await conn.fetch(
+        """
+        UPDATE outbox SET status = 'pending', retries = retries + 1, updated_at = now()
+        WHERE id = ANY($1::bigint[]) AND status = 'failed' RETURNING id
+        """,
+        ids,
+    )
+    reopened_ids = [r["id"] for r in reopened]
+    await conn.execute(
+        "UPDATE deliveries SET status = 'pending', updated_at = now()"
+        " WHERE outbox_id = ANY($1::bigint[]) AND status = 'failed'",
+        reopened_ids,
+    )
+    pending = await conn.fetch(
+        "SELECT id FROM outbox WHERE id = ANY($1::bigint[]) AND status = 'pending' ORDER BY id",
+        ids,
+    )
+    return [r["id"] for r in pending]
+
+
+async def inbox(
+    conn: Conn, kind: str, code: str | None, *, unread_only: bool = False, limit: int = 50
+) -> list[asyncpg.Record]:
+    """What a recipient has been told, newest first. Withdrawn reminders were never sent."""
+    return await conn.fetch(
+        """
+        SELECT id, request_id, event, payload, language, created_at, read_at
+        FROM outbox
+        WHERE recipient_kind = $1 AND recipient_code IS NOT DISTINCT FROM $2
+          AND status <> 'cancelled' AND (NOT $3 OR read_at IS NULL)
+        ORDER BY id DESC LIMIT $4
+        """,
+        kind,
+        code,
+        unread_only,
+        limit,
+    )
+
+
+async def mark_read(
+    conn: Conn, kind: str, code: str | None, ids: list[int], *, read: bool = True
+) -> list[int]:
+    """Marks the recipient's own rows among `ids`; returns those that are theirs."""
+    rows = await conn.fetch(
+        """
+        UPDATE outbox SET read_at = CASE WHEN $4 THEN COALESCE(read_at, now()) END
+        WHERE id = ANY($3::bigint[]) AND recipient_kind = $1
+          AND recipient_code IS NOT DISTINCT FROM $2 AND status <> 'cancelled'
+        RETURNING id
+        """,
+        kind,
+        code,
+        ids,
+        read,
+    )
+    return sorted(r["id"] for r in rows)
+
+
+async def webhook_endpoint(conn: Conn, agency_code: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM webhook_endpoints WHERE agency_code = $1", agency_code
+    )
+
+
+async def webhook_endpoints(conn: Conn) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM webhook_endpoints ORDER BY agency_code")
+
+
+async def set_webhook_endpoint(conn: Conn, agency_code: str, url: str, secret: str) -> None:
+    """Registers (or moves) an agency's endpoint, enabled, with a fresh secret."""
+    await conn.execute(
+        """
+        INSERT INTO webhook_endpoints (agency_code, url, secret) VALUES ($1, $2, $3)
+        ON CONFLICT (agency_code) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret,
+            previous_secret = NULL, previous_until = NULL, enabled = true, disabled_at = NULL,
+            disabled_reason = NULL, updated_at = now()
+        """,
+        agency_code,
+        url,
+        secret,
+    )
+
+
+async def rotate_webhook_secret(
+    conn: Conn, agency_code: str, secret: str, previous_until: datetime
+) -> bool:
+    status = await conn.execute(
+        """
+        UPDATE webhook_endpoints SET previous_secret = secret, previous_until = $3,
+            secret = $2, updated_at = now()
+        WHERE agency_code = $1
+        """,
+        agency_code,
+        secret,
+        previous_until,
+    )
+    return status.split()[-1] != "0"
+
+
+async def set_webhook_enabled(
+    conn: Conn, agency_code: str, enabled: bool, reason: str | None = None
+) -> bool:
+    status = await conn.execute(
+        """
+        UPDATE webhook_endpoints SET enabled = $2, updated_at = now(),
+            disabled_at = CASE WHEN $2 THEN NULL ELSE now() END,
+            disabled_reason = CASE WHEN $2 THEN NULL ELSE $3 END
+        WHERE agency_code = $1
+        """,
+        agency_code,
+        enabled,
+        reason,
+    )
+    return status.split()[-1] != "0"

@@ -101,6 +101,8 @@ class Contact(Model):
     name: ShortText
     email: EmailStr
     phone: Annotated[str, Field(max_length=40)] | None = None
+    # The language notifications to this contact are written in.
+    language: Literal["vi", "en"] = "vi"
 
 
 class Agency(Model):
@@ -272,7 +274,7 @@ class Recipient(Model):
     """Who an outbox row is for. Addresses are resolved from PostgreSQL by the activity, so
     workflow histories carry codes, not e-mail addresses."""
 
-    kind: Literal["agency", "expert", "coordinator"]
+    kind: Literal["agency", "expert", "coordinator", "operator"]
     code: str | None = None
 
 

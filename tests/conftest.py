@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from db import queries as q
 from db.migrate import migrate
 from db.pool import create_pool
+from domain import search_attributes as sa
 from domain.models import Expert
 from starter.search_attributes import ensure_search_attributes
 from starter.settings import CONFIG, Settings, load_policy
@@ -89,9 +90,25 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     await e.shutdown()
 
 
+@pytest_asyncio.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The Temporal dev server (the one `make up` runs), for end-to-end tests and for
+    notification delivery, which is about real time: retries, outages, servers coming back."""
+    e = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=_binary("temporal"),
+        search_attributes=sa.ALL,
+        dev_server_log_level="error",
+    )
+    yield e
+    await e.shutdown()
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return Settings(coordinator_email="coordinator@test.example")
+    # Delivery is tested on its own (tests/test_notifications.py, against real SMTP and HTTP
+    # servers); elsewhere outbox rows are only written.
+    return Settings(coordinator_email="coordinator@test.example", deliver_notifications=False)
 
 
 @pytest.fixture(scope="session")

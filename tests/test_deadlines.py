@@ -531,8 +531,8 @@ async def test_supplement_that_never_comes_lapses_and_closes(env, worker, policy
         (CAL.add_working_days(due, 2), "supplement_lapsed"),
     ]
     sent = await outbox(pool, rid)
-    assert sent.count(("agency", None, "supplement_reminder")) == 2
-    assert ("agency", None, "request_lapsed") in sent
+    assert sent.count(("agency", "SGTVT", "supplement_reminder")) == 2
+    assert ("agency", "SGTVT", "request_lapsed") in sent
 
 
 async def test_overdue_screening_escalates_and_lists_as_overdue(

@@ -12,30 +12,15 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from domain import search_attributes as sa
 from domain.models import Stage
 from starter.demo import run_demo
 from starter.registry import seed_experts
 from starter.settings import CONFIG
-from tests.conftest import _binary
 from worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest_asyncio.fixture(scope="module")
-async def dev_env():
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=_binary("temporal"),
-        search_attributes=sa.ALL,
-        dev_server_log_level="error",
-    )
-    yield env
-    await env.shutdown()
 
 
 @pytest_asyncio.fixture(scope="module")

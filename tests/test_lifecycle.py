@@ -315,7 +315,7 @@ async def test_withdrawal_during_review_cancels_every_assignment(
     assert ("expert", codes[1], "assignment_cancelled") in sent
     assert ("expert", codes[2], "assignment_cancelled") in sent
     assert ("expert", codes[0], "request_withdrawn") in sent  # already done: told, not cancelled
-    assert ("agency", None, "withdrawal_confirmed") in sent
+    assert ("agency", "SGTVT", "withdrawal_confirmed") in sent
     # Each expert hears about it exactly once.
     for code in codes:
         assert (
@@ -388,7 +388,7 @@ async def test_supplement_loop_then_accept(env, worker, policy, registry, pool):
         "screening_accepted",
     ]
     sent = await outbox(pool, rid)
-    assert ("agency", None, "supplement_requested") in sent
+    assert ("agency", "SGTVT", "supplement_requested") in sent
     assert ("coordinator", None, "supplement_received") in sent
 
 
@@ -402,7 +402,7 @@ async def test_declined_at_screening(env, worker, policy, registry, pool):
     )
     assert state.stage == Stage.declined
     assert (await handle.result()).stage == Stage.declined
-    assert ("agency", None, "request_declined") in await outbox(pool, rid)
+    assert ("agency", "SGTVT", "request_declined") in await outbox(pool, rid)
 
 
 async def test_duplicate_submission_gives_the_same_request(env, worker, policy, registry, pool):

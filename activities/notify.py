@@ -1,0 +1,403 @@
+"""Delivery of outbox rows: plan the channels of a row, send its e-mail, call its webhook, and
+record a channel that kept failing. Every attempt is written to `delivery_attempts`; a channel
+that is already settled is never sent again, so a re-run of a row's delivery changes nothing.
+
+E-mail keeps one Message-ID per row and webhooks one `webhook-id` per row, so a message that was
+sent but whose success was lost on the way back (and is therefore sent again) is recognisably
+the same message to its receiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiosmtplib
+import asyncpg
+import httpx
+import structlog
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+
+from activities.render import render
+from db import queries as q
+from domain.notifications import (
+    Channel,
+    DeliverInput,
+    DeliveryFailedInput,
+    DeliveryRetry,
+    NotificationInput,
+    PlanInput,
+    PlanResult,
+    address_refusal,
+    notification_workflow_id,
+    signature_header,
+    url_refusal,
+)
+from starter.settings import Settings
+
+log = structlog.get_logger("notify")
+NOTIFICATION_WORKFLOW = "NotificationWorkflow"
+USER_AGENT = "advisory-engine-webhooks/1"
+
+
+async def dispatch(
+    client: Client, outbox_ids: list[int], *, task_queue: str, retry: DeliveryRetry
+) -> None:
+    """Starts the delivery of each row. The workflow id is the row's, so a row already being
+    delivered is left to that run; a finished run may be followed by another (a retry), which
+    sends only the channels still pending."""
+    for outbox_id in outbox_ids:
+        try:
+            await client.start_workflow(
+                NOTIFICATION_WORKFLOW,
+                NotificationInput(outbox_id=outbox_id, retry=retry),
+                id=notification_workflow_id(outbox_id),
+                task_queue=task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            pass
+
+
+def _mail_domain(mail_from: str) -> str:
+    address = email.utils.parseaddr(mail_from)[1]
+    return address.rpartition("@")[2] or "advisory.invalid"
+
+
+class NotificationActivities:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._http: httpx.AsyncClient | None = None
+
+    def _client(self) -> httpx.AsyncClient:
+        # One connection pool for every webhook; redirects are not followed, since a redirect
+        # could lead past the address check to the engine's own network.
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=self._settings.webhook_timeout,
+                follow_redirects=False,
+                headers={"user-agent": USER_AGENT},
+            )
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    # --- plan --------------------------------------------------------------------------
+
+    @activity.defn(name="plan_delivery")
+    async def plan_delivery(self, inp: PlanInput) -> PlanResult:
+        """Writes the row's channels once (the inbox is delivered by being written) and
+        returns those still to send."""
+        s = self._settings
+        async with self._pool.acquire() as conn, conn.transaction():
+            await q.lock_outbox(conn, inp.outbox_id)
+            row = await q.outbox_row(conn, inp.outbox_id)
+            if row is None:
+                raise ApplicationError(
+                    f"no outbox row {inp.outbox_id}", type="UnknownNotification", non_retryable=True
+                )
+            if row["status"] == "cancelled":
+                return PlanResult()
+            oid = inp.outbox_id
+            target = f"{row['recipient_kind']}:{row['recipient_code'] or ''}"
+            await q.insert_delivery(conn, oid, Channel.inbox, target, status="delivered")
+            if not row["address"]:
+                await q.insert_delivery(
+                    conn, oid, Channel.email, "", status="skipped", error="no e-mail address"
+                )
+            elif not s.smtp_host:
+                await q.insert_delivery(
+                    conn,
+                    oid,
+                    Channel.email,
+                    row["address"],
+                    status="skipped",
+                    error="e-mail is not configured (ADVISORY_SMTP_HOST)",
+                )
+            else:
+                await q.insert_delivery(conn, oid, Channel.email, row["address"])
+            if row["recipient_kind"] == "agency":
+                endpoint = await q.webhook_endpoint(conn, row["agency_code"])
+                if endpoint is not None and endpoint["enabled"]:
+                    await q.insert_delivery(conn, oid, Channel.webhook, endpoint["url"])
+                elif endpoint is not None:
+                    await q.insert_delivery(
+                        conn,
+                        oid,
+                        Channel.webhook,
+                        endpoint["url"],
+                        status="skipped",
+                        error=f"endpoint disabled: {endpoint['disabled_reason']}",
+                    )
+            await q.settle_outbox(conn, oid)
+            pending = await q.pending_channels(conn, oid)
+        return PlanResult(channels=[Channel(c) for c in pending if c != Channel.inbox])
+
+    # --- e-mail ------------------------------------------------------------------------
+
+    def _email(self, row: asyncpg.Record) -> MIMEMultipart:
+        s = self._settings
+        payload: dict[str, Any] = dict(row["payload"])
+        context = {**payload, "recipient_kind": row["recipient_kind"]}
+        context.setdefault("request_id", row["request_id"])
+        context.setdefault("title", "")
+        m = render(row["event"], row["language"], context)
+        domain = _mail_domain(s.mail_from)
+        # Built with the classic MIME classes and Header: the modern policy's folder drops the
+        # space between two encoded words of a long non-ASCII subject (CPython, 3.11), which
+        # turns "đã được" into "đãđược". Header keeps each space inside an encoded word.
+        msg = MIMEMultipart("alternative")
+        name, address = email.utils.parseaddr(s.mail_from)
+        msg["From"] = email.utils.formataddr((str(Header(name, "utf-8")), address))
+        msg["To"] = row["address"]
+        msg["Subject"] = Header(m.subject, "utf-8")
+        # The same row is the same message: a resend after a lost acknowledgement carries the
+        # same Message-ID, and every mail about one request threads under one reference.
+        msg["Message-ID"] = f"<notification-{row['id']}@{domain}>"
+        msg["References"] = f"<request-{row['request_id']}@{domain}>"
+        msg["Date"] = email.utils.format_datetime(row["created_at"])
+        msg["Content-Language"] = row["language"]
+        msg["Auto-Submitted"] = "auto-generated"
+        msg["X-Advisory-Request"] = row["request_id"]
+        msg["X-Advisory-Event"] = row["event"]
+        msg.attach(MIMEText(m.text, "plain", "utf-8"))
+        msg.attach(MIMEText(m.html, "html", "utf-8"))
+        return msg
+
+    @activity.defn(name="send_email")
+    async def send_email(self, inp: DeliverInput) -> None:
+        s = self._settings
+        attempt = activity.info().attempt
+        async with self._pool.acquire() as conn:
+            row = await q.outbox_row(conn, inp.outbox_id)
+            d = await q.delivery(conn, inp.outbox_id, Channel.email)
+        if row is None or d is None or d["status"] != "pending":
+            return
+        message = self._email(row)
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=s.smtp_host,
+                port=s.smtp_port,
+                use_tls=s.smtp_tls,
+                # Required when configured (a relay that does not offer it is an error, not a
+                # reason to send credentials in clear); implicit TLS excludes it.
+                start_tls=s.smtp_starttls and not s.smtp_tls,
+                username=s.smtp_username,
+                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+                timeout=s.smtp_timeout,
+            )
+        except (aiosmtplib.SMTPException, OSError) as e:
+            permanent = isinstance(e, aiosmtplib.SMTPResponseException) and 500 <= e.code < 600
+            error = f"{type(e).__name__}: {e}"
+            await self._attempt(inp, attempt, delivered=False, error=error)
+            raise ApplicationError(
+                f"e-mail not accepted: {error}",
+                type="MailRejected" if permanent else "MailUnavailable",
+                non_retryable=permanent,
+            ) from e
+        await self._attempt(inp, attempt, delivered=True)
+
+    # --- webhooks ----------------------------------------------------------------------
+
+    @activity.defn(name="send_webhook")
+    async def send_webhook(self, inp: DeliverInput) -> None:
+        s = self._settings
+        attempt = activity.info().attempt
+        async with self._pool.acquire() as conn:
+            row = await q.outbox_row(conn, inp.outbox_id)
+            d = await q.delivery(conn, inp.outbox_id, Channel.webhook)
+            endpoint = await q.webhook_endpoint(conn, row["agency_code"]) if row else None
+        if row is None or d is None or d["status"] != "pending":
+            return
+        if endpoint is None or not endpoint["enabled"]:
+            # Disabled after this row was planned (a 410 to an earlier row).
+            async with self._pool.acquire() as conn, conn.transaction():
+                await q.lock_outbox(conn, inp.outbox_id)
+                await conn.execute(
+                    "UPDATE deliveries SET status = 'skipped', last_error = $3, updated_at = now()"
+                    " WHERE outbox_id = $1 AND channel = $2 AND status = 'pending'",
+                    inp.outbox_id,
+                    Channel.webhook.value,
+                    "endpoint disabled",
+                )
+                await q.settle_outbox(conn, inp.outbox_id)
+            return
+        url = endpoint["url"]
+        refusal = url_refusal(url, allow_private=s.webhook_allow_private)
+        if refusal is None:
+            refusal = await self._address_refusal(url)
+        if refusal is not None:
+            await self._attempt(inp, attempt, delivered=False, error=refusal)
+            raise ApplicationError(refusal, type="EndpointRefused", non_retryable=True)
+
+        body = json.dumps(
+            {
+                "type": f"advisory.{row['event']}",
+                "timestamp": row["created_at"].astimezone(UTC).isoformat(),
+                "data": {
+                    **dict(row["payload"]),
+                    "request_id": row["request_id"],
+                    "recipient": row["recipient_code"],
+                },
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+        msg_id = str(row["id"])
+        # The timestamp is the attempt's: receivers reject stale ones, so a retry is signed anew.
+        timestamp = int(time.time())
+        live = [endpoint["secret"]]
+        if endpoint["previous_secret"] and endpoint["previous_until"] > datetime.now(UTC):
+            live.append(endpoint["previous_secret"])
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(live, msg_id, timestamp, body),
+        }
+        try:
+            response = await self._client().post(url, content=body, headers=headers)
+        except httpx.HTTPError as e:
+            error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            await self._attempt(inp, attempt, delivered=False, error=error)
+            raise ApplicationError(f"webhook: {error}", type="WebhookUnavailable") from e
+
+        code = response.status_code
+        if 200 <= code < 300:
+            await self._attempt(inp, attempt, delivered=True, status_code=code)
+            return
+        error = f"answered {code}"
+        await self._attempt(inp, attempt, delivered=False, status_code=code, error=error)
+        if code == 410:
+            async with self._pool.acquire() as conn:
+                await q.set_webhook_enabled(
+                    conn,
+                    row["agency_code"],
+                    False,
+                    f"answered 410 Gone on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+                )
+            log.warning("webhook endpoint disabled", agency=row["agency_code"], status=code)
+            raise ApplicationError(
+                "webhook: endpoint answered 410 Gone; it is disabled",
+                type="EndpointGone",
+                non_retryable=True,
+            )
+        if code in (408, 429) or code >= 500:
+            raise ApplicationError(
+                f"webhook: {error}",
+                type="WebhookUnavailable",
+                next_retry_delay=_retry_after(response),
+            )
+        raise ApplicationError(f"webhook: {error}", type="WebhookRejected", non_retryable=True)
+
+    async def _address_refusal(self, url: str) -> str | None:
+        if self._settings.webhook_allow_private:
+            return None
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port)
+        except OSError as e:
+            return f"url: host {parts.hostname!r} does not resolve ({e})"
+        for info in infos:
+            refusal = address_refusal(info[4][0], allow_private=False)
+            if refusal is not None:
+                return refusal
+        return None
+
+    # --- outcome -----------------------------------------------------------------------
+
+    async def _attempt(
+        self,
+        inp: DeliverInput,
+        attempt: int,
+        *,
+        delivered: bool,
+        status_code: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await q.lock_outbox(conn, inp.outbox_id)
+            await q.record_attempt(
+                conn,
+                inp.outbox_id,
+                inp.channel,
+                attempt=attempt,
+                delivered=delivered,
+                status_code=status_code,
+                error=error,
+            )
+            if delivered:
+                await q.settle_outbox(conn, inp.outbox_id)
+
+    @activity.defn(name="delivery_failed")
+    async def delivery_failed(self, inp: DeliveryFailedInput) -> None:
+        """The channel gave up: the row is failed and the operator told (in the operators'
+        inbox and by e-mail), unless the row was itself a report to the operator."""
+        s = self._settings
+        operator_row: int | None = None
+        async with self._pool.acquire() as conn, conn.transaction():
+            await q.lock_outbox(conn, inp.outbox_id)
+            row = await q.outbox_row(conn, inp.outbox_id)
+            if row is None or not await q.fail_delivery(
+                conn, inp.outbox_id, inp.channel, inp.error
+            ):
+                return
+            await q.settle_outbox(conn, inp.outbox_id)
+            log.warning(
+                "notification failed",
+                outbox_id=inp.outbox_id,
+                channel=inp.channel.value,
+                event_name=row["event"],
+                error=inp.error,
+            )
+            if row["recipient_kind"] != "operator":
+                operator_row = await q.insert_outbox(
+                    conn,
+                    key=f"delivery-failed:{inp.outbox_id}:{inp.channel.value}:{row['retries']}",
+                    request_id=row["request_id"],
+                    recipient_kind="operator",
+                    recipient_code=None,
+                    address=s.operator_email or s.coordinator_email,
+                    event="delivery_failed",
+                    payload={
+                        "request_id": row["request_id"],
+                        "title": row["payload"].get("title"),
+                        "outbox_id": inp.outbox_id,
+                        "channel": inp.channel.value,
+                        "event": row["event"],
+                        "target_kind": row["recipient_kind"],
+                        "error": inp.error[:500],
+                    },
+                    language=s.coordinator_language,
+                )
+        if operator_row is not None:
+            await dispatch(
+                activity.client(),
+                [operator_row],
+                task_queue=activity.info().task_queue,
+                retry=s.delivery_retry(),
+            )
+
+
+def _retry_after(response: httpx.Response) -> timedelta | None:
+    """Honours a Retry-After in seconds (capped at an hour) on 429 and 503."""
+    value = response.headers.get("retry-after", "")
+    if value.isdigit():
+        return timedelta(seconds=min(int(value), 3600))
+    return None

@@ -1,0 +1,122 @@
+"""Turns an outbox row into a message in the recipient's language: subject, plain text and the
+same text as HTML, from the templates in `activities/templates/<language>.toml`."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from markupsafe import Markup, escape
+
+from domain.notifications import LANGUAGES
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
+
+LABELS: dict[str, dict[str, str]] = {
+    "vi": {
+        "endorse": "đồng thuận",
+        "endorse_with_changes": "đồng thuận có điều chỉnh",
+        "do_not_endorse": "không đồng thuận",
+        "adopted": "tiếp thu",
+        "partially_adopted": "tiếp thu một phần",
+        "not_adopted": "không tiếp thu",
+        "chair": "chủ trì",
+        "member": "thành viên",
+        "before": "sắp đến hạn",
+        "overdue": "quá hạn",
+        "screening": "sơ loại hồ sơ",
+        "supplement": "bổ sung hồ sơ",
+        "respond": "trả lời lời mời",
+        "review": "góp ý, phản biện",
+        "synthesis": "tổng hợp kết luận",
+        "approval": "phê duyệt kết luận",
+        "adoption": "trả lời về việc tiếp thu",
+        "email": "thư điện tử",
+        "webhook": "webhook",
+    },
+    "en": {
+        "endorse": "endorse",
+        "endorse_with_changes": "endorse with changes",
+        "do_not_endorse": "do not endorse",
+        "adopted": "adopted",
+        "partially_adopted": "partially adopted",
+        "not_adopted": "not adopted",
+        "chair": "chair",
+        "member": "member",
+        "before": "due soon",
+        "overdue": "overdue",
+        "screening": "screening",
+        "supplement": "supplement",
+        "respond": "answer to the invitation",
+        "review": "review",
+        "synthesis": "synthesis of the conclusion",
+        "approval": "approval of the conclusion",
+        "adoption": "answer on adoption",
+        "email": "e-mail",
+        "webhook": "webhook",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    subject: str
+    text: str
+    html: str
+
+
+def _date(value: Any) -> str:
+    if not value:
+        return ""
+    try:
+        at = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if at.tzinfo is not None:
+        at = at.astimezone(LOCAL)
+    return at.strftime("%d/%m/%Y")
+
+
+@lru_cache(maxsize=len(LANGUAGES))
+def _catalogue(language: str) -> tuple[jinja2.Environment, dict[str, dict[str, str]]]:
+    env = jinja2.Environment(autoescape=False, keep_trailing_newline=False)
+    labels = LABELS[language]
+    env.filters["date"] = _date
+    env.filters["label"] = lambda v: labels.get(str(v), str(v)) if v is not None else ""
+    with (TEMPLATES / f"{language}.toml").open("rb") as f:
+        return env, tomllib.load(f)
+
+
+def events(language: str) -> set[str]:
+    return set(_catalogue(language)[1])
+
+
+def render(event: str, language: str, context: dict[str, Any]) -> Message:
+    """KeyError for an event without a template: a bug, caught by the catalogue test."""
+    env, templates = _catalogue(language if language in LANGUAGES else "vi")
+    t = templates[event]
+    subject = " ".join(env.from_string(t["subject"]).render(**context).split())
+    text = env.from_string(t["body"]).render(**context).strip() + "\n"
+    return Message(subject=subject, text=text, html=_html(subject, text, language))
+
+
+def _html(subject: str, text: str, language: str) -> str:
+    """The same words as the plain text, escaped, one <p> per paragraph."""
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    body = "\n".join(
+        Markup("<p>{}</p>").format(Markup("<br>\n").join(escape(line) for line in p.split("\n")))
+        for p in paragraphs
+    )
+    return (
+        f'<!doctype html>\n<html lang="{language}">\n<head><meta charset="utf-8">'
+        f"<title>{escape(subject)}</title></head>\n"
+        '<body style="font-family: Arial, sans-serif; line-height: 1.5; max-width: 40em">\n'
+        f"{body}\n</body>\n</html>\n"
+    )

@@ -1,0 +1,193 @@
+"""Notifications: the catalogue of events, the channels a row is delivered on, the inputs of the
+delivery workflow and activities, and the two pure pieces of the webhook channel — Standard
+Webhooks signatures and the rule for which endpoints may be called (SSRF)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from enum import StrEnum
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field
+
+from domain.models import Model
+
+REMINDER_DEADLINES = (
+    "screening",
+    "supplement",
+    "respond",
+    "review",
+    "synthesis",
+    "approval",
+    "adoption",
+)
+
+# Every event a workflow (or the delivery itself) notifies about. Each has a template in every
+# language; a test holds the workflows, this list and the templates together.
+EVENTS: frozenset[str] = frozenset(
+    {
+        "request_received",
+        "request_submitted",
+        "supplement_received",
+        "request_accepted",
+        "request_declined",
+        "supplement_requested",
+        "experts_needed",
+        "council_awaiting_confirmation",
+        "council_proposed",
+        "council_shortfall",
+        "quorum_reached",
+        "expert_replaced",
+        "draft_conclusion_requested",
+        "conclusion_ready",
+        "conclusion_delivered",
+        "review_completed",
+        "conclusion_returned",
+        "adoption_answer_requested",
+        "adoption_answered",
+        "withdrawal_confirmed",
+        "request_withdrawn",
+        "request_lapsed",
+        "stage_overdue",
+        "deadline_extended",
+        "invitation",
+        "assignment_cancelled",
+        "invitation_expired",
+        "expert_silent",
+        "expert_overdue",
+        "review_due",
+        "expert_accepted",
+        "expert_declined",
+        "opinion_received",
+        "opinion_submitted",
+        "delivery_failed",
+        *(f"{d}_reminder" for d in REMINDER_DEADLINES),
+    }
+)
+LANGUAGES = ("vi", "en")
+
+
+class Channel(StrEnum):
+    inbox = "inbox"
+    email = "email"
+    webhook = "webhook"
+
+
+class DeliveryRetry(Model):
+    """Backoff of one channel's delivery: Temporal retries the activity on this schedule, and
+    when the attempts run out the row is marked failed and the operator told."""
+
+    initial_seconds: Annotated[float, Field(gt=0)] = 10
+    maximum_seconds: Annotated[float, Field(gt=0)] = 1800
+    attempts: Annotated[int, Field(ge=1)] = 20
+
+
+class NotificationInput(Model):
+    outbox_id: int
+    retry: DeliveryRetry = DeliveryRetry()
+
+
+class NotificationResult(Model):
+    outbox_id: int
+    outcomes: dict[str, str] = {}
+
+
+class PlanInput(Model):
+    outbox_id: int
+
+
+class PlanResult(Model):
+    # Channels still to deliver; inbox and skipped channels are settled by the plan itself.
+    channels: list[Channel] = []
+
+
+class DeliverInput(Model):
+    outbox_id: int
+    channel: Channel
+
+
+class DeliveryFailedInput(Model):
+    outbox_id: int
+    channel: Channel
+    error: str
+
+
+def notification_workflow_id(outbox_id: int) -> str:
+    return f"notification-{outbox_id}"
+
+
+# --- Standard Webhooks (https://www.standardwebhooks.com) ---------------------------------
+
+SECRET_PREFIX = "whsec_"
+
+
+def new_secret() -> str:
+    """A signing secret in the spec's format: `whsec_` and 32 random bytes in base64."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _key(secret: str) -> bytes:
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError("a webhook secret starts with whsec_")
+    return base64.b64decode(secret[len(SECRET_PREFIX) :])
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256>` over `id.timestamp.body`, as the spec defines it."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_header(secrets_: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """One signature per live secret, space separated: during a rotation a receiver that
+    still holds the previous secret verifies as well as one that has the new one."""
+    return " ".join(sign(s, msg_id, timestamp, body) for s in secrets_)
+
+
+# --- Which endpoints may be called --------------------------------------------------------
+
+
+def url_refusal(url: str, *, allow_private: bool) -> str | None:
+    """Why `url` cannot be a webhook endpoint, or None. Only https, except in development
+    (allow_private), where a local receiver over http is the point."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        return f"url: not a valid URL ({e})"
+    allowed = ("https", "http") if allow_private else ("https",)
+    if parts.scheme not in allowed:
+        return f"url: must use {' or '.join(allowed)}, not {parts.scheme or 'no scheme'!r}"
+    if not parts.hostname:
+        return "url: must name a host"
+    if parts.username or parts.password:
+        return "url: must not carry credentials"
+    if port == 0:
+        return "url: port 0 is not a port"
+    return None
+
+
+def address_refusal(address: str, *, allow_private: bool) -> str | None:
+    """Why a resolved address may not be called, or None: loopback, private, link-local and
+    other non-public ranges reach the engine's own network, not an agency (SSRF)."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if allow_private or ip.is_global:
+        return None
+    what = (
+        "loopback"
+        if ip.is_loopback
+        else "link-local"
+        if ip.is_link_local
+        else "private"
+        if ip.is_private
+        else "non-public"
+    )
+    return f"url: resolves to {address}, a {what} address; endpoints must be public"

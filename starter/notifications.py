@@ -1,0 +1,80 @@
+"""What people do with notifications, shared by the CLI (and the API when it exists): register
+and rotate an agency's webhook endpoint, read an inbox, deliver failed rows again."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import asyncpg
+from temporalio.client import Client
+
+from activities.notify import dispatch
+from db import queries as q
+from domain.ids import TASK_QUEUE
+from domain.notifications import address_refusal, new_secret, url_refusal
+from starter.settings import Settings
+
+RECIPIENT_KINDS = ("agency", "expert", "coordinator", "operator")
+
+
+class NotificationError(ValueError):
+    """Input that cannot be used; the message names the field and the rule."""
+
+
+async def check_endpoint(url: str, settings: Settings) -> None:
+    """Refuses an endpoint the worker would refuse to call: not https, or resolving to a
+    loopback, private or otherwise non-public address (unless configured for development)."""
+    allow = settings.webhook_allow_private
+    refusal = url_refusal(url, allow_private=allow)
+    if refusal is None and not allow:
+        host = urlsplit(url).hostname
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, 443)
+        except OSError as e:
+            raise NotificationError(f"url: host {host!r} does not resolve ({e})") from e
+        for info in infos:
+            refusal = refusal or address_refusal(info[4][0], allow_private=False)
+    if refusal is not None:
+        raise NotificationError(refusal)
+
+
+async def register_webhook(pool: asyncpg.Pool, agency: str, url: str, settings: Settings) -> str:
+    """Sets the agency's endpoint (enabled) and returns its new signing secret."""
+    if not agency.strip():
+        raise NotificationError("agency: must not be empty")
+    await check_endpoint(url, settings)
+    secret = new_secret()
+    async with pool.acquire() as conn:
+        await q.set_webhook_endpoint(conn, agency, url, secret)
+    return secret
+
+
+async def rotate_webhook(
+    pool: asyncpg.Pool, agency: str, settings: Settings, overlap_hours: float | None = None
+) -> tuple[str, datetime]:
+    """A new secret; the previous one keeps signing (a second signature) until the returned
+    instant, so the agency can switch its receiver without missing a message."""
+    until = datetime.now(UTC) + timedelta(hours=overlap_hours or settings.webhook_rotation_hours)
+    secret = new_secret()
+    async with pool.acquire() as conn:
+        if not await q.rotate_webhook_secret(conn, agency, secret, until):
+            raise NotificationError(f"agency: {agency} has no webhook endpoint")
+    return secret, until
+
+
+async def retry(
+    pool: asyncpg.Pool,
+    client: Client,
+    ids: list[int],
+    settings: Settings,
+    *,
+    task_queue: str = TASK_QUEUE,
+) -> list[int]:
+    """Delivers failed (or stuck pending) rows again: only their unsettled channels are sent,
+    with the same Message-ID and webhook-id as before."""
+    async with pool.acquire() as conn, conn.transaction():
+        ids = await q.reopen_notifications(conn, ids)
+    await dispatch(client, ids, task_queue=task_queue, retry=settings.delivery_retry())
+    return ids

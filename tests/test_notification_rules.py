@@ -1,0 +1,222 @@
+"""The pure rules of notifications: every event has its templates, signatures match the
+Standard Webhooks reference library, and which endpoints may be called."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+import pytest
+from standardwebhooks import Webhook
+
+from activities.render import events, render
+from domain.notifications import (
+    EVENTS,
+    LANGUAGES,
+    address_refusal,
+    new_secret,
+    sign,
+    signature_header,
+    url_refusal,
+)
+from starter.notifications import NotificationError, check_endpoint
+from starter.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_event_the_workflows_send_is_catalogued():
+    sent = set()
+    for path in (ROOT / "workflows").glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        sent |= set(re.findall(r'event="([a-z_]+)"', source))
+        if 'event=f"{name}_reminder"' in source:
+            sent |= {e for e in EVENTS if e.endswith("_reminder")}
+    assert sent, "no events found: has the Notice call changed shape?"
+    assert sent - EVENTS == set()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_event_has_a_template_in_every_language(language):
+    assert events(language) == EVENTS
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("kind", ["agency", "expert", "coordinator", "operator"])
+def test_templates_render_with_and_without_optional_data(language, kind):
+    full = {
+        "request_id": "BTP-2026-017",
+        "title": "Dự thảo Luật Đất đai (sửa đổi) <bản 3> & phụ lục",
+        "recipient_kind": kind,
+        "reason": "Hồ sơ thiếu tờ trình",
+        "due": "2027-02-18T16:59:59+00:00",
+        "due_at": "2027-02-18T16:59:59+00:00",
+        "respond_by": "2027-01-05T16:59:59+00:00",
+        "when": "overdue",
+        "days": 2,
+        "role": "chair",
+        "deadline": "review",
+        "recommendation": "endorse_with_changes",
+        "status": "partially_adopted",
+        "expert_code": "E-017",
+        "outbox_id": 42,
+        "channel": "email",
+        "error": "answered 503",
+    }
+    for event in EVENTS:
+        for context in (full, {"request_id": "BTP-2026-017", "title": "T", "recipient_kind": kind}):
+            m = render(event, language, context)
+            assert m.subject.startswith("[BTP-2026-017]") and "\n" not in m.subject
+            assert m.text.strip() and "{{" not in m.text and "{%" not in m.text
+            # The HTML carries the same words, escaped.
+            assert "<bản 3>" not in m.html
+    html = render("request_received", language, full).html
+    assert "&lt;bản 3&gt; &amp; phụ lục" in html and "<p>" in html
+    text = render("invitation", language, full).text
+    assert "18/02/2027" in text or "19/02/2027" in text
+
+
+def test_signature_is_the_reference_librarys():
+    secret = new_secret()
+    body = '{"type":"advisory.request_received","data":{"title":"Hội đồng"}}'.encode()
+    now = int(time.time())
+    ours = sign(secret, "17", now, body)
+    headers = {"webhook-id": "17", "webhook-timestamp": str(now), "webhook-signature": ours}
+    Webhook(secret).verify(body, headers)
+    tampered = {**headers, "webhook-id": "18"}
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook(secret).verify(body, tampered)
+
+
+def test_rotation_header_verifies_with_either_secret_only():
+    old, new, stranger = new_secret(), new_secret(), new_secret()
+    now = int(time.time())
+    body = b"{}"
+    header = signature_header([new, old], "5", now, body)
+    headers = {"webhook-id": "5", "webhook-timestamp": str(now), "webhook-signature": header}
+    Webhook(old).verify(body, headers)
+    Webhook(new).verify(body, headers)
+    with pytest.raises(Exception, match="No matching signature"):
+        Webhook(stranger).verify(body, headers)
+
+
+@pytest.mark.parametrize(
+    "url, allow, refusal",
+    [
+        ("https://hooks.agency.example.gov.vn/advisory", False, None),
+        ("http://hooks.agency.example.gov.vn/advisory", False, "url: must use https"),
+        ("http://127.0.0.1:8080/hooks", True, None),
+        ("ftp://agency.example/x", True, "url: must use https or http"),
+        ("https://user:pw@agency.example/x", False, "url: must not carry credentials"),
+        ("https:///path-only", False, "url: must name a host"),
+        ("https://agency.example:99999/x", False, "url: not a valid URL"),
+    ],
+)
+def test_url_rules(url, allow, refusal):
+    got = url_refusal(url, allow_private=allow)
+    assert (got is None) if refusal is None else got.startswith(refusal)
+
+
+@pytest.mark.parametrize(
+    "address, what",
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("192.168.0.10", "private"),
+        ("172.16.5.4", "private"),
+        ("169.254.169.254", "link-local"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("100.64.0.1", "non-public"),
+        ("0.0.0.0", "private"),
+        ("8.8.8.8", None),
+        ("2001:4860:4860::8888", None),
+    ],
+)
+def test_only_public_addresses_are_called(address, what):
+    got = address_refusal(address, allow_private=False)
+    if what is None:
+        assert got is None
+    else:
+        assert f"a {what} address" in got
+        assert address_refusal(address, allow_private=True) is None
+
+
+@pytest.mark.parametrize(
+    "url, rule",
+    [
+        ("https://localhost/hooks", "loopback"),
+        ("https://127.0.0.1/hooks", "loopback"),
+        ("https://10.0.0.7/hooks", "private"),
+        ("http://203.0.113.9/hooks", "must use https"),
+        ("https://no-such-host.invalid/hooks", "does not resolve"),
+    ],
+)
+async def test_registering_an_endpoint_refuses_what_delivery_would(url, rule):
+    with pytest.raises(NotificationError, match=rule):
+        await check_endpoint(url, Settings(webhook_allow_private=False))
+    if rule != "does not resolve":
+        await check_endpoint(url.replace("https:", "http:"), Settings(webhook_allow_private=True))
+
+
+async def test_channels_finishing_together_settle_the_row(pool):
+    """E-mail and webhook of one row succeed at the same moment: each transaction must see
+    the other's outcome, or the row stays pending for ever."""
+    from datetime import UTC, datetime
+
+    from db import queries as q
+
+    rid = f"RACE-{time.time_ns()}"
+    async with pool.acquire() as conn:
+        await q.upsert_agency(conn, "RACE", "Sở Thử nghiệm")
+        await q.insert_request(
+            conn,
+            {
+                "id": rid,
+                "workflow_id": f"review-{rid}",
+                "agency_code": "RACE",
+                "agency_reference": rid,
+                "kind": "advisory",
+                "title": "Hồ sơ thử",
+                "summary": "",
+                "expertise_fields": ["x"],
+                "documents": [],
+                "requested_by": {"name": "A", "email": "a@race.example"},
+                "submitted_at": datetime.now(UTC),
+                "council_size": 1,
+                "alternates": 0,
+                "review_window_days": 10,
+            },
+        )
+        oid = await q.insert_outbox(
+            conn,
+            key=f"{rid}:0",
+            request_id=rid,
+            recipient_kind="agency",
+            recipient_code="RACE",
+            address="a@race.example",
+            event="request_received",
+            payload={},
+        )
+        for channel in ("email", "webhook"):
+            await q.insert_delivery(conn, oid, channel, "t")
+
+    async def succeed(conn, channel):
+        await q.lock_outbox(conn, oid)
+        await q.record_attempt(conn, oid, channel, attempt=1, delivered=True)
+        return await q.settle_outbox(conn, oid)
+
+    async with pool.acquire() as a, pool.acquire() as b:
+        ta = a.transaction()
+        await ta.start()
+        assert await succeed(a, "email") == "pending"
+        tb = b.transaction()
+        await tb.start()
+        second = asyncio.create_task(succeed(b, "webhook"))
+        await asyncio.sleep(0.2)
+        assert not second.done(), "the second channel must wait for the first"
+        await ta.commit()
+        assert await second == "delivered"
+        await tb.commit()

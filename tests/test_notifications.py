@@ -1,0 +1,516 @@
+"""Notifications delivered for real: an SMTP server (aiosmtpd) and an HTTP receiver started by
+the test, the Temporal dev server, and the rows in PostgreSQL. Signatures are checked with the
+Standard Webhooks reference library, not with our own code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import asyncpg
+import pytest
+from standardwebhooks import Webhook
+
+from activities.render import render
+from db import queries as q
+from domain.messages import AcceptInput, ApproveInput, ScreeningInput
+from domain.models import Stage
+from starter import service
+from starter.mailsink import MailSink
+from starter.notifications import register_webhook
+from starter.settings import Settings
+from tests import factories as f
+from tests.test_lifecycle import start, until
+from worker import build_worker
+from workflows.assignment import ExpertAssignmentWorkflow
+from workflows.review import ReviewRequestWorkflow
+
+ROOT = Path(__file__).resolve().parent.parent
+OPERATOR = "ops@test.example"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Receiver:
+    """An agency's webhook endpoint: records every request and answers with `answer(id, n)`,
+    n being how many times this webhook-id has been seen (1 for the first)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.answer: Callable[[str, int], int] = lambda _id, _n: 200
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["content-length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                receiver.requests.append((headers, body))
+                seen = sum(
+                    1 for h, _ in receiver.requests if h["webhook-id"] == headers["webhook-id"]
+                )
+                self.send_response(receiver.answer(headers["webhook-id"], seen))
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks/advisory"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def ids(self) -> list[str]:
+        return [h["webhook-id"] for h, _ in self.requests]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def smtp_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def mail(smtp_port: int):
+    sink = MailSink(port=smtp_port).start()
+    yield sink
+    sink.stop()
+
+
+def notify_settings(smtp_port: int, **changes) -> Settings:
+    values = dict(
+        coordinator_email="coordinator@test.example",
+        operator_email=OPERATOR,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        smtp_starttls=False,
+        webhook_allow_private=True,
+        delivery_initial_retry=0.2,
+        delivery_max_retry=1,
+        delivery_attempts=60,
+    )
+    values.update(changes)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def notifying_worker(dev_env, pool: asyncpg.Pool, settings: Settings):
+    w = build_worker(dev_env.client, pool, settings, task_queue=f"tq-{uuid.uuid4().hex}")
+    async with w:
+        yield w
+
+
+def agency_code() -> str:
+    return f"AG{uuid.uuid4().hex[:6].upper()}"
+
+
+async def submit(dev_env, worker, policy, registry, agency: str, **changes):
+    return await start(
+        dev_env,
+        worker,
+        policy,
+        registry,
+        agency={"code": agency, "name": "Sở Khoa học và Công nghệ"},
+        **changes,
+    )
+
+
+async def rows_of(pool: asyncpg.Pool, rid: str) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return await conn.fetch("SELECT * FROM outbox WHERE request_id = $1 ORDER BY id", rid)
+
+
+async def settled(pool: asyncpg.Pool, rid: str, timeout: float = 60, count: int = 1):
+    """Waits until the request has at least `count` rows and none is pending."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                rows = await rows_of(pool, rid)
+                if len(rows) >= count and all(r["status"] != "pending" for r in rows):
+                    return rows
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        async with pool.acquire() as conn:
+            left = await q.notifications(conn, status="pending", request_id=rid)
+        raise AssertionError(
+            f"{len(rows)} rows (wanted {count}); still pending: "
+            + "; ".join(f"{r['id']} {r['event']} {r['channels']}" for r in left)
+        ) from None
+
+
+async def channel(pool: asyncpg.Pool, outbox_id: int, name: str) -> asyncpg.Record:
+    async with pool.acquire() as conn:
+        return await q.delivery(conn, outbox_id, name)
+
+
+def mails_for(sink: MailSink, rid: str) -> dict[str, list]:
+    by_id: dict[str, list] = {}
+    for m in sink.messages:
+        if m["X-Advisory-Request"] == rid:
+            by_id.setdefault(m["Message-ID"], []).append(m)
+    return by_id
+
+
+async def close_request(dev_env, rid: str, handle) -> None:
+    """Screening to closed, every expert accepting and giving an opinion."""
+    c = dev_env.client
+    await service.request_update(
+        c, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+    )
+    state = await until(
+        lambda s: (
+            s.stage == Stage.review
+            and len(s.assignments) == 3
+            and all(a.respond_by for a in s.assignments)
+        ),
+        handle,
+    )
+    chair = next(a.expert_code for a in state.assignments if a.role == "chair")
+    for a in state.assignments:
+        await service.assignment_update(
+            c,
+            rid,
+            a.expert_code,
+            ExpertAssignmentWorkflow.accept,
+            AcceptInput(expert_code=a.expert_code),
+        )
+        await service.assignment_update(
+            c, rid, a.expert_code, ExpertAssignmentWorkflow.submit_opinion, f.opinion(a.expert_code)
+        )
+    await until(lambda s: s.stage == Stage.synthesis, handle)
+    await service.request_update(c, rid, ReviewRequestWorkflow.draft_conclusion, f.draft(chair))
+    await service.request_update(
+        c, rid, ReviewRequestWorkflow.approve_conclusion, ApproveInput(approved_by="Phó Chủ tịch")
+    )
+    await until(lambda s: s.stage == Stage.adoption, handle)
+    await service.request_update(c, rid, ReviewRequestWorkflow.answer_adoption, f.adoption())
+    assert (await handle.result()).stage == Stage.closed
+
+
+async def test_each_event_reaches_its_parties_once_per_channel(
+    dev_env, pool, policy, registry, mail, smtp_port, receiver
+):
+    settings = notify_settings(smtp_port)
+    agency = agency_code()
+    secret = await register_webhook(pool, agency, receiver.url, settings)
+    async with notifying_worker(dev_env, pool, settings) as w:
+        # The agency reads English, the experts Vietnamese.
+        rid, handle = await submit(
+            dev_env,
+            w,
+            policy,
+            registry,
+            agency,
+            requested_by={
+                "name": "Lê Thị Hoa",
+                "email": "hoa@skhcn.example.gov.vn",
+                "language": "en",
+            },
+        )
+        await close_request(dev_env, rid, handle)
+        rows = await settled(pool, rid, count=20)
+
+    assert {r["status"] for r in rows} == {"delivered"}
+    experts = {r["recipient_code"] for r in rows if r["recipient_kind"] == "expert"}
+    assert len(experts) == 3
+    told = {(r["recipient_kind"], r["recipient_code"], r["event"]) for r in rows}
+    for event in (
+        "request_received",
+        "request_accepted",
+        "conclusion_delivered",
+        "adoption_answer_requested",
+    ):
+        assert ("agency", agency, event) in told
+    for code in experts:
+        for event in ("invitation", "opinion_received", "review_completed"):
+            assert ("expert", code, event) in told
+    for event in (
+        "request_submitted",
+        "expert_accepted",
+        "opinion_submitted",
+        "conclusion_ready",
+        "adoption_answered",
+    ):
+        assert ("coordinator", None, event) in told
+
+    # E-mail: exactly one message per row, to the row's address, in the recipient's language.
+    by_id = mails_for(mail, rid)
+    assert len(by_id) == len(rows)
+    for r in rows:
+        (m,) = by_id[f"<notification-{r['id']}@lienhiephoi.example.vn>"]
+        assert m["To"] == r["address"]
+        expected = render(
+            r["event"], r["language"], {**r["payload"], "recipient_kind": r["recipient_kind"]}
+        )
+        assert m["Subject"] == expected.subject
+        text = m.get_body(("plain",)).get_content().replace("\r\n", "\n")
+        assert text.strip() == expected.text.strip()
+        assert "<p>" in m.get_body(("html",)).get_content()
+    invitation = next(r for r in rows if r["event"] == "invitation")
+    assert invitation["language"] == "vi"
+    # Diacritics survive the trip through SMTP (RFC 2047 headers, UTF-8 bodies).
+    subject = by_id[f"<notification-{invitation['id']}@lienhiephoi.example.vn>"][0]["Subject"]
+    assert any(ch in subject for ch in "ờớợểệđĐảạầấ"), subject
+    received = next(r for r in rows if r["event"] == "request_received")
+    assert received["language"] == "en"
+
+    # Webhooks: exactly one call per agency row, signed so the reference library verifies it.
+    agency_rows = [r for r in rows if r["recipient_kind"] == "agency"]
+    assert sorted(receiver.ids()) == sorted(str(r["id"]) for r in agency_rows)
+    verifier = Webhook(secret)
+    for headers, body in receiver.requests:
+        payload = verifier.verify(body, headers)
+        row = next(r for r in agency_rows if str(r["id"]) == headers["webhook-id"])
+        assert payload["type"] == f"advisory.{row['event']}"
+        assert payload["data"]["request_id"] == rid
+
+    # Every send was one recorded, successful attempt; every row is in its recipient's inbox.
+    async with pool.acquire() as conn:
+        attempts = await conn.fetch(
+            "SELECT outbox_id, channel, outcome FROM delivery_attempts a"
+            " JOIN outbox o ON o.id = a.outbox_id WHERE o.request_id = $1",
+            rid,
+        )
+        inbox = await q.inbox(conn, "agency", agency, limit=100)
+    assert len(attempts) == len(rows) + len(agency_rows)
+    assert {a["outcome"] for a in attempts} == {"delivered"}
+    assert sorted(i["id"] for i in inbox) == sorted(r["id"] for r in agency_rows)
+
+
+@pytest.mark.parametrize(
+    "answers, calls, status, enabled",
+    [
+        ([500, 200], 2, "delivered", True),
+        ([429, 200], 2, "delivered", True),
+        ([408, 200], 2, "delivered", True),
+        ([400], 1, "failed", True),
+        ([410], 1, "failed", False),
+    ],
+)
+async def test_webhook_answers(
+    dev_env, pool, policy, registry, mail, smtp_port, receiver, answers, calls, status, enabled
+):
+    """5xx, 408 and 429 are retried with the same webhook-id; other 4xx are not; 410 Gone
+    disables the endpoint. The agency still gets its e-mail either way."""
+    receiver.answer = lambda _id, n: answers[min(n, len(answers)) - 1]
+    settings = notify_settings(smtp_port)
+    agency = agency_code()
+    secret = await register_webhook(pool, agency, receiver.url, settings)
+    async with notifying_worker(dev_env, pool, settings) as w:
+        rid, _ = await submit(dev_env, w, policy, registry, agency)
+        rows = await settled(pool, rid, count=2)
+        row = next(r for r in rows if r["event"] == "request_received")
+        assert row["status"] == status
+        assert receiver.ids() == [str(row["id"])] * calls
+        for headers, body in receiver.requests:
+            Webhook(secret).verify(body, headers)
+        hook = await channel(pool, row["id"], "webhook")
+        assert hook["status"] == status and hook["attempts"] == calls
+        assert (await channel(pool, row["id"], "email"))["status"] == "delivered"
+        async with pool.acquire() as conn:
+            endpoint = await q.webhook_endpoint(conn, agency)
+            attempts = await q.delivery_attempts(conn, row["id"])
+            operator = await conn.fetch(
+                "SELECT * FROM outbox WHERE request_id = $1 AND recipient_kind = 'operator'", rid
+            )
+        assert [a["status_code"] for a in attempts if a["channel"] == "webhook"] == answers[:calls]
+        assert endpoint["enabled"] is enabled
+        if status == "failed":
+            # The operator hears of it, by inbox and e-mail.
+            (report,) = operator
+            assert report["event"] == "delivery_failed"
+            assert report["payload"]["outbox_id"] == row["id"]
+            await settled(pool, rid, count=len(rows) + (0 if rows[-1]["id"] >= report["id"] else 1))
+            assert any(
+                m["To"] == OPERATOR
+                for m in mails_for(mail, rid)[
+                    f"<notification-{report['id']}@lienhiephoi.example.vn>"
+                ]
+            )
+        else:
+            assert operator == []
+        if not enabled:
+            assert "410" in endpoint["disabled_reason"]
+            # Later events skip the disabled endpoint and still reach the agency by e-mail.
+            await service.request_update(
+                dev_env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+            )
+            rows = await settled(pool, rid, count=len(rows) + 2)
+            accepted = next(r for r in rows if r["event"] == "request_accepted")
+            assert accepted["status"] == "delivered"
+            assert (await channel(pool, accepted["id"], "webhook"))["status"] == "skipped"
+            assert (await channel(pool, accepted["id"], "email"))["status"] == "delivered"
+            assert len(receiver.requests) == 1
+
+
+async def test_rotation_signs_with_both_secrets(
+    dev_env, pool, policy, registry, mail, smtp_port, receiver
+):
+    from starter.notifications import rotate_webhook
+
+    settings = notify_settings(smtp_port)
+    agency = agency_code()
+    old = await register_webhook(pool, agency, receiver.url, settings)
+    new, _ = await rotate_webhook(pool, agency, settings, overlap_hours=1)
+    async with notifying_worker(dev_env, pool, settings) as w:
+        rid, _ = await submit(dev_env, w, policy, registry, agency)
+        await settled(pool, rid, count=2)
+    ((headers, body),) = receiver.requests
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    Webhook(old).verify(body, headers)
+    Webhook(new).verify(body, headers)
+
+
+async def test_webhook_to_a_loopback_address_is_refused_outside_development(
+    dev_env, pool, policy, registry, mail, smtp_port, receiver
+):
+    agency = agency_code()
+    # Registered while development allowed it; the worker of a production setting refuses.
+    await register_webhook(pool, agency, receiver.url, notify_settings(smtp_port))
+    settings = notify_settings(smtp_port, webhook_allow_private=False)
+    async with notifying_worker(dev_env, pool, settings) as w:
+        rid, _ = await submit(dev_env, w, policy, registry, agency)
+        rows = await settled(pool, rid, count=2)
+    row = next(r for r in rows if r["event"] == "request_received")
+    hook = await channel(pool, row["id"], "webhook")
+    assert hook["status"] == "failed" and hook["attempts"] == 1
+    assert "url: must use https" in hook["last_error"]
+    assert receiver.requests == []
+
+
+async def test_smtp_outage_delays_mail_loses_none_and_the_lifecycle_finishes(
+    dev_env, pool, policy, registry, smtp_port, receiver
+):
+    receiver.answer = lambda _id, _n: 503
+    settings = notify_settings(smtp_port)
+    agency = agency_code()
+    await register_webhook(pool, agency, receiver.url, settings)
+    async with notifying_worker(dev_env, pool, settings) as w:
+        # Nothing listens on the SMTP port and the endpoint answers 503: the request still
+        # goes from intake to closed.
+        rid, handle = await submit(dev_env, w, policy, registry, agency)
+        await close_request(dev_env, rid, handle)
+        rows = await rows_of(pool, rid)
+        assert len(rows) >= 20
+        assert {r["status"] for r in rows} == {"pending"}
+        async with pool.acquire() as conn:
+            errors = await conn.fetchval(
+                "SELECT count(*) FROM delivery_attempts a JOIN outbox o ON o.id = a.outbox_id"
+                " WHERE o.request_id = $1 AND a.outcome = 'error' AND a.channel = 'email'",
+                rid,
+            )
+        assert errors >= 1
+        # The servers come back: every row is delivered, once per channel.
+        receiver.answer = lambda _id, _n: 200
+        sink = MailSink(port=smtp_port).start()
+        try:
+            rows = await settled(pool, rid, count=len(rows))
+        finally:
+            sink.stop()
+    assert {r["status"] for r in rows} == {"delivered"}
+    by_id = mails_for(sink, rid)
+    assert sorted(by_id) == sorted(f"<notification-{r['id']}@lienhiephoi.example.vn>" for r in rows)
+    assert all(len(ms) == 1 for ms in by_id.values())
+    agency_ids = {str(r["id"]) for r in rows if r["recipient_kind"] == "agency"}
+    assert set(receiver.ids()) == agency_ids
+
+
+def advisory(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "starter.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
+async def test_failed_rows_are_listed_retried_and_read_from_the_cli(
+    dev_env, pool, policy, registry, database_url, smtp_port
+):
+    settings = notify_settings(smtp_port, delivery_attempts=2, delivery_max_retry=0.2)
+    async with notifying_worker(dev_env, pool, settings) as w:
+        rid, _ = await submit(dev_env, w, policy, registry, agency_code())
+        # SMTP is down and gives up after two attempts: the rows fail, and so do the reports
+        # to the operator (which are not reported again).
+        rows = await settled(pool, rid, count=4)
+        assert {r["status"] for r in rows} == {"failed"}
+        reports = [r for r in rows if r["recipient_kind"] == "operator"]
+        assert len(reports) == len(rows) / 2
+
+        env = {
+            "DATABASE_URL": database_url,
+            "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "ADVISORY_TASK_QUEUE": w.task_queue,
+        }
+        listed = await asyncio.to_thread(
+            advisory, "notifications", "--failed", "--limit", "10000", env=env
+        )
+        assert listed.returncode == 0, listed.stderr
+        for r in rows:
+            assert f"{r['id']:>6}  {rid}" in listed.stdout
+        inbox = await asyncio.to_thread(advisory, "inbox", "--operator", "--unread", env=env)
+        assert inbox.returncode == 0, inbox.stderr
+        for r in reports:
+            assert f"* {r['id']:>6}" in inbox.stdout
+
+        sink = MailSink(port=smtp_port).start()
+        try:
+            ids = [str(r["id"]) for r in rows]
+            retried = await asyncio.to_thread(advisory, "notifications", "retry", *ids, env=env)
+            assert retried.returncode == 0, retried.stderr
+            rows = await settled(pool, rid, count=len(rows))
+        finally:
+            sink.stop()
+    assert {r["status"] for r in rows} == {"delivered"}
+    by_id = mails_for(sink, rid)
+    assert sorted(by_id) == sorted(f"<notification-{r['id']}@lienhiephoi.example.vn>" for r in rows)
+    assert all(r["retries"] == 1 for r in rows)
+
+    # Read/unread belongs to the recipient: another's id is refused and changes nothing.
+    agency_row = next(r for r in rows if r["recipient_kind"] == "agency")
+    code = agency_row["recipient_code"]
+    read = await asyncio.to_thread(
+        advisory, "inbox", "read", str(agency_row["id"]), "--agency", code, env=env
+    )
+    assert read.returncode == 0, read.stderr
+    other = await asyncio.to_thread(
+        advisory, "inbox", "read", str(reports[0]["id"]), "--agency", code, env=env
+    )
+    assert (
+        other.returncode == 2
+        and f"no notification {reports[0]['id']} for agency {code}" in other.stderr
+    )
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT read_at FROM outbox WHERE id = $1", agency_row["id"])
+        assert (
+            await conn.fetchval("SELECT read_at FROM outbox WHERE id = $1", reports[0]["id"])
+            is None
+        )
+    again = await asyncio.to_thread(
+        advisory, "notifications", "retry", str(agency_row["id"]), env=env
+    )
+    assert again.returncode == 0 and "already delivered" in again.stdout
