@@ -26,7 +26,7 @@ import httpx
 import structlog
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from activities.render import render
@@ -52,11 +52,20 @@ USER_AGENT = "advisory-engine-webhooks/1"
 
 
 async def dispatch(
-    client: Client, outbox_ids: list[int], *, task_queue: str, retry: DeliveryRetry
+    client: Client,
+    outbox_ids: list[int],
+    *,
+    task_queue: str,
+    retry: DeliveryRetry,
+    replace_running: bool = False,
 ) -> None:
     """Starts the delivery of each row. The workflow id is the row's, so a row already being
-    delivered is left to that run; a finished run may be followed by another (a retry), which
-    sends only the channels still pending."""
+    delivered is left to that run; a finished run may be followed by another, which sends
+    only the channels still pending.
+
+    replace_running (an operator's retry): a run still going (another channel in backoff)
+    has already planned its channels and would never send the ones reopened, so it is
+    replaced by a run that plans again."""
     for outbox_id in outbox_ids:
         try:
             await client.start_workflow(
@@ -65,6 +74,9 @@ async def dispatch(
                 id=notification_workflow_id(outbox_id),
                 task_queue=task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING
+                if replace_running
+                else WorkflowIDConflictPolicy.FAIL,
             )
         except WorkflowAlreadyStartedError:
             pass
@@ -178,38 +190,61 @@ class NotificationActivities:
         msg.attach(MIMEText(m.html, "html", "utf-8"))
         return msg
 
+    async def _unsent(self, inp: DeliverInput) -> asyncpg.Record | None:
+        """The row, if this channel still has to be sent. A row withdrawn while its channel
+        waited for a retry (a reminder whose deadline was met) is not sent after all."""
+        async with self._pool.acquire() as conn:
+            row = await q.outbox_row(conn, inp.outbox_id)
+            d = await q.delivery(conn, inp.outbox_id, inp.channel)
+        if row is None or d is None or d["status"] != "pending":
+            return None
+        if row["status"] == "cancelled":
+            await self._skip(inp, "withdrawn before delivery")
+            return None
+        return row
+
+    async def _skip(self, inp: DeliverInput, reason: str) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await q.lock_outbox(conn, inp.outbox_id)
+            await q.skip_delivery(conn, inp.outbox_id, inp.channel, reason)
+            await q.settle_outbox(conn, inp.outbox_id)
+
     @activity.defn(name="send_email")
     async def send_email(self, inp: DeliverInput) -> None:
         s = self._settings
         attempt = activity.info().attempt
-        async with self._pool.acquire() as conn:
-            row = await q.outbox_row(conn, inp.outbox_id)
-            d = await q.delivery(conn, inp.outbox_id, Channel.email)
-        if row is None or d is None or d["status"] != "pending":
+        row = await self._unsent(inp)
+        if row is None:
             return
         message = self._email(row)
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                use_tls=s.smtp_tls,
-                # Required when configured (a relay that does not offer it is an error, not a
-                # reason to send credentials in clear); implicit TLS excludes it.
-                start_tls=s.smtp_starttls and not s.smtp_tls,
-                username=s.smtp_username,
-                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-                timeout=s.smtp_timeout,
-            )
-        except (aiosmtplib.SMTPException, OSError) as e:
-            permanent = isinstance(e, aiosmtplib.SMTPResponseException) and 500 <= e.code < 600
-            error = f"{type(e).__name__}: {e}"
-            await self._attempt(inp, attempt, delivered=False, error=error)
+            # An overall bound: the client's own timeout is per command, and an attempt must
+            # end well inside the activity's timeout so two attempts never overlap.
+            async with asyncio.timeout(s.smtp_timeout * 2):
+                await aiosmtplib.send(
+                    message,
+                    hostname=s.smtp_host,
+                    port=s.smtp_port,
+                    use_tls=s.smtp_tls,
+                    # Required when configured (a relay that does not offer it is an error, not
+                    # a reason to send credentials in clear); implicit TLS excludes it.
+                    start_tls=s.smtp_starttls and not s.smtp_tls,
+                    username=s.smtp_username,
+                    password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+                    timeout=s.smtp_timeout,
+                )
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+            code = _smtp_code(e)
+            permanent = code is not None and 500 <= code < 600
+            # The full text (it may name the address) stays in PostgreSQL; what Temporal keeps
+            # in its history is the kind of failure and the reply code only.
+            await self._attempt(inp, attempt, delivered=False, error=f"{type(e).__name__}: {e}")
+            summary = type(e).__name__ + (f" {code}" if code else "")
             raise ApplicationError(
-                f"e-mail not accepted: {error}",
+                f"e-mail not accepted: {summary}",
                 type="MailRejected" if permanent else "MailUnavailable",
                 non_retryable=permanent,
-            ) from e
+            ) from None
         await self._attempt(inp, attempt, delivered=True)
 
     # --- webhooks ----------------------------------------------------------------------
@@ -218,29 +253,27 @@ class NotificationActivities:
     async def send_webhook(self, inp: DeliverInput) -> None:
         s = self._settings
         attempt = activity.info().attempt
-        async with self._pool.acquire() as conn:
-            row = await q.outbox_row(conn, inp.outbox_id)
-            d = await q.delivery(conn, inp.outbox_id, Channel.webhook)
-            endpoint = await q.webhook_endpoint(conn, row["agency_code"]) if row else None
-        if row is None or d is None or d["status"] != "pending":
+        row = await self._unsent(inp)
+        if row is None:
             return
+        async with self._pool.acquire() as conn:
+            endpoint = await q.webhook_endpoint(conn, row["agency_code"])
         if endpoint is None or not endpoint["enabled"]:
             # Disabled after this row was planned (a 410 to an earlier row).
-            async with self._pool.acquire() as conn, conn.transaction():
-                await q.lock_outbox(conn, inp.outbox_id)
-                await conn.execute(
-                    "UPDATE deliveries SET status = 'skipped', last_error = $3, updated_at = now()"
-                    " WHERE outbox_id = $1 AND channel = $2 AND status = 'pending'",
-                    inp.outbox_id,
-                    Channel.webhook.value,
-                    "endpoint disabled",
-                )
-                await q.settle_outbox(conn, inp.outbox_id)
+            await self._skip(inp, "endpoint disabled")
             return
         url = endpoint["url"]
         refusal = url_refusal(url, allow_private=s.webhook_allow_private)
-        if refusal is None:
+        if refusal is not None:
+            await self._attempt(inp, attempt, delivered=False, error=refusal)
+            raise ApplicationError(refusal, type="EndpointRefused", non_retryable=True)
+        try:
             refusal = await self._address_refusal(url)
+        except OSError as e:
+            # A resolver that fails now may answer in a minute: retried, not refused.
+            error = f"url: host {urlsplit(url).hostname!r} does not resolve ({e})"
+            await self._attempt(inp, attempt, delivered=False, error=error)
+            raise ApplicationError(error, type="WebhookUnavailable") from None
         if refusal is not None:
             await self._attempt(inp, attempt, delivered=False, error=refusal)
             raise ApplicationError(refusal, type="EndpointRefused", non_retryable=True)
@@ -271,13 +304,21 @@ class NotificationActivities:
             "webhook-signature": signature_header(live, msg_id, timestamp, body),
         }
         try:
-            response = await self._client().post(url, content=body, headers=headers)
-        except httpx.HTTPError as e:
+            # One bound for the whole exchange (httpx's is per phase); the answer's body is
+            # never read: only its status counts, and a receiver cannot make us buffer it.
+            async with asyncio.timeout(s.webhook_timeout):
+                async with self._client().stream(
+                    "POST", url, content=body, headers=headers
+                ) as response:
+                    code = response.status_code
+                    retry_after = _retry_after(response)
+        except (httpx.HTTPError, TimeoutError) as e:
             error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             await self._attempt(inp, attempt, delivered=False, error=error)
-            raise ApplicationError(f"webhook: {error}", type="WebhookUnavailable") from e
+            raise ApplicationError(
+                f"webhook: {type(e).__name__}", type="WebhookUnavailable"
+            ) from None
 
-        code = response.status_code
         if 200 <= code < 300:
             await self._attempt(inp, attempt, delivered=True, status_code=code)
             return
@@ -299,21 +340,21 @@ class NotificationActivities:
             )
         if code in (408, 429) or code >= 500:
             raise ApplicationError(
-                f"webhook: {error}",
-                type="WebhookUnavailable",
-                next_retry_delay=_retry_after(response),
+                f"webhook: {error}", type="WebhookUnavailable", next_retry_delay=retry_after
             )
         raise ApplicationError(f"webhook: {error}", type="WebhookRejected", non_retryable=True)
 
     async def _address_refusal(self, url: str) -> str | None:
+        """Every address the host resolves to must be public. OSError: it did not resolve.
+
+        The HTTP client resolves the name again when it connects, so a name whose answer
+        changes in between (DNS rebinding) is not caught here; an egress firewall is the
+        complete answer in production."""
         if self._settings.webhook_allow_private:
             return None
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port)
-        except OSError as e:
-            return f"url: host {parts.hostname!r} does not resolve ({e})"
+        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port)
         for info in infos:
             refusal = address_refusal(info[4][0], allow_private=False)
             if refusal is not None:
@@ -348,51 +389,70 @@ class NotificationActivities:
     @activity.defn(name="delivery_failed")
     async def delivery_failed(self, inp: DeliveryFailedInput) -> None:
         """The channel gave up: the row is failed and the operator told (in the operators'
-        inbox and by e-mail), unless the row was itself a report to the operator."""
+        inbox and by e-mail), unless the row was itself a report to the operator or was
+        withdrawn meanwhile. A retried attempt finds the report written and only makes sure
+        it is on its way."""
         s = self._settings
-        operator_row: int | None = None
         async with self._pool.acquire() as conn, conn.transaction():
             await q.lock_outbox(conn, inp.outbox_id)
             row = await q.outbox_row(conn, inp.outbox_id)
-            if row is None or not await q.fail_delivery(
-                conn, inp.outbox_id, inp.channel, inp.error
-            ):
+            if row is None:
                 return
-            await q.settle_outbox(conn, inp.outbox_id)
-            log.warning(
-                "notification failed",
-                outbox_id=inp.outbox_id,
-                channel=inp.channel.value,
-                event_name=row["event"],
-                error=inp.error,
-            )
-            if row["recipient_kind"] != "operator":
-                operator_row = await q.insert_outbox(
-                    conn,
-                    key=f"delivery-failed:{inp.outbox_id}:{inp.channel.value}:{row['retries']}",
-                    request_id=row["request_id"],
-                    recipient_kind="operator",
-                    recipient_code=None,
-                    address=s.operator_email or s.coordinator_email,
-                    event="delivery_failed",
-                    payload={
-                        "request_id": row["request_id"],
-                        "title": row["payload"].get("title"),
-                        "outbox_id": inp.outbox_id,
-                        "channel": inp.channel.value,
-                        "event": row["event"],
-                        "target_kind": row["recipient_kind"],
-                        "error": inp.error[:500],
-                    },
-                    language=s.coordinator_language,
+            key = f"delivery-failed:{inp.outbox_id}:{inp.channel.value}:{row['retries']}"
+            d = await q.delivery(conn, inp.outbox_id, inp.channel)
+            # The last attempt's own words, kept in PostgreSQL (the input carries only what
+            # Temporal's history may show).
+            error = (d["last_error"] if d is not None else None) or inp.error
+            if row["status"] == "cancelled":
+                await q.skip_delivery(conn, inp.outbox_id, inp.channel, "withdrawn before delivery")
+                return
+            if await q.fail_delivery(conn, inp.outbox_id, inp.channel, error):
+                await q.settle_outbox(conn, inp.outbox_id)
+                log.warning(
+                    "notification failed",
+                    outbox_id=inp.outbox_id,
+                    channel=inp.channel.value,
+                    event_name=row["event"],
+                    error=inp.error,
                 )
-        if operator_row is not None:
+                if row["recipient_kind"] != "operator":
+                    await q.insert_outbox(
+                        conn,
+                        key=key,
+                        request_id=row["request_id"],
+                        recipient_kind="operator",
+                        recipient_code=None,
+                        address=s.operator_email or s.coordinator_email,
+                        event="delivery_failed",
+                        payload={
+                            "request_id": row["request_id"],
+                            "title": row["payload"].get("title"),
+                            "outbox_id": inp.outbox_id,
+                            "channel": inp.channel.value,
+                            "event": row["event"],
+                            "target_kind": row["recipient_kind"],
+                            "error": error[:500],
+                        },
+                        language=s.coordinator_language,
+                    )
+            report = await q.pending_outbox_id(conn, key)
+        if report is not None:
             await dispatch(
                 activity.client(),
-                [operator_row],
+                [report],
                 task_queue=activity.info().task_queue,
                 retry=s.delivery_retry(),
             )
+
+
+def _smtp_code(e: BaseException) -> int | None:
+    """The server's reply code, if it gave one; for refused recipients, the mildest (a 4xx
+    among them means a later attempt may pass)."""
+    if isinstance(e, aiosmtplib.SMTPRecipientsRefused) and e.recipients:
+        return min(r.code for r in e.recipients)
+    if isinstance(e, aiosmtplib.SMTPResponseException):
+        return e.code
+    return None
 
 
 def _retry_after(response: httpx.Response) -> timedelta | None:

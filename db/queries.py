@@ -231,11 +231,17 @@ async def insert_outbox(
 async def pending_outbox_for_key(conn: Conn, key: str) -> list[int]:
     """The undelivered rows a transition wrote (their keys are `<transition key>:<n>`)."""
     rows = await conn.fetch(
-        "SELECT id FROM outbox WHERE idempotency_key LIKE $1 || ':%' AND status = 'pending'"
-        " ORDER BY id",
+        "SELECT id FROM outbox WHERE left(idempotency_key, length($1) + 1) = $1 || ':'"
+        " AND status = 'pending' ORDER BY id",
         key,
     )
     return [r["id"] for r in rows]
+
+
+async def pending_outbox_id(conn: Conn, key: str) -> int | None:
+    return await conn.fetchval(
+        "SELECT id FROM outbox WHERE idempotency_key = $1 AND status = 'pending'", key
+    )
 
 
 async def cancel_pending_topics(conn: Conn, request_id: str, topics: list[str]) -> int:
@@ -590,6 +596,16 @@ async def record_attempt(
     )
 
 
+async def skip_delivery(conn: Conn, outbox_id: int, channel: str, reason: str) -> None:
+    await conn.execute(
+        "UPDATE deliveries SET status = 'skipped', last_error = $3, updated_at = now()"
+        " WHERE outbox_id = $1 AND channel = $2 AND status = 'pending'",
+        outbox_id,
+        channel,
+        reason,
+    )
+
+
 async def fail_delivery(conn: Conn, outbox_id: int, channel: str, error: str) -> bool:
     """Marks a channel failed; False when it had already settled (a duplicate report)."""
     status = await conn.execute(
@@ -620,8 +636,18 @@ async def settle_outbox(conn: Conn, outbox_id: int) -> str:
     )
 
 
+async def notification_ids(conn: Conn, status: str) -> list[int]:
+    rows = await conn.fetch("SELECT id FROM outbox WHERE status = $1 ORDER BY id", status)
+    return [r["id"] for r in rows]
+
+
 async def notifications(
-    conn: Conn, *, status: str | None = None, request_id: str | None = None, limit: int = 100
+    conn: Conn,
+    *,
+    status: str | None = None,
+    request_id: str | None = None,
+    outbox_id: int | None = None,
+    limit: int = 100,
 ) -> list[asyncpg.Record]:
     return await conn.fetch(
         """
@@ -632,11 +658,13 @@ async def notifications(
                 FILTER (WHERE d.channel IS NOT NULL), '[]') AS channels
         FROM outbox o LEFT JOIN deliveries d ON d.outbox_id = o.id
         WHERE ($1::text IS NULL OR o.status = $1) AND ($2::text IS NULL OR o.request_id = $2)
+          AND ($4::bigint IS NULL OR o.id = $4)
         GROUP BY o.id ORDER BY o.id LIMIT $3
         """,
         status,
         request_id,
         limit,
+        outbox_id,
     )
 
 
@@ -646,6 +674,15 @@ async def delivery_attempts(conn: Conn, outbox_id: int) -> list[asyncpg.Record]:
         " WHERE outbox_id = $1 ORDER BY id",
         outbox_id,
     )
+
+
+async def missing_outbox_ids(conn: Conn, ids: list[int]) -> list[int]:
+    rows = await conn.fetch(
+        "SELECT i FROM unnest($1::bigint[]) AS i WHERE NOT EXISTS"
+        " (SELECT 1 FROM outbox WHERE id = i) ORDER BY i",
+        ids,
+    )
+    return [r["i"] for r in rows]
 
 
 async def reopen_notifications(conn: Conn, ids: list[int]) -> list[int]:
@@ -709,9 +746,12 @@ async def mark_read(
     return sorted(r["id"] for r in rows)
 
 
-async def webhook_endpoint(conn: Conn, agency_code: str) -> asyncpg.Record | None:
+async def webhook_endpoint(
+    conn: Conn, agency_code: str, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(
-        "SELECT * FROM webhook_endpoints WHERE agency_code = $1", agency_code
+        "SELECT * FROM webhook_endpoints WHERE agency_code = $1" + lock, agency_code
     )
 
 
@@ -719,14 +759,15 @@ async def webhook_endpoints(conn: Conn) -> list[asyncpg.Record]:
     return await conn.fetch("SELECT * FROM webhook_endpoints ORDER BY agency_code")
 
 
-async def set_webhook_endpoint(conn: Conn, agency_code: str, url: str, secret: str) -> None:
-    """Registers (or moves) an agency's endpoint, enabled, with a fresh secret."""
-    await conn.execute(
+async def set_webhook_endpoint(conn: Conn, agency_code: str, url: str, secret: str) -> str:
+    """Registers (with `secret`) or moves an agency's endpoint, enabled; returns the secret in
+    force (a moved endpoint keeps its own)."""
+    return await conn.fetchval(
         """
         INSERT INTO webhook_endpoints (agency_code, url, secret) VALUES ($1, $2, $3)
-        ON CONFLICT (agency_code) DO UPDATE SET url = EXCLUDED.url, secret = EXCLUDED.secret,
-            previous_secret = NULL, previous_until = NULL, enabled = true, disabled_at = NULL,
-            disabled_reason = NULL, updated_at = now()
+        ON CONFLICT (agency_code) DO UPDATE SET url = EXCLUDED.url, enabled = true,
+            disabled_at = NULL, disabled_reason = NULL, updated_at = now()
+        RETURNING secret
         """,
         agency_code,
         url,

@@ -173,13 +173,33 @@ def url_refusal(url: str, *, allow_private: bool) -> str | None:
     return None
 
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
 def address_refusal(address: str, *, allow_private: bool) -> str | None:
     """Why a resolved address may not be called, or None: loopback, private, link-local and
     other non-public ranges reach the engine's own network, not an agency (SSRF)."""
+    if allow_private:
+        return None
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if allow_private or ip.is_global:
+    if isinstance(ip, ipaddress.IPv6Address):
+        # IPv6 forms that carry an IPv4 address reach that address: judge it instead.
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if ip in NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            ip = embedded
+        elif (
+            ip.teredo is not None
+            or ip.is_site_local
+            or (ip in IPV4_COMPATIBLE and not (ip.is_loopback or ip.is_unspecified))
+        ):
+            return (
+                f"url: resolves to {address}, a tunnelled or deprecated address;"
+                " endpoints must be public"
+            )
+    if ip.is_global:
         return None
     what = (
         "loopback"

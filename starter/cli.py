@@ -479,11 +479,20 @@ def _recipient(args) -> tuple[str, str | None]:
     return kind, value if isinstance(value, str) else None
 
 
-def _ids(values: list[str], what: str = "id") -> list[int]:
-    try:
-        return [int(v) for v in values]
-    except ValueError as err:
-        raise UsageError(f"{what}: notification ids are whole numbers ({err})") from err
+def _ids(values: list[str]) -> list[int]:
+    ids = []
+    for v in values:
+        if not v.isdigit() or not 0 < int(v) < 2**63:
+            raise UsageError(f"id: a notification id is a positive whole number, not {v!r}")
+        ids.append(int(v))
+    return ids
+
+
+def positive_int(value: str) -> int:
+    """argparse type: refuses 0, negatives and words with the rule in the message."""
+    if not value.isdigit() or int(value) == 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, not {value!r}")
+    return int(value)
 
 
 async def cmd_inbox(args, settings: Settings) -> None:
@@ -529,18 +538,35 @@ async def cmd_notifications(args, settings: Settings) -> None:
     from db import queries as q
     from starter import notifications as n
 
+    ids = _ids(args.ids)
+    if args.action == "show" and len(ids) != 1:
+        raise UsageError("id: show names exactly one notification id")
+    if args.action == "list" and ids:
+        raise UsageError("id: list takes no ids (use show ID)")
     pool = await _pool(settings)
     try:
         if args.action == "retry":
-            ids = _ids(args.ids)
-            if args.failed:
-                async with pool.acquire() as conn:
-                    ids += [r["id"] for r in await q.notifications(conn, status="failed")]
+            # --pending picks up rows nothing is delivering: written while delivery was off,
+            # or before it existed. A row already being delivered is left to its run.
+            for status, wanted in (("failed", args.failed), ("pending", args.pending)):
+                if wanted:
+                    async with pool.acquire() as conn:
+                        ids += await q.notification_ids(conn, status)
+            if not ids and not (args.failed or args.pending):
+                raise UsageError("retry: name the notification ids, or give --failed / --pending")
             if not ids:
-                raise UsageError("retry: name the notification ids, or give --failed")
-            started = await n.retry(
-                pool, await _client(), sorted(set(ids)), settings, task_queue=settings.task_queue
-            )
+                print("nothing to deliver")
+                return
+            try:
+                started = await n.retry(
+                    pool,
+                    await _client(),
+                    sorted(set(ids)),
+                    settings,
+                    task_queue=settings.task_queue,
+                )
+            except n.NotificationError as err:
+                raise UsageError(str(err)) from err
             skipped = sorted(set(ids) - set(started))
             if started:
                 print(f"delivering again: {', '.join(map(str, started))}")
@@ -548,16 +574,13 @@ async def cmd_notifications(args, settings: Settings) -> None:
                 print(f"already delivered or withdrawn: {', '.join(map(str, skipped))}")
             return
         if args.action == "show":
-            ids = _ids(args.ids)
-            if len(ids) != 1:
-                raise UsageError("show: name one notification id")
             async with pool.acquire() as conn:
                 row = await q.outbox_row(conn, ids[0])
                 attempts = await q.delivery_attempts(conn, ids[0])
-                listed = await q.notifications(conn, request_id=row["request_id"]) if row else []
+                listed = await q.notifications(conn, outbox_id=ids[0])
             if row is None:
                 raise UsageError(f"id: no notification {ids[0]}")
-            channels = next(r["channels"] for r in listed if r["id"] == ids[0])
+            channels = listed[0]["channels"]
             if args.json:
                 _print_json({**dict(row), "channels": channels, "attempts": attempts})
                 return
@@ -620,9 +643,12 @@ async def cmd_webhooks(args, settings: Settings) -> None:
                 raise UsageError(str(err)) from err
             print(f"{args.agency}: webhooks go to {args.url}")
             print(f"signing secret (give it to the agency): {secret}")
+            print("  an endpoint that moves keeps its secret; `webhooks rotate` changes it")
         elif args.action == "rotate":
             try:
-                secret, until = await n.rotate_webhook(pool, args.agency, settings, args.overlap)
+                secret, until = await n.rotate_webhook(
+                    pool, args.agency, settings, args.overlap, force=args.force
+                )
             except n.NotificationError as err:
                 raise UsageError(str(err)) from err
             print(f"{args.agency}: new signing secret: {secret}")
@@ -766,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--overdue", action="store_true", help="only requests with a deadline past grace"
     )
-    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--limit", type=positive_int, default=50)
     c = cmd("show", cmd_show, "show a request: its state and audit trail")
     c.add_argument("request")
     c = cmd("tasks", cmd_tasks, "an expert's open tasks")
@@ -788,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--coordinator", action="store_true")
     c.add_argument("--operator", action="store_true")
     c.add_argument("--unread", action="store_true", help="only unread")
-    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--limit", type=positive_int, default=50)
     c = cmd(
         "notifications",
         cmd_notifications,
@@ -797,14 +823,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("action", nargs="?", choices=["list", "show", "retry"], default="list")
     c.add_argument("ids", nargs="*", help="show/retry: notification ids")
     c.add_argument("--failed", action="store_true", help="only failed (retry: all failed)")
-    c.add_argument("--pending", action="store_true", help="only not yet delivered")
+    c.add_argument(
+        "--pending", action="store_true", help="only not yet delivered (retry: all pending)"
+    )
     c.add_argument("--request", help="only this request's")
-    c.add_argument("--limit", type=int, default=100)
+    c.add_argument("--limit", type=positive_int, default=100)
     c = cmd("webhooks", cmd_webhooks, "agencies' webhook endpoints: set, rotate, list, enable")
     c.add_argument("action", choices=["set", "rotate", "list", "enable", "disable"])
     c.add_argument("agency", nargs="?")
     c.add_argument("url", nargs="?")
     c.add_argument("--overlap", type=float, help="rotate: hours the previous secret keeps signing")
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="rotate: even during an overlap (the oldest secret stops signing at once)",
+    )
     cmd("migrate", cmd_migrate, "apply database migrations")
     cmd("demo", cmd_demo, "play a whole lifecycle against the running stack")
     cmd("worker", cmd_worker, "run a worker")

@@ -21,6 +21,14 @@ class _Keeper:
         self.messages: list[EmailMessage] = []
         self._lock = threading.Lock()
         self._count = 0
+        # Tests: refuse every recipient, as a relay does for an unknown mailbox.
+        self.refusing = False
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: N802
+        if self.refusing:
+            return "550 5.1.1 Mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
         raw: bytes = envelope.original_content or envelope.content
@@ -46,6 +54,14 @@ class MailSink:
         self.host, self.port, self.directory = host, port, directory
         self._keeper = _Keeper(directory)
         self._controller: Controller | None = None
+
+    @property
+    def refusing(self) -> bool:
+        return self._keeper.refusing
+
+    @refusing.setter
+    def refusing(self, value: bool) -> None:
+        self._keeper.refusing = value
 
     @property
     def messages(self) -> list[EmailMessage]:

@@ -17,6 +17,7 @@ from domain.notifications import address_refusal, new_secret, url_refusal
 from starter.settings import Settings
 
 RECIPIENT_KINDS = ("agency", "expert", "coordinator", "operator")
+MAX_OVERLAP_HOURS = 24 * 30
 
 
 class NotificationError(ValueError):
@@ -41,26 +42,48 @@ async def check_endpoint(url: str, settings: Settings) -> None:
 
 
 async def register_webhook(pool: asyncpg.Pool, agency: str, url: str, settings: Settings) -> str:
-    """Sets the agency's endpoint (enabled) and returns its new signing secret."""
+    """Sets the agency's endpoint (enabled) and returns its signing secret: a new one for a
+    new endpoint; an endpoint that moves keeps its secret (`rotate` changes it, with an
+    overlap), so registering the same endpoint twice changes nothing."""
     if not agency.strip():
         raise NotificationError("agency: must not be empty")
     await check_endpoint(url, settings)
-    secret = new_secret()
     async with pool.acquire() as conn:
-        await q.set_webhook_endpoint(conn, agency, url, secret)
-    return secret
+        return await q.set_webhook_endpoint(conn, agency, url, new_secret())
 
 
 async def rotate_webhook(
-    pool: asyncpg.Pool, agency: str, settings: Settings, overlap_hours: float | None = None
+    pool: asyncpg.Pool,
+    agency: str,
+    settings: Settings,
+    overlap_hours: float | None = None,
+    *,
+    force: bool = False,
 ) -> tuple[str, datetime]:
     """A new secret; the previous one keeps signing (a second signature) until the returned
     instant, so the agency can switch its receiver without missing a message."""
-    until = datetime.now(UTC) + timedelta(hours=overlap_hours or settings.webhook_rotation_hours)
+    hours = settings.webhook_rotation_hours if overlap_hours is None else overlap_hours
+    if not 0 < hours <= MAX_OVERLAP_HOURS:
+        raise NotificationError(
+            f"overlap: must be more than 0 and at most {MAX_OVERLAP_HOURS} hours, not {hours}"
+        )
+    until = datetime.now(UTC) + timedelta(hours=hours)
     secret = new_secret()
-    async with pool.acquire() as conn:
-        if not await q.rotate_webhook_secret(conn, agency, secret, until):
+    async with pool.acquire() as conn, conn.transaction():
+        endpoint = await q.webhook_endpoint(conn, agency, for_update=True)
+        if endpoint is None:
             raise NotificationError(f"agency: {agency} has no webhook endpoint")
+        if (
+            not force
+            and endpoint["previous_until"]
+            and endpoint["previous_until"] > datetime.now(UTC)
+        ):
+            # A second rotation would drop the secret the agency's receiver may still hold.
+            raise NotificationError(
+                f"agency: {agency} is rotating until {endpoint['previous_until']:%Y-%m-%d %H:%M}"
+                " UTC; rotate again after that (or force it)"
+            )
+        await q.rotate_webhook_secret(conn, agency, secret, until)
     return secret, until
 
 
@@ -73,8 +96,14 @@ async def retry(
     task_queue: str = TASK_QUEUE,
 ) -> list[int]:
     """Delivers failed (or stuck pending) rows again: only their unsettled channels are sent,
-    with the same Message-ID and webhook-id as before."""
+    with the same Message-ID and webhook-id as before. Returns the rows sent on their way;
+    NotificationError names ids that do not exist (and nothing is changed)."""
     async with pool.acquire() as conn, conn.transaction():
+        missing = await q.missing_outbox_ids(conn, ids)
+        if missing:
+            raise NotificationError(f"id: no notification {', '.join(map(str, missing))}")
         ids = await q.reopen_notifications(conn, ids)
-    await dispatch(client, ids, task_queue=task_queue, retry=settings.delivery_retry())
+    await dispatch(
+        client, ids, task_queue=task_queue, retry=settings.delivery_retry(), replace_running=True
+    )
     return ids

@@ -88,8 +88,61 @@ async def main() -> None:
             (OUT / f"review-{ending}--1.json").write_text(
                 (await handle.fetch_history()).to_json(), encoding="utf-8"
             )
+    await record_notifications(env, pool, registry)
     await env.shutdown()
     await pool.close()
+
+
+async def record_notifications(env: WorkflowEnvironment, pool, registry: Registry) -> None:
+    """Two deliveries: a webhook answering 500 then 200 beside a delivered e-mail, and an
+    e-mail that gives up (nothing listens) and is reported to the operator."""
+    from starter.mailsink import MailSink
+    from starter.notifications import register_webhook
+    from tests.test_notifications import Receiver, free_port
+
+    receiver = Receiver()
+    receiver.answer = lambda _id, n: 500 if n == 1 else 200
+    port = free_port()
+    sink = MailSink(port=port).start()
+    policy = load_policy(CONFIG / "policy.toml")
+    for name, smtp_port in (("notification-delivered", port), ("notification-failed", free_port())):
+        settings = Settings(
+            smtp_host="127.0.0.1",
+            smtp_port=smtp_port,
+            smtp_starttls=False,
+            webhook_allow_private=True,
+            delivery_initial_retry=0.2,
+            delivery_max_retry=0.5,
+            delivery_attempts=2,
+        )
+        agency = f"REC{uuid.uuid4().hex[:5].upper()}"
+        await register_webhook(pool, agency, receiver.url, settings)
+        task_queue = f"rec-{uuid.uuid4().hex}"
+        async with build_worker(env.client, pool, settings, task_queue=task_queue):
+            sub = f.submission(registry.field, agency={"code": agency, "name": "Sở Ghi"})
+            rid = (await service.submit(env.client, sub, policy, task_queue=task_queue)).request_id
+            oid = None
+            while oid is None:  # noqa: ASYNC110 (waits for a row, not an event)
+                async with pool.acquire() as conn:
+                    oid = await conn.fetchval(
+                        "SELECT id FROM outbox WHERE request_id = $1 AND recipient_kind = $2",
+                        rid,
+                        "agency",
+                    )
+                await asyncio.sleep(0.1)
+            handle = env.client.get_workflow_handle(f"notification-{oid}")
+            await handle.result()
+            (OUT / f"{name}--1.json").write_text(
+                (await handle.fetch_history()).to_json(), encoding="utf-8"
+            )
+            await service.request_update(
+                env.client,
+                rid,
+                ReviewRequestWorkflow.withdraw,
+                WithdrawInput(reason="Chỉ để ghi lịch sử thông báo."),
+            )
+    sink.stop()
+    receiver.close()
 
 
 if __name__ == "__main__":

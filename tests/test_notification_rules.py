@@ -12,6 +12,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from activities.render import events, render
+from db import queries as q
 from domain.notifications import (
     EVENTS,
     LANGUAGES,
@@ -131,6 +132,13 @@ def test_url_rules(url, allow, refusal):
         ("::ffff:127.0.0.1", "loopback"),
         ("100.64.0.1", "non-public"),
         ("0.0.0.0", "private"),
+        ("64:ff9b::7f00:1", "loopback"),
+        ("2002:7f00:1::1", "loopback"),
+        ("2002:a00:1::1", "private"),
+        ("::127.0.0.1", "tunnelled or deprecated"),
+        ("fec0::1", "tunnelled or deprecated"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "tunnelled or deprecated"),
+        ("64:ff9b::808:808", None),
         ("8.8.8.8", None),
         ("2001:4860:4860::8888", None),
     ],
@@ -161,12 +169,9 @@ async def test_registering_an_endpoint_refuses_what_delivery_would(url, rule):
         await check_endpoint(url.replace("https:", "http:"), Settings(webhook_allow_private=True))
 
 
-async def test_channels_finishing_together_settle_the_row(pool):
-    """E-mail and webhook of one row succeed at the same moment: each transaction must see
-    the other's outcome, or the row stays pending for ever."""
+async def outbox_row(pool) -> int:
+    """A request and one outbox row for it, written directly."""
     from datetime import UTC, datetime
-
-    from db import queries as q
 
     rid = f"RACE-{time.time_ns()}"
     async with pool.acquire() as conn:
@@ -200,6 +205,15 @@ async def test_channels_finishing_together_settle_the_row(pool):
             event="request_received",
             payload={},
         )
+
+    return oid
+
+
+async def test_channels_finishing_together_settle_the_row(pool):
+    """E-mail and webhook of one row succeed at the same moment: each transaction must see
+    the other's outcome, or the row stays pending for ever."""
+    oid = await outbox_row(pool)
+    async with pool.acquire() as conn:
         for channel in ("email", "webhook"):
             await q.insert_delivery(conn, oid, channel, "t")
 
@@ -220,3 +234,56 @@ async def test_channels_finishing_together_settle_the_row(pool):
         await ta.commit()
         assert await second == "delivered"
         await tb.commit()
+
+
+async def test_a_row_withdrawn_while_waiting_for_a_retry_is_not_sent(pool, tmp_path):
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.notify import NotificationActivities
+    from domain.notifications import Channel, DeliverInput
+    from starter.mailsink import MailSink
+    from tests.test_notifications import free_port
+
+    oid = await outbox_row(pool)
+    async with pool.acquire() as conn:
+        await q.insert_delivery(conn, oid, "email", "a@race.example")
+        await conn.execute("UPDATE outbox SET status = 'cancelled' WHERE id = $1", oid)
+    port = free_port()
+    sink = MailSink(port=port).start()
+    try:
+        settings = Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False)
+        activities = NotificationActivities(pool, settings)
+        await ActivityEnvironment().run(
+            activities.send_email, DeliverInput(outbox_id=oid, channel=Channel.email)
+        )
+    finally:
+        sink.stop()
+    assert sink.messages == []
+    async with pool.acquire() as conn:
+        d = await q.delivery(conn, oid, "email")
+        assert (d["status"], d["last_error"]) == ("skipped", "withdrawn before delivery")
+        assert await conn.fetchval("SELECT status FROM outbox WHERE id = $1", oid) == "cancelled"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["notifications", "retry", "abc"], "id: a notification id is a positive whole number"),
+        (["notifications", "retry", "99999999999999999999"], "id: a notification id"),
+        (["notifications", "show", "1", "2"], "id: show names exactly one notification id"),
+        (["inbox"], "recipient: give exactly one of --agency CODE"),
+        (["inbox", "--agency", "A", "--coordinator"], "recipient: give exactly one"),
+        (["notifications", "--limit", "-1"], "--limit: must be a whole number above 0"),
+        (["webhooks", "rotate"], "webhooks rotate: name the agency code"),
+    ],
+)
+def test_cli_refuses_bad_notification_input_in_one_line(argv, message, capsys):
+    """The last line names the field and the rule (argparse prints its usage above it)."""
+    from starter.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err.splitlines()[-1], err

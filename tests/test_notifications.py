@@ -26,7 +26,7 @@ from domain.messages import AcceptInput, ApproveInput, ScreeningInput
 from domain.models import Stage
 from starter import service
 from starter.mailsink import MailSink
-from starter.notifications import register_webhook
+from starter.notifications import NotificationError, register_webhook
 from starter.settings import Settings
 from tests import factories as f
 from tests.test_lifecycle import start, until
@@ -374,6 +374,11 @@ async def test_rotation_signs_with_both_secrets(
     agency = agency_code()
     old = await register_webhook(pool, agency, receiver.url, settings)
     new, _ = await rotate_webhook(pool, agency, settings, overlap_hours=1)
+    # A second rotation during the overlap would drop the secret the agency may still use;
+    # registering the same endpoint again keeps the secret in force.
+    with pytest.raises(NotificationError, match="is rotating until"):
+        await rotate_webhook(pool, agency, settings)
+    assert await register_webhook(pool, agency, receiver.url, settings) == new
     async with notifying_worker(dev_env, pool, settings) as w:
         rid, _ = await submit(dev_env, w, policy, registry, agency)
         await settled(pool, rid, count=2)
@@ -514,3 +519,49 @@ async def test_failed_rows_are_listed_retried_and_read_from_the_cli(
         advisory, "notifications", "retry", str(agency_row["id"]), env=env
     )
     assert again.returncode == 0 and "already delivered" in again.stdout
+
+
+async def test_a_refused_mailbox_fails_at_once_and_a_retry_replaces_the_running_delivery(
+    dev_env, pool, policy, registry, mail, smtp_port, receiver
+):
+    """The relay refuses the mailbox (550: not retried) while the webhook is still in backoff.
+    The operator's retry replaces the delivery still running, so the reopened e-mail is sent;
+    the address never reaches Temporal's history."""
+    from starter.notifications import retry
+
+    mail.refusing = True
+    receiver.answer = lambda _id, _n: 503
+    settings = notify_settings(smtp_port)
+    agency = agency_code()
+    await register_webhook(pool, agency, receiver.url, settings)
+    async with notifying_worker(dev_env, pool, settings) as w:
+        rid, _ = await submit(dev_env, w, policy, registry, agency)
+        async with asyncio.timeout(30):
+            while True:
+                rows = await rows_of(pool, rid)
+                row = next(r for r in rows if r["event"] == "request_received")
+                email = await channel(pool, row["id"], "email")
+                if email is not None and email["status"] == "failed":
+                    break
+                await asyncio.sleep(0.1)
+        assert email["attempts"] == 1 and "550" in email["last_error"]
+        assert (await channel(pool, row["id"], "webhook"))["status"] == "pending"
+        handle = dev_env.client.get_workflow_handle(f"notification-{row['id']}")
+        history = (await handle.fetch_history()).to_json()
+        assert row["address"] not in history and "550" in history
+
+        mail.refusing = False
+        receiver.answer = lambda _id, _n: 200
+        assert await retry(
+            pool, dev_env.client, [row["id"]], settings, task_queue=w.task_queue
+        ) == [row["id"]]
+        async with asyncio.timeout(30):
+            while True:
+                now = next(r for r in await rows_of(pool, rid) if r["id"] == row["id"])
+                if now["status"] == "delivered":
+                    break
+                await asyncio.sleep(0.1)
+    mid = f"<notification-{row['id']}@lienhiephoi.example.vn>"
+    assert len(mails_for(mail, rid)[mid]) == 1
+    assert (await channel(pool, row["id"], "email"))["attempts"] == 2
+    assert receiver.ids()[-1] == str(row["id"])

@@ -34,4 +34,10 @@ async def test_committed_history_replays(path: Path):
 
 def test_histories_are_committed():
     kinds = {p.stem.split("--")[0] for p in HISTORIES}
-    assert {"review-closed", "expert-submitted", "review-withdrawn"} <= kinds
+    assert {
+        "review-closed",
+        "expert-submitted",
+        "review-withdrawn",
+        "notification-delivered",
+        "notification-failed",
+    } <= kinds
