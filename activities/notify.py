@@ -66,20 +66,27 @@ async def dispatch(
     replace_running (an operator's retry): a run still going (another channel in backoff)
     has already planned its channels and would never send the ones reopened, so it is
     replaced by a run that plans again."""
-    for outbox_id in outbox_ids:
-        try:
-            await client.start_workflow(
-                NOTIFICATION_WORKFLOW,
-                NotificationInput(outbox_id=outbox_id, retry=retry),
-                id=notification_workflow_id(outbox_id),
-                task_queue=task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING
-                if replace_running
-                else WorkflowIDConflictPolicy.FAIL,
-            )
-        except WorkflowAlreadyStartedError:
-            pass
+    # Started side by side (bounded): an operator's retry of many rows, or one transition
+    # telling a whole council, should not wait on one round trip per row.
+    gate = asyncio.Semaphore(16)
+
+    async def start(outbox_id: int) -> None:
+        async with gate:
+            try:
+                await client.start_workflow(
+                    NOTIFICATION_WORKFLOW,
+                    NotificationInput(outbox_id=outbox_id, retry=retry),
+                    id=notification_workflow_id(outbox_id),
+                    task_queue=task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING
+                    if replace_running
+                    else WorkflowIDConflictPolicy.FAIL,
+                )
+            except WorkflowAlreadyStartedError:
+                pass
+
+    await asyncio.gather(*(start(i) for i in outbox_ids))
 
 
 def _mail_domain(mail_from: str) -> str:
