@@ -33,7 +33,16 @@ WORKFLOWS = [ReviewRequestWorkflow, ExpertAssignmentWorkflow, NotificationWorkfl
 # imports lazily, which the sandbox would otherwise flag on each run).
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "domain", "pydantic", "pydantic_core", "email_validator", "idna", "dns"
+        "domain",
+        "pydantic",
+        "pydantic_core",
+        "email_validator",
+        "idna",
+        "dns",
+        # The working-day calendar (the UI's "overdue N working days" is counted in the
+        # workflow; it never reaches the history) and what it loads lazily.
+        "holidays",
+        "dateutil",
     )
 )
 log = structlog.get_logger("worker")

@@ -443,10 +443,13 @@ async def list_requests(
     *,
     stage: str | None = None,
     agency: str | None = None,
+    kind: str | None = None,
     overdue: bool = False,
+    stuck: bool = False,
     limit: int = 50,
 ) -> list[asyncpg.Record]:
-    """Overdue: the request's own deadline escalated, or one of its experts' did."""
+    """Overdue: the request's own deadline escalated, or one of its experts' did. Stuck: the
+    request's stage deadline has passed (it is not yet, or no longer, escalated)."""
     return await conn.fetch(
         """
         SELECT r.id, r.kind, r.agency_code, r.agency_reference, r.title, r.stage,
@@ -457,6 +460,8 @@ async def list_requests(
         WHERE ($1::text IS NULL OR r.stage = $1) AND ($2::text IS NULL OR r.agency_code = $2)
           AND (NOT $3 OR r.overdue OR EXISTS (SELECT 1 FROM assignments a
                 WHERE a.request_id = r.id AND a.overdue))
+          AND ($5::text IS NULL OR r.kind = $5)
+          AND (NOT $6 OR r.next_deadline < now())
         ORDER BY r.submitted_at DESC, r.id
         LIMIT $4
         """,
@@ -464,6 +469,8 @@ async def list_requests(
         agency,
         overdue,
         limit,
+        kind,
+        stuck,
     )
 
 

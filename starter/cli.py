@@ -295,10 +295,21 @@ async def cmd_list(args, settings: Settings) -> None:
         raise UsageError(
             f"--stage: must be one of {', '.join(s.value for s in Stage)}, not {args.stage!r}"
         )
+    if args.query:
+        if args.stage or args.agency or args.kind or args.overdue or args.stuck:
+            raise UsageError("--query: give either a query or the filters, not both")
+        await _list_by_query(args)
+        return
     pool = await _pool(settings)
     async with pool.acquire() as conn:
         rows = await q.list_requests(
-            conn, stage=args.stage, agency=args.agency, overdue=args.overdue, limit=args.limit
+            conn,
+            stage=args.stage,
+            agency=args.agency,
+            kind=args.kind,
+            overdue=args.overdue,
+            stuck=args.stuck,
+            limit=args.limit,
         )
     await pool.close()
     if args.json:
@@ -312,6 +323,56 @@ async def cmd_list(args, settings: Settings) -> None:
             f"{r['id']:<13} {r['stage']:<11} {r['kind']:<18} {r['agency_code']:<8} "
             f"due {_when(r['next_deadline']):<16}  {flag}{r['title'][:60]}"
         )
+
+
+async def _list_by_query(args) -> None:
+    """The UI's own filter, run against Temporal's visibility store: requests and expert
+    assignments alike, with the search attributes an operator filters on."""
+    from temporalio.service import RPCError
+
+    from domain import search_attributes as sa
+
+    client = await _client()
+    found = []
+    try:
+        async for w in client.list_workflows(args.query, limit=args.limit):
+            found.append(w)
+    except RPCError as err:
+        raise UsageError(f"--query: {err.message}") from err
+    rows = []
+    for w in found:
+        attrs = w.typed_search_attributes
+        rows.append(
+            {
+                "workflow_id": w.id,
+                "type": w.workflow_type,
+                "status": w.status.name.lower() if w.status else None,
+                **{k.name: attrs.get(k) for k in sa.ALL if attrs.get(k) is not None},
+            }
+        )
+    if args.json:
+        _print_json(rows)
+        return
+    if not rows:
+        print("no workflows match")
+    for r in rows:
+        if r["type"] == "ExpertAssignmentWorkflow":
+            what = (
+                f"{r.get('ExpertCode', '-'):<10} {r.get('AssignmentState', '-'):<10} "
+                f"due {_when(r.get('AssignmentDue'))}"
+            )
+        else:
+            opinions = (
+                f"{r['OpinionsReceived']}/{r['OpinionsExpected']} opinions"
+                if "OpinionsExpected" in r
+                else ""
+            )
+            what = (
+                f"{r.get('ReviewStage', '-'):<11} {r.get('AgencyCode', '-'):<8} "
+                f"due {_when(r.get('NextDeadline')):<16} {opinions}"
+                + ("  OVERDUE" if r.get("ReviewOverdue") else "")
+            )
+        print(f"{r['workflow_id']:<40} {r['status']:<10} {what}")
 
 
 async def cmd_show(args, settings: Settings) -> None:
@@ -786,11 +847,22 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("withdraw", cmd_withdraw, "withdraw a request (agency)")
     c.add_argument("request")
     c.add_argument("--reason", required=True)
-    c = cmd("list", cmd_list, "list requests")
+    c = cmd(
+        "list",
+        cmd_list,
+        "list requests (from PostgreSQL), or workflows matching a Temporal query (--query)",
+    )
     c.add_argument("--stage")
     c.add_argument("--agency")
+    c.add_argument("--kind", choices=["advisory", "critique", "social_assessment"])
     c.add_argument(
         "--overdue", action="store_true", help="only requests with a deadline past grace"
+    )
+    c.add_argument("--stuck", action="store_true", help="only requests past their stage's deadline")
+    c.add_argument(
+        "--query",
+        help="a Temporal list filter, as in the UI: e.g. \"ReviewStage = 'review' AND "
+        "AgencyCode = 'STNMT'\"",
     )
     c.add_argument("--limit", type=positive_int, default=50)
     c = cmd("show", cmd_show, "show a request: its state and audit trail")

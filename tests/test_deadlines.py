@@ -205,8 +205,18 @@ async def test_review_reminders_fall_on_working_days_across_tet(
         )
     state = await handle.query(ReviewRequestWorkflow.state)
     assert state.overdue and state.assignments[0].overdue
+    # What the operator reads in the UI, as of the escalation (Mon 22 Feb): five working
+    # days after Mon 15 Feb.
+    assert state.waiting_for.startswith("0 of 1 opinions")
+    assert f"expert {a.expert_code} overdue 5 working days" in state.waiting_for
     described = await handle.describe()
     assert described.typed_search_attributes.get(sa.OVERDUE) is True
+    assert described.typed_search_attributes.get(sa.OPINIONS_RECEIVED) == 0
+    assert described.typed_search_attributes.get(sa.OPINIONS_EXPECTED) == 1
+    child = await service.assignment_handle(env.client, rid, a.expert_code).describe()
+    assert child.typed_search_attributes.get(sa.EXPERT_CODE) == a.expert_code
+    assert child.typed_search_attributes.get(sa.ASSIGNMENT_STATE) == "accepted"
+    assert child.typed_search_attributes.get(sa.ASSIGNMENT_DUE) == vn(2027, 2, 15, 23, 59, 59)
 
     # The opinion arrives late: the flag clears and no reminder follows.
     await accept_and_submit_late(env, rid, a.expert_code)

@@ -71,8 +71,32 @@ async def test_demo_reaches_closed_and_is_found_by_search_attributes(stack, sett
             await asyncio.sleep(0.2)
     [wf] = found
     assert wf.typed_search_attributes.get(sa.KIND) == "critique"
+    received = wf.typed_search_attributes.get(sa.OPINIONS_RECEIVED)
+    expected = wf.typed_search_attributes.get(sa.OPINIONS_EXPECTED)
+    assert expected == 5 and 3 <= received <= expected
     described = await stack.client.get_workflow_handle(f"review-{rid}").describe()
     assert "STNMT" in (await described.static_summary())
+
+    # Each expert's assignment is found by expert code and state, and names no person.
+    query = (
+        f"WorkflowType = 'ExpertAssignmentWorkflow' AND WorkflowId STARTS_WITH 'review-{rid}-'"
+        " AND AssignmentState = 'submitted'"
+    )
+    async with asyncio.timeout(20):
+        while True:
+            children = [w async for w in stack.client.list_workflows(query)]
+            if len(children) >= received:
+                break
+            await asyncio.sleep(0.2)
+    assert len(children) == received
+    for child in children:
+        code = child.typed_search_attributes.get(sa.EXPERT_CODE)
+        assert child.id == f"review-{rid}-expert-{code}"
+        assert child.typed_search_attributes.get(sa.ASSIGNMENT_DUE) is None  # no longer due
+        summary = await (
+            await stack.client.get_workflow_handle(child.id).describe()
+        ).static_summary()
+        assert code in summary and "@" not in summary
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT stage FROM requests WHERE id = $1", rid) == "closed"
         assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE request_id = $1", rid) > 10
@@ -96,6 +120,20 @@ async def test_cli_against_the_stack(stack, database_url, tmp_path):
 
     listed = await run_cli("--json", "list", "--agency", "STNMT", env_vars=env_vars)
     assert rid in [r["id"] for r in json.loads(listed.stdout)]
+    # Not past its screening deadline yet, so not stuck; the UI's filter finds it too.
+    stuck = await run_cli("--json", "list", "--stage", "screening", "--stuck", env_vars=env_vars)
+    assert rid not in [r["id"] for r in json.loads(stuck.stdout)]
+    query = f"ReviewStage = 'screening' AND AgencyCode = 'STNMT' AND WorkflowId = 'review-{rid}'"
+    async with asyncio.timeout(20):
+        while True:
+            by_query = await run_cli("--json", "list", "--query", query, env_vars=env_vars)
+            assert by_query.returncode == 0, by_query.stderr
+            if found := json.loads(by_query.stdout):
+                break
+            await asyncio.sleep(0.3)
+    assert found[0]["ReviewStage"] == "screening" and found[0]["OpinionsExpected"] == 5
+    bad = await run_cli("list", "--query", "ReviewStage = = 'x'", env_vars=env_vars)
+    assert bad.returncode == 2 and bad.stderr.startswith("advisory: --query: ")
 
     # Screening refuses a decline without a reason: one line, exit 2, nothing changed.
     refused = await run_cli("screen", rid, "decline", env_vars=env_vars)

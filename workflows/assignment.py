@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.persistence import PersistenceActivities
+    from domain import search_attributes as sa
     from domain.messages import (
         AcceptInput,
         AssignmentCarry,
@@ -46,6 +47,11 @@ COORDINATOR = Recipient(kind="coordinator")
 
 def _rejected(message: str) -> ApplicationError:
     return ApplicationError(message, type="InvalidAction", non_retryable=True)
+
+
+# Expert code, state and due date as search attributes: assignments started before this change
+# replay without these upserts.
+PATCH_SEARCH_ATTRIBUTES = "assignment-search-attributes"
 
 
 @workflow.defn
@@ -445,12 +451,25 @@ class ExpertAssignmentWorkflow:
                 overdue=overdue,
                 cancel_topics=cancel_topics or [],
             ),
+            summary=f"record {action} → {state.value}",
             **PERSIST_OPTIONS,
         )
+        due = v.due_at or v.respond_by
         workflow.set_current_details(
             f"expert {v.expert_code} ({v.role.value}): {state.value}"
-            + (f", due {v.due_at.date().isoformat()}" if v.due_at else "")
+            + (f", due {due.date().isoformat()}" if due and state.is_open else "")
+            + (" — OVERDUE" if v.overdue else "")
         )
+        if workflow.patched(PATCH_SEARCH_ATTRIBUTES):
+            workflow.upsert_search_attributes(
+                [
+                    sa.EXPERT_CODE.value_set(v.expert_code),
+                    sa.ASSIGNMENT_STATE.value_set(state.value),
+                    sa.ASSIGNMENT_DUE.value_set(due)
+                    if due and state.is_open
+                    else sa.ASSIGNMENT_DUE.value_unset(),
+                ]
+            )
 
     async def _tell_parent(self) -> None:
         parent = workflow.get_external_workflow_handle(self._inp.parent_workflow_id)

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.council import CouncilActivities
     from activities.persistence import PersistenceActivities
     from domain import search_attributes as sa
+    from domain.calendar import WorkingCalendar
     from domain.ids import assignment_workflow_id
     from domain.messages import (
         AddExpertInput,
@@ -89,6 +90,10 @@ AGENCY = Recipient(kind="agency")
 COORDINATOR = Recipient(kind="coordinator")
 
 # The stages that have a deadline, and the policy's name for it.
+# Opinions received / expected as search attributes: requests started before this change
+# replay without these upserts.
+PATCH_OPINION_COUNTS = "opinion-count-search-attributes"
+
 DEADLINES = {
     Stage.screening: "screening",
     Stage.supplement: "supplement",
@@ -149,6 +154,7 @@ class ReviewRequestWorkflow:
         self._confirmed_council: CouncilProposal | None = None
         self._lock = asyncio.Lock()  # transitions and reminders are recorded one at a time
         self._upserted_overdue: bool | None = None
+        self._upserted_counts: tuple[int, int] | None = None
 
     # --- the lifecycle --------------------------------------------------------------------------
 
@@ -1367,6 +1373,8 @@ class ReviewRequestWorkflow:
                 cancel_topics=cancel_topics or [],
                 **records,
             ),
+            # What the Temporal UI shows for this step: the action, never the people.
+            summary=f"record {action}" + (f" → {stage.value}" if stage else ""),
             **PERSIST_OPTIONS,
         )
 
@@ -1398,12 +1406,35 @@ class ReviewRequestWorkflow:
         if st.overdue != self._upserted_overdue:
             workflow.upsert_search_attributes([sa.OVERDUE.value_set(st.overdue)])
             self._upserted_overdue = st.overdue
+        counts = (self._submitted_count(), self._inp.policy.council_size)
+        if counts != self._upserted_counts and workflow.patched(PATCH_OPINION_COUNTS):
+            workflow.upsert_search_attributes(
+                [
+                    sa.OPINIONS_RECEIVED.value_set(counts[0]),
+                    sa.OPINIONS_EXPECTED.value_set(counts[1]),
+                ]
+            )
+            self._upserted_counts = counts
         st.waiting_for = self._waiting_for()
         workflow.set_current_details(
             f"{st.stage.value}: waiting for {st.waiting_for}" + (" — OVERDUE" if st.overdue else "")
             if not st.stage.is_final
             else st.stage.value
         )
+
+    def _late_by(self, v: AssignmentView) -> str:
+        """' 2 working days' past the assignment's date. Only the UI's text: it is not in the
+        history, so counting with today's holiday tables is safe for replay."""
+        due = v.due_at if v.state == AssignmentState.accepted else v.respond_by
+        if due is None:
+            return ""
+        c = self._inp.calendar
+        # The holiday tables read locale settings when first built; nothing here can change
+        # what the workflow commands.
+        with workflow.unsafe.sandbox_unrestricted():
+            cal = WorkingCalendar(c.extra_days_off, c.extra_working_days)
+            days = cal.working_days_between(cal.local_date(due), cal.local_date(workflow.now()))
+        return f" {days} working day{'s' if days != 1 else ''}" if days else ""
 
     def _waiting_for(self) -> str:
         st = self._state
@@ -1423,9 +1454,9 @@ class ReviewRequestWorkflow:
                 text = f"{self._submitted_count()} of {target} opinions"
                 if invited:
                     text += f", {invited} invitation(s) unanswered"
-                overdue = [v.expert_code for v in st.assignments if v.overdue and v.state.is_open]
-                if overdue:
-                    text += f", overdue: {', '.join(overdue)}"
+                overdue = [v for v in st.assignments if v.overdue and v.state.is_open]
+                for v in overdue:
+                    text += f", expert {v.expert_code} overdue{self._late_by(v)}"
                 if self._open_count() == 0 and self._asked_for_experts:
                     text += ", the coordinator to add an expert"
                 if self._review_due_passed:
