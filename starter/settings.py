@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Failed deliveries are reported here (and in the operators' inbox).
     operator_email: str | None = Field(default=None, validation_alias="ADVISORY_OPERATOR_EMAIL")
 
+    # Encrypts what Temporal stores (see starter/codec.py); the first key encrypts.
+    payload_keys: SecretStr | None = Field(default=None, validation_alias="ADVISORY_PAYLOAD_KEYS")
+
     # Notifications. Off, outbox rows are written but nothing delivers them.
     deliver_notifications: bool = Field(default=True, validation_alias="ADVISORY_NOTIFY")
     delivery_initial_retry: float = Field(
@@ -83,6 +86,18 @@ class Settings(BaseSettings):
     webhook_rotation_hours: float = Field(
         default=72, gt=0, validation_alias="ADVISORY_WEBHOOK_ROTATION_HOURS"
     )
+
+    def resolve_payload_keys(self) -> dict[str, bytes] | None:
+        """Keys from ADVISORY_PAYLOAD_KEYS, else the dev stack's key file, else None (no
+        encryption: payloads are stored as they are)."""
+        from starter.codec import key_file, parse_keys
+
+        if self.payload_keys:
+            return parse_keys(self.payload_keys.get_secret_value())
+        path = key_file(self.data_dir)
+        if path.exists():
+            return parse_keys(path.read_text(encoding="utf-8").strip())
+        return None
 
     def delivery_retry(self) -> DeliveryRetry:
         return DeliveryRetry(

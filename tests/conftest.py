@@ -3,6 +3,7 @@ queue, fresh ids and a fresh slice of the expert registry for every test."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import sys
@@ -15,7 +16,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from db import queries as q
@@ -23,11 +23,18 @@ from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
 from domain.models import Expert
+from starter.codec import data_converter, parse_keys
 from starter.search_attributes import ensure_search_attributes
 from starter.settings import CONFIG, Settings, load_policy
 from worker import build_worker
 
 BIN = Path(sys.executable).parent
+
+# One fixed payload key for the suite, so histories recorded by it replay; CLI subprocesses
+# inherit it from the environment.
+TEST_KEY_SETTING = "test:" + base64.b64encode(bytes(range(32))).decode()
+os.environ["ADVISORY_PAYLOAD_KEYS"] = TEST_KEY_SETTING
+CONVERTER = data_converter(parse_keys(TEST_KEY_SETTING))
 
 
 def _binary(name: str) -> str:
@@ -76,7 +83,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 async def start_time_skipping() -> WorkflowEnvironment:
     e = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         test_server_existing_path=_binary("temporal-test-server"),
     )
     await ensure_search_attributes(e.client)
@@ -95,7 +102,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The Temporal dev server (the one `make up` runs), for end-to-end tests and for
     notification delivery, which is about real time: retries, outages, servers coming back."""
     e = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         dev_server_existing_path=_binary("temporal"),
         search_attributes=sa.ALL,
         dev_server_log_level="error",

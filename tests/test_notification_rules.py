@@ -287,3 +287,29 @@ def test_cli_refuses_bad_notification_input_in_one_line(argv, message, capsys):
         code = e.code
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err.splitlines()[-1], err
+
+
+async def test_payload_codec_encrypts_all_but_plain_text_and_rotates_keys():
+    from temporalio.api.common.v1 import Payload
+
+    from starter.codec import EncryptionCodec, KeyError_, new_key_setting, parse_keys
+
+    old_setting, new_setting = new_key_setting("old"), new_key_setting("new")
+    old = EncryptionCodec(parse_keys(old_setting))
+    both = EncryptionCodec(parse_keys(f"{new_setting},{old_setting}"))
+    model = Payload(
+        metadata={"encoding": b"json/plain"}, data=b'{"email":"hoa@skhcn.example.gov.vn"}'
+    )
+    summary = Payload(metadata={"encoding": b"json/plain"}, data='"critique · STNMT"'.encode())
+    [sealed, kept] = await old.encode([model, summary])
+    assert b"hoa@" not in sealed.data and sealed.metadata["encryption-key-id"] == b"old"
+    assert kept == summary
+    # After a rotation the new key encrypts and the old one still opens what it sealed.
+    assert await both.decode([sealed, kept]) == [model, summary]
+    [resealed] = await both.encode([model])
+    assert resealed.metadata["encryption-key-id"] == b"new"
+    with pytest.raises(KeyError_, match="key 'new', which is not configured"):
+        await old.decode([resealed])
+    for bad, rule in [("nokey", "not id:base64key"), ("k:abc$", "not base64"), ("k:YWJj", "32")]:
+        with pytest.raises(KeyError_, match=rule):
+            parse_keys(bad)

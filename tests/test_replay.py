@@ -11,18 +11,16 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from tests.conftest import CONVERTER
 from worker import SANDBOX, WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
 def replayer() -> Replayer:
-    return Replayer(
-        workflows=WORKFLOWS, workflow_runner=SANDBOX, data_converter=pydantic_data_converter
-    )
+    return Replayer(workflows=WORKFLOWS, workflow_runner=SANDBOX, data_converter=CONVERTER)
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
