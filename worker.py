@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities import metrics
 from activities.calendar import CalendarActivities
 from activities.council import CouncilActivities
 from activities.notify import NotificationActivities
@@ -21,7 +22,7 @@ from db.pool import create_pool
 from domain.ids import TASK_QUEUE
 from starter.logging import configure_logging
 from starter.settings import Settings, get_settings
-from starter.temporal import connect
+from starter.temporal import connect, metrics_runtime
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.notification import NotificationWorkflow
 from workflows.review import ReviewRequestWorkflow
@@ -97,8 +98,17 @@ def build_worker(
 async def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
-    client = await connect()
+    sdk_metrics = settings.sdk_metrics_address
+    runtime = metrics_runtime(sdk_metrics) if sdk_metrics != "off" else None
+    client = await connect(settings, runtime=runtime)
     pool = await create_pool(settings.resolve_database_url())
+    refresher = None
+    if settings.metrics_address != "off":
+        host, port = metrics.serve(settings.metrics_address)
+        refresher = asyncio.create_task(metrics.keep_fresh(pool))
+        log.info("engine metrics", url=f"http://{host}:{port}/metrics")
+    if runtime is not None:
+        log.info("sdk metrics", url=f"http://{sdk_metrics}/metrics")
     notify = NotificationActivities(pool, settings)
     worker = build_worker(
         client,
@@ -115,6 +125,8 @@ async def main() -> None:
     async with worker:
         await stop.wait()
         log.info("worker stopping")
+    if refresher is not None:
+        refresher.cancel()
     await notify.close()
     await pool.close()
     log.info("worker stopped")

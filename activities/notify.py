@@ -29,6 +29,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
+from activities import metrics
 from activities.render import render
 from db import queries as q
 from domain.notifications import (
@@ -122,48 +123,52 @@ class NotificationActivities:
         """Writes the row's channels once (the inbox is delivered by being written) and
         returns those still to send."""
         s = self._settings
+        oid = inp.outbox_id
+        settled_now: list[tuple[str, str]] = []
         async with self._pool.acquire() as conn, conn.transaction():
-            await q.lock_outbox(conn, inp.outbox_id)
-            row = await q.outbox_row(conn, inp.outbox_id)
+
+            async def plan(channel: Channel, target: str, status: str = "pending", error=None):
+                if await q.insert_delivery(conn, oid, channel, target, status=status, error=error):
+                    if status != "pending":
+                        settled_now.append((channel.value, status))
+
+            await q.lock_outbox(conn, oid)
+            row = await q.outbox_row(conn, oid)
             if row is None:
                 raise ApplicationError(
-                    f"no outbox row {inp.outbox_id}", type="UnknownNotification", non_retryable=True
+                    f"no outbox row {oid}", type="UnknownNotification", non_retryable=True
                 )
             if row["status"] == "cancelled":
                 return PlanResult()
-            oid = inp.outbox_id
-            target = f"{row['recipient_kind']}:{row['recipient_code'] or ''}"
-            await q.insert_delivery(conn, oid, Channel.inbox, target, status="delivered")
+            await plan(
+                Channel.inbox, f"{row['recipient_kind']}:{row['recipient_code'] or ''}", "delivered"
+            )
             if not row["address"]:
-                await q.insert_delivery(
-                    conn, oid, Channel.email, "", status="skipped", error="no e-mail address"
-                )
+                await plan(Channel.email, "", "skipped", "no e-mail address")
             elif not s.smtp_host:
-                await q.insert_delivery(
-                    conn,
-                    oid,
+                await plan(
                     Channel.email,
                     row["address"],
-                    status="skipped",
-                    error="e-mail is not configured (ADVISORY_SMTP_HOST)",
+                    "skipped",
+                    "e-mail is not configured (ADVISORY_SMTP_HOST)",
                 )
             else:
-                await q.insert_delivery(conn, oid, Channel.email, row["address"])
+                await plan(Channel.email, row["address"])
             if row["recipient_kind"] == "agency":
                 endpoint = await q.webhook_endpoint(conn, row["agency_code"])
                 if endpoint is not None and endpoint["enabled"]:
-                    await q.insert_delivery(conn, oid, Channel.webhook, endpoint["url"])
+                    await plan(Channel.webhook, endpoint["url"])
                 elif endpoint is not None:
-                    await q.insert_delivery(
-                        conn,
-                        oid,
+                    await plan(
                         Channel.webhook,
                         endpoint["url"],
-                        status="skipped",
-                        error=f"endpoint disabled: {endpoint['disabled_reason']}",
+                        "skipped",
+                        f"endpoint disabled: {endpoint['disabled_reason']}",
                     )
             await q.settle_outbox(conn, oid)
             pending = await q.pending_channels(conn, oid)
+        for channel, status in settled_now:
+            metrics.NOTIFICATIONS.labels(channel, status).inc()
         return PlanResult(channels=[Channel(c) for c in pending if c != Channel.inbox])
 
     # --- e-mail ------------------------------------------------------------------------
@@ -215,6 +220,7 @@ class NotificationActivities:
             await q.lock_outbox(conn, inp.outbox_id)
             await q.skip_delivery(conn, inp.outbox_id, inp.channel, reason)
             await q.settle_outbox(conn, inp.outbox_id)
+        metrics.NOTIFICATIONS.labels(inp.channel.value, "skipped").inc()
 
     @activity.defn(name="send_email")
     async def send_email(self, inp: DeliverInput) -> None:
@@ -392,6 +398,11 @@ class NotificationActivities:
             )
             if delivered:
                 await q.settle_outbox(conn, inp.outbox_id)
+        metrics.DELIVERY_ATTEMPTS.labels(
+            inp.channel.value, "delivered" if delivered else "error"
+        ).inc()
+        if delivered:
+            metrics.NOTIFICATIONS.labels(inp.channel.value, "delivered").inc()
 
     @activity.defn(name="delivery_failed")
     async def delivery_failed(self, inp: DeliveryFailedInput) -> None:
@@ -415,6 +426,7 @@ class NotificationActivities:
                 return
             if await q.fail_delivery(conn, inp.outbox_id, inp.channel, error):
                 await q.settle_outbox(conn, inp.outbox_id)
+                metrics.NOTIFICATIONS.labels(inp.channel.value, "failed").inc()
                 log.warning(
                     "notification failed",
                     outbox_id=inp.outbox_id,

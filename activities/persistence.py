@@ -11,6 +11,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import metrics
 from activities.notify import dispatch
 from db import queries as q
 from domain.messages import TransitionInput, TransitionResult
@@ -35,7 +36,13 @@ class PersistenceActivities:
 
     @activity.defn(name="record_transition")
     async def record_transition(self, t: TransitionInput) -> TransitionResult:
-        result = await self._record(t)
+        result, left = await self._record(t)
+        if result.applied:
+            # Counted after COMMIT, once per transition (a retry that finds it written
+            # counts nothing).
+            metrics.TRANSITIONS.labels(t.action, t.stage.value if t.stage else "").inc()
+            if left is not None:
+                metrics.TIME_IN_STAGE.labels(left[0]).observe(left[1])
         if self._delivery is not None:
             # After COMMIT, so a delivery never reads a row that may yet roll back. A retry
             # whose first attempt committed (applied=False) starts the rows that attempt wrote:
@@ -52,8 +59,12 @@ class PersistenceActivities:
             )
         return result
 
-    async def _record(self, t: TransitionInput) -> TransitionResult:
+    async def _record(
+        self, t: TransitionInput
+    ) -> tuple[TransitionResult, tuple[str, float] | None]:
+        """The result, and the stage this transition leaves with the time spent in it."""
         key = f"{t.workflow_id}:{t.step}"
+        left: tuple[str, float] | None = None
         async with self._pool.acquire() as conn, conn.transaction():
             if t.intake is not None:
                 s = t.intake.submission
@@ -89,8 +100,12 @@ class PersistenceActivities:
             )
             if audit_id is None:
                 activity.logger.info("transition already recorded", extra={"key": key})
-                return TransitionResult(applied=False, audit_id=await q.audit_id_for_key(conn, key))
+                existing = await q.audit_id_for_key(conn, key)
+                return TransitionResult(applied=False, audit_id=existing), None
             if t.stage is not None:
+                entered = await q.stage_entered(conn, t.request_id, before_audit_id=audit_id)
+                if entered is not None and entered["stage"] != t.stage.value:
+                    left = (entered["stage"], (t.at - entered["at"]).total_seconds())
                 await q.update_request_stage(
                     conn, t.request_id, t.stage.value, t.next_deadline, t.at, t.stage.is_final
                 )
@@ -147,7 +162,7 @@ class PersistenceActivities:
                 )
                 if row_id is not None:
                     outbox_ids.append(row_id)
-        return TransitionResult(applied=True, audit_id=audit_id, outbox_ids=outbox_ids)
+        return TransitionResult(applied=True, audit_id=audit_id, outbox_ids=outbox_ids), left
 
     async def _address(
         self, conn: asyncpg.Connection, request_id: str, notice: Notice

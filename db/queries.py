@@ -80,6 +80,25 @@ async def insert_audit(
     )
 
 
+async def stage_entered(conn: Conn, request_id: str, before_audit_id: int) -> asyncpg.Record | None:
+    """The stage a request is in and when it entered it, as the audit log tells."""
+    return await conn.fetchrow(
+        """
+        WITH last AS (
+            SELECT stage FROM audit_log WHERE request_id = $1 AND id < $2 AND stage IS NOT NULL
+            ORDER BY id DESC LIMIT 1)
+        SELECT a.stage, min(a.at) AS at FROM audit_log a, last
+        WHERE a.request_id = $1 AND a.id < $2 AND a.stage = last.stage
+          AND a.id > COALESCE((SELECT max(id) FROM audit_log
+                               WHERE request_id = $1 AND id < $2 AND stage IS NOT NULL
+                                 AND stage <> last.stage), 0)
+        GROUP BY a.stage
+        """,
+        request_id,
+        before_audit_id,
+    )
+
+
 async def audit_id_for_key(conn: Conn, key: str) -> int:
     return await conn.fetchval("SELECT id FROM audit_log WHERE idempotency_key = $1", key)
 
@@ -529,9 +548,10 @@ async def insert_delivery(
     *,
     status: str = "pending",
     error: str | None = None,
-) -> None:
-    """The plan of a row's delivery, written once: a second plan (a re-run) keeps the first."""
-    await conn.execute(
+) -> bool:
+    """The plan of a row's delivery, written once: a second plan (a re-run) keeps the first
+    and gets False."""
+    done = await conn.execute(
         """
         INSERT INTO deliveries (outbox_id, channel, target, status, last_error, delivered_at)
         VALUES ($1, $2, $3, $4, $5, CASE WHEN $4 = 'delivered' THEN now() END)
@@ -543,6 +563,7 @@ async def insert_delivery(
         status,
         error,
     )
+    return done.split()[-1] != "0"
 
 
 async def pending_channels(conn: Conn, outbox_id: int) -> list[str]:

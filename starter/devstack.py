@@ -185,6 +185,8 @@ async def main() -> None:
             f"  worker          pid {worker.pid}, log {data_dir / 'worker.log'}\n"
             f"  mail            {where_mail}\n"
             f"  payload key     {where_keys} (what Temporal stores is encrypted)\n"
+            f"  metrics         http://{settings.metrics_address}/metrics (engine), "
+            f"http://{settings.sdk_metrics_address}/metrics (Temporal SDK)\n"
             f"  policy          {settings.policy_file}\n"
             "\nIn another terminal:  .venv/bin/advisory demo     (then: advisory list, show ...)\n"
             "Ctrl-C stops everything.\n",

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     # Failed deliveries are reported here (and in the operators' inbox).
     operator_email: str | None = Field(default=None, validation_alias="ADVISORY_OPERATOR_EMAIL")
 
+    # Prometheus endpoints of the worker (host:port, or "off"): the engine's own series, and
+    # the Temporal SDK's runtime metrics.
+    metrics_address: str = Field(default="127.0.0.1:9465", validation_alias="ADVISORY_METRICS")
+    sdk_metrics_address: str = Field(
+        default="127.0.0.1:9464", validation_alias="ADVISORY_SDK_METRICS"
+    )
+
     # Encrypts what Temporal stores (see starter/codec.py); the first key encrypts.
     payload_keys: SecretStr | None = Field(default=None, validation_alias="ADVISORY_PAYLOAD_KEYS")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from starter.codec import data_converter
 from starter.settings import Settings, get_settings
@@ -13,10 +14,24 @@ from starter.settings import Settings, get_settings
 DEFAULT_ADDRESS = "localhost:7233"
 
 
-async def connect(settings: Settings | None = None) -> Client:
+async def connect(settings: Settings | None = None, runtime: Runtime | None = None) -> Client:
     settings = settings or get_settings()
     config = ClientConfig.load_client_connect_config()
     config.setdefault("target_host", DEFAULT_ADDRESS)
     return await Client.connect(
-        **config, data_converter=data_converter(settings.resolve_payload_keys())
+        **config,
+        data_converter=data_converter(settings.resolve_payload_keys()),
+        runtime=runtime,
+    )
+
+
+def metrics_runtime(address: str) -> Runtime:
+    """A runtime whose SDK metrics (workflow and activity task latencies, failures, slots,
+    sticky cache...) are served for Prometheus at http://<address>/metrics."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=address, counters_total_suffix=True, durations_as_seconds=True
+            )
+        )
     )
