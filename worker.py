@@ -20,7 +20,7 @@ from activities.notify import NotificationActivities
 from activities.persistence import PersistenceActivities
 from db.pool import create_pool
 from domain.ids import TASK_QUEUE
-from starter.logging import configure_logging
+from starter.logging import BindActivityContext, configure_logging
 from starter.settings import Settings, get_settings
 from starter.temporal import connect, metrics_runtime
 from workflows.assignment import ExpertAssignmentWorkflow
@@ -92,22 +92,22 @@ def build_worker(
         max_concurrent_activities=20,
         max_concurrent_workflow_tasks=20,
         graceful_shutdown_timeout=timedelta(seconds=20),
+        interceptors=[BindActivityContext()],
     )
 
 
 async def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
-    sdk_metrics = settings.sdk_metrics_address
-    runtime = metrics_runtime(sdk_metrics) if sdk_metrics != "off" else None
-    client = await connect(settings, runtime=runtime)
+    sdk_metrics = settings.sdk_metrics_address if settings.sdk_metrics_address != "off" else None
+    client = await connect(settings, runtime=metrics_runtime(sdk_metrics))
     pool = await create_pool(settings.resolve_database_url())
     refresher = None
     if settings.metrics_address != "off":
         host, port = metrics.serve(settings.metrics_address)
         refresher = asyncio.create_task(metrics.keep_fresh(pool))
         log.info("engine metrics", url=f"http://{host}:{port}/metrics")
-    if runtime is not None:
+    if sdk_metrics is not None:
         log.info("sdk metrics", url=f"http://{sdk_metrics}/metrics")
     notify = NotificationActivities(pool, settings)
     worker = build_worker(

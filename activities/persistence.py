@@ -8,6 +8,7 @@ key already in the audit log and writes nothing: the transition happens exactly 
 from __future__ import annotations
 
 import asyncpg
+import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -17,6 +18,8 @@ from db import queries as q
 from domain.messages import TransitionInput, TransitionResult
 from domain.models import Notice
 from domain.notifications import LANGUAGES, DeliveryRetry
+
+log = structlog.get_logger("persistence")
 
 
 class PersistenceActivities:
@@ -38,6 +41,10 @@ class PersistenceActivities:
     async def record_transition(self, t: TransitionInput) -> TransitionResult:
         result, left = await self._record(t)
         if result.applied:
+            # workflow_id and request_id come bound by the worker's interceptor.
+            log.info(
+                "transition recorded", action=t.action, stage=t.stage.value if t.stage else None
+            )
             # Counted after COMMIT, once per transition (a retry that finds it written
             # counts nothing).
             metrics.TRANSITIONS.labels(t.action, t.stage.value if t.stage else "").inc()

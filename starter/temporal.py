@@ -4,9 +4,18 @@ stack's address when nothing is set."""
 
 from __future__ import annotations
 
+import logging
+
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 from starter.codec import data_converter
 from starter.settings import Settings, get_settings
@@ -25,13 +34,21 @@ async def connect(settings: Settings | None = None, runtime: Runtime | None = No
     )
 
 
-def metrics_runtime(address: str) -> Runtime:
-    """A runtime whose SDK metrics (workflow and activity task latencies, failures, slots,
-    sticky cache...) are served for Prometheus at http://<address>/metrics."""
+def metrics_runtime(address: str | None) -> Runtime:
+    """The worker's runtime: SDK metrics (workflow and activity task latencies, failures,
+    slots, pollers...) served for Prometheus at http://<address>/metrics unless None, and the
+    SDK core's own log lines forwarded to the `temporalio.core` logger, so they come out as
+    structlog lines like every other."""
     return Runtime(
         telemetry=TelemetryConfig(
+            logging=LoggingConfig(
+                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+            ),
             metrics=PrometheusConfig(
                 bind_address=address, counters_total_suffix=True, durations_as_seconds=True
             )
+            if address
+            else None,
         )
     )

@@ -1338,6 +1338,9 @@ class ReviewRequestWorkflow:
                 cancel_topics=[self._topic()] if moving else [],
                 **records,
             )
+        if moving:
+            # Logged once, not on replay (the SDK's workflow logger skips replayed code).
+            workflow.logger.info("stage changed", extra={"stage": stage.value, "action": action})
         if moving and stage in DEADLINES and deadline is not None:
             self._watch_stage(stage, deadline)
         self._upsert_search_attributes()
