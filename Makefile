@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install lint fmt clean
+.PHONY: up test e2e chromium install lint fmt clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,16 @@ up: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
+
+# The real-browser check: the stack, a request in review, the Temporal UI in headless Chromium.
+e2e: $(STAMP)
+	@command -v chromium >/dev/null || $(MAKE) chromium
+	$(VENV)/bin/python -m pytest e2e -p no:cacheprovider
+
+# Debian's chromium package (Playwright's browser download is not available here).
+chromium:
+	$$(command -v sudo || true) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $$(command -v sudo || true) apt-get install -y -q chromium
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
