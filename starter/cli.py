@@ -753,9 +753,13 @@ async def cmd_migrate(args, settings: Settings) -> None:
 
 
 async def cmd_demo(args, settings: Settings) -> None:
-    from starter.demo import run_demo
+    from starter.demo import park_requests, run_demo
 
-    await run_demo(await _client(), settings, out=print)
+    client = await _client()
+    await run_demo(client, settings, out=print)
+    print("\nRequests left for the operators' board (find them in the UI by ReviewStage,")
+    print("AgencyCode, OpinionsReceived; or `advisory list --stage …`):")
+    await park_requests(client, settings, out=print)
 
 
 async def cmd_worker(args, settings: Settings) -> None:

@@ -170,3 +170,100 @@ async def run_demo(
     state = await _until(client, rid, lambda s: s.stage == Stage.closed)
     out(f"[closed]     {rid} closed. See it with: advisory show {rid}")
     return rid
+
+
+PARKED = [
+    # (agency code, agency name, where the request is left)
+    ("SXD", "Sở Xây dựng", Stage.screening),
+    ("SNNMT", "Sở Nông nghiệp và Môi trường", Stage.supplement),
+    ("SYT", "Sở Y tế", Stage.review),
+]
+
+
+async def park_requests(
+    client: Client,
+    settings: Settings,
+    out: Callable[[str], None] = print,
+    task_queue: str | None = None,
+) -> list[str]:
+    """Leaves one request in each of screening, supplement and review (an expert has given
+    an opinion, the others are still to answer), from three agencies, so an operator has a
+    board to filter by stage and agency."""
+    policy = settings.load_policy()
+    kwargs = {"task_queue": task_queue} if task_queue else {}
+    stamp = f"{datetime.now(UTC):%Y%m%d%H%M%S%f}"
+    ids = []
+    for code, name, stage in PARKED:
+        data = json.loads((CONFIG / "request.sample.json").read_text(encoding="utf-8"))
+        data["agency"] = {"code": code, "name": name}
+        data["agency_reference"] = f"{code}/DEMO-{stamp}"
+        data["kind"] = "advisory"  # a council of three
+        rid = (
+            await service.submit(client, RequestSubmission.model_validate(data), policy, **kwargs)
+        ).request_id
+        await _until(client, rid, lambda s: s.stage == Stage.screening)
+        if stage == Stage.supplement:
+            await service.request_update(
+                client,
+                rid,
+                ReviewRequestWorkflow.screen,
+                ScreeningInput(decision="supplement", note="Bổ sung báo cáo đánh giá tác động."),
+            )
+        elif stage == Stage.review:
+            await service.request_update(
+                client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+            )
+            state = await _until(
+                client,
+                rid,
+                # The council seated and invited, as in the walk-through above (or, with
+                # too few experts free, the request waits in council for the coordinator).
+                lambda s: (
+                    s.stage in (Stage.review, Stage.council)
+                    and bool(s.council)
+                    and all(a.respond_by for a in s.assignments)
+                    and len(s.assignments) == len(s.council.members)
+                ),
+            )
+            if state.assignments:
+                first = state.assignments[0].expert_code
+                await service.assignment_update(
+                    client,
+                    rid,
+                    first,
+                    ExpertAssignmentWorkflow.accept,
+                    AcceptInput(expert_code=first),
+                )
+                await service.assignment_update(
+                    client,
+                    rid,
+                    first,
+                    ExpertAssignmentWorkflow.submit_opinion,
+                    SubmitOpinionInput.model_validate(
+                        {
+                            "expert_code": first,
+                            "opinion": {
+                                "recommendation": "endorse_with_changes",
+                                "summary": "Cơ bản tán thành.",
+                                "comments_for_agency": "Làm rõ nguồn kinh phí.",
+                                "confidential_note": "",
+                            },
+                        }
+                    ),
+                )
+        state = await _until(
+            client,
+            rid,
+            lambda s, stage=stage: (
+                (
+                    s.stage == stage
+                    and (stage != Stage.review or s.assignments[0].state.value == "submitted")
+                )
+                or (stage == Stage.review and s.stage == Stage.council)
+            ),
+        )
+        out(f"  left in {state.stage.value:<11} {rid}  {code}: {state.waiting_for}")
+        if state.council and state.council.shortfall:
+            out(f"    {state.council.shortfall}")
+        ids.append(rid)
+    return ids

@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from domain import search_attributes as sa
 from domain.models import Stage
-from starter.demo import run_demo
+from starter.demo import park_requests, run_demo
 from starter.registry import seed_experts
 from starter.settings import CONFIG
 from worker import build_worker
@@ -117,6 +117,21 @@ async def test_demo_reaches_closed_and_is_found_by_search_attributes(stack, sett
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT stage FROM requests WHERE id = $1", rid) == "closed"
         assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE request_id = $1", rid) > 10
+
+
+async def test_demo_leaves_a_board_found_by_stage_agency_and_opinions(stack, settings):
+    screening, supplement, review = await park_requests(stack.client, settings, out=print)
+    for rid, query in [
+        (screening, "ReviewStage = 'screening' AND AgencyCode = 'SXD'"),
+        (supplement, "ReviewStage = 'supplement' AND AgencyCode = 'SNNMT'"),
+        (review, "ReviewStage = 'review' AND AgencyCode = 'SYT' AND OpinionsReceived = 1"),
+    ]:
+        query += f" AND WorkflowId = 'review-{rid}'"
+        async with asyncio.timeout(20):
+            while True:
+                if [w async for w in stack.client.list_workflows(query)]:
+                    break
+                await asyncio.sleep(0.2)  # visibility catches up
 
 
 async def test_cli_against_the_stack(stack, database_url, tmp_path):
