@@ -834,3 +834,156 @@ async def set_webhook_enabled(
         reason,
     )
     return status.split()[-1] != "0"
+
+
+# --- HTTP API --------------------------------------------------------------------------
+
+
+async def insert_token(conn: Conn, token_hash: str, role: str, subject: str, label: str) -> int:
+    return await conn.fetchval(
+        "INSERT INTO api_tokens (token_hash, role, subject, label) VALUES ($1, $2, $3, $4)"
+        " RETURNING id",
+        token_hash,
+        role,
+        subject,
+        label,
+    )
+
+
+async def token_by_hash(conn: Conn, token_hash: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "UPDATE api_tokens SET last_used_at = now()"
+        " WHERE token_hash = $1 AND revoked_at IS NULL RETURNING id, role, subject",
+        token_hash,
+    )
+
+
+async def tokens(conn: Conn) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, role, subject, label, created_at, revoked_at, last_used_at"
+        " FROM api_tokens ORDER BY id"
+    )
+
+
+async def revoke_token(conn: Conn, token_id: int) -> bool:
+    done = await conn.execute(
+        "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", token_id
+    )
+    return done.split()[-1] != "0"
+
+
+async def claim_idempotency_key(
+    conn: Conn, role: str, subject: str, key: str, request_hash: str
+) -> asyncpg.Record | None:
+    """None: the key is new and now ours; else the row of its first use."""
+    inserted = await conn.fetchval(
+        "INSERT INTO idempotency_keys (role, subject, key, request_hash)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING key",
+        role,
+        subject,
+        key,
+        request_hash,
+    )
+    if inserted is not None:
+        return None
+    return await conn.fetchrow(
+        "SELECT request_hash, status_code, response FROM idempotency_keys"
+        " WHERE role = $1 AND subject = $2 AND key = $3",
+        role,
+        subject,
+        key,
+    )
+
+
+async def complete_idempotency_key(
+    conn: Conn, role: str, subject: str, key: str, status_code: int, response: Any
+) -> None:
+    await conn.execute(
+        "UPDATE idempotency_keys SET status_code = $4, response = $5"
+        " WHERE role = $1 AND subject = $2 AND key = $3",
+        role,
+        subject,
+        key,
+        status_code,
+        response,
+    )
+
+
+async def release_idempotency_key(conn: Conn, role: str, subject: str, key: str) -> None:
+    """A request that failed on our side (5xx) may be tried again under the same key."""
+    await conn.execute(
+        "DELETE FROM idempotency_keys WHERE role = $1 AND subject = $2 AND key = $3"
+        " AND status_code IS NULL",
+        role,
+        subject,
+        key,
+    )
+
+
+async def requests_page(
+    conn: Conn,
+    *,
+    agency: str | None,
+    expert: str | None,
+    stage: str | None,
+    kind: str | None,
+    overdue: bool | None,
+    after: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Newest first, keyed by (submitted_at, id) for cursor pagination; `agency` / `expert`
+    restrict to what that party may see."""
+    return await conn.fetch(
+        """
+        SELECT r.id, r.kind, r.agency_code, r.agency_reference, r.title, r.stage,
+            r.next_deadline, r.submitted_at, r.closed_at,
+            (r.overdue OR EXISTS (SELECT 1 FROM assignments a
+                WHERE a.request_id = r.id AND a.overdue)) AS overdue
+        FROM requests r
+        WHERE ($1::text IS NULL OR r.agency_code = $1)
+          AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM assignments a
+                WHERE a.request_id = r.id AND a.expert_code = $2))
+          AND ($3::text IS NULL OR r.stage = $3)
+          AND ($4::text IS NULL OR r.kind = $4)
+          AND ($5::boolean IS NULL OR (r.overdue OR EXISTS (SELECT 1 FROM assignments a
+                WHERE a.request_id = r.id AND a.overdue)) = $5)
+          AND ($6::text IS NULL OR (r.submitted_at, r.id) < (
+                SELECT submitted_at, id FROM requests WHERE id = $6))
+        ORDER BY r.submitted_at DESC, r.id DESC
+        LIMIT $7
+        """,
+        agency,
+        expert,
+        stage,
+        kind,
+        overdue,
+        after,
+        limit,
+    )
+
+
+async def assignments_of(conn: Conn, request_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT expert_code, role, state, invited_at, respond_by, due_at, overdue,"
+        " decline_reason FROM assignments WHERE request_id = $1"
+        " ORDER BY invited_at, expert_code",
+        request_id,
+    )
+
+
+async def opinions_of(conn: Conn, request_id: str) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT expert_code, recommendation, summary, comments_for_agency, confidential_note,"
+        " submitted_at FROM opinions WHERE request_id = $1 ORDER BY submitted_at, expert_code",
+        request_id,
+    )
+
+
+async def conclusion_of(conn: Conn, request_id: str) -> asyncpg.Record | None:
+    """The latest version."""
+    return await conn.fetchrow(
+        "SELECT version, recommendation, text, drafted_by, drafted_at, returned_comments,"
+        " approved_by, approved_at FROM conclusions WHERE request_id = $1"
+        " ORDER BY version DESC LIMIT 1",
+        request_id,
+    )

@@ -742,6 +742,56 @@ async def cmd_webhooks(args, settings: Settings) -> None:
         await pool.close()
 
 
+async def cmd_tokens(args, settings: Settings) -> None:
+    from db import queries as q
+    from starter.api.auth import create_token
+
+    pool = await _pool(settings)
+    try:
+        if args.action == "create":
+            if not args.role or not args.subject:
+                raise UsageError("tokens create: give --role and --subject")
+            try:
+                token_id, token = await create_token(pool, args.role, args.subject, args.label)
+            except ValueError as err:
+                raise UsageError(str(err)) from err
+            if args.json:
+                _print_json({"id": token_id, "token": token})
+                return
+            print(f"token {token_id} for {args.role} {args.subject} (shown once, keep it):")
+            print(token)
+        elif args.action == "revoke":
+            ids = _ids(args.ids)
+            if len(ids) != 1:
+                raise UsageError("id: revoke names exactly one token id")
+            async with pool.acquire() as conn:
+                if not await q.revoke_token(conn, ids[0]):
+                    raise UsageError(f"id: no live token {ids[0]}")
+            print(f"token {ids[0]} revoked")
+        else:
+            async with pool.acquire() as conn:
+                rows = await q.tokens(conn)
+            if args.json:
+                _print_json([dict(r) for r in rows])
+                return
+            for r in rows:
+                state = f"revoked {_when(r['revoked_at'])}" if r["revoked_at"] else "live"
+                print(f"{r['id']:>5}  {r['role']:<11} {r['subject']:<20} {state:<24} {r['label']}")
+    finally:
+        await pool.close()
+
+
+async def cmd_api(args, settings: Settings) -> None:
+    import uvicorn
+
+    from starter.api import create_app
+
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_config=None)
+    )
+    await server.serve()
+
+
 async def cmd_migrate(args, settings: Settings) -> None:
     from db.migrate import migrate
 
@@ -914,6 +964,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rotate: even during an overlap (the oldest secret stops signing at once)",
     )
+    c = cmd("tokens", cmd_tokens, "API bearer tokens: create (shown once), list, revoke")
+    c.add_argument("action", choices=["create", "list", "revoke"])
+    c.add_argument("ids", nargs="*", help="revoke: the token id")
+    c.add_argument("--role", choices=["agency", "expert", "coordinator", "operator"])
+    c.add_argument("--subject", help="the agency code, expert code, or the person's name")
+    c.add_argument("--label", default="", help="what the token is for")
+    c = cmd("api", cmd_api, "serve the HTTP API (OpenAPI at /docs)")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=positive_int, default=8000)
     cmd("migrate", cmd_migrate, "apply database migrations")
     cmd("demo", cmd_demo, "play a whole lifecycle against the running stack")
     cmd("worker", cmd_worker, "run a worker")

@@ -1,0 +1,120 @@
+"""The FastAPI application: one Temporal client and one PostgreSQL pool per process, made in
+the lifespan (or handed in by a test), a body-size limit, problem-details errors, routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+from temporalio.client import Client
+
+from starter.api import errors, routes
+from starter.settings import Settings, get_settings
+
+MAX_BODY = 1 << 20  # 1 MiB: documents are referenced (URI + sha256), never uploaded
+
+
+class BodyLimit:
+    """Refuses a body over MAX_BODY with 413, whether announced (Content-Length) or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await _too_large(send, self.limit)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await _too_large(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = errors.Problem(413, "Request too large", f"the body may be at most {limit} bytes")
+    import json
+
+    data = json.dumps(body.body()).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", errors.MEDIA.encode()),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    client: Client | None = None,
+    pool: asyncpg.Pool | None = None,
+    task_queue: str | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned_pool = None
+        if client is None:
+            from starter.temporal import connect
+
+            app.state.client = await connect(settings)
+        else:
+            app.state.client = client
+        if pool is None:
+            from db.pool import create_pool
+
+            owned_pool = await create_pool(settings.resolve_database_url(), max_size=20)
+            app.state.pool = owned_pool
+        else:
+            app.state.pool = pool
+        app.state.settings = settings
+        app.state.policy = settings.load_policy()
+        app.state.task_queue = task_queue or settings.task_queue
+        try:
+            yield
+        finally:
+            if owned_pool is not None:
+                await owned_pool.close()
+
+    app = FastAPI(
+        title="Advisory & Review Engine",
+        version="1",
+        description=(
+            "Requests for advisory, critique and social assessment, from intake to the "
+            "agency's answer on adoption. Authenticate with `Authorization: Bearer <token>` "
+            "(`advisory tokens create`). Every action accepts an `Idempotency-Key`; errors "
+            "are RFC 9457 problem details."
+        ),
+        lifespan=lifespan,
+        responses=errors.PROBLEM_RESPONSES,
+    )
+    errors.install(app)
+    app.include_router(routes.router)
+    app.add_middleware(BodyLimit)
+    return app

@@ -1,0 +1,559 @@
+"""Every action of the lifecycle as a workflow update, answering with the new state as the
+caller may see it; reads from PostgreSQL. Objects of other parties answer 404, exactly as
+objects that do not exist."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from db import queries as q
+from domain.messages import (
+    AcceptInput,
+    AddExpertInput,
+    AdoptionInput,
+    ApproveInput,
+    ConfirmCouncilInput,
+    DeclineInput,
+    DraftConclusionInput,
+    ExtendAssignmentInput,
+    ExtendInput,
+    ReplaceExpertInput,
+    ReturnConclusionInput,
+    ScreeningInput,
+    SubmitOpinionInput,
+    SupplementInput,
+    WithdrawInput,
+)
+from domain.models import ConclusionDraft, OpinionInput, RequestSubmission
+from starter import service
+from starter.api.auth import Principal, principal, role
+from starter.api.errors import MEDIA, Problem
+from starter.api.views import Page, read_view, state_view
+from workflows.assignment import ExpertAssignmentWorkflow
+from workflows.review import ReviewRequestWorkflow
+
+router = APIRouter()
+RequestId = Annotated[str, Path(pattern=r"^R-[0-9A-F]{10}$", examples=["R-1A2B3C4D5E"])]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Repeat a request with the same key: the first answer comes back, "
+        "and nothing changes.",
+    ),
+]
+Agency = Depends(role("agency"))
+Expert = Depends(role("expert"))
+Coordinator = Depends(role("coordinator"))
+Anyone = Depends(principal)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+async def visible_request(request: Request, request_id: str, who: Principal):
+    """The request's row if this party may see it; 404 otherwise, whether it exists or not."""
+    async with request.app.state.pool.acquire() as conn:
+        row = await q.get_request(conn, request_id)
+        mine = row is not None and (
+            who.role in ("coordinator", "operator")
+            or (who.role == "agency" and row["agency_code"] == who.subject)
+            or (
+                who.role == "expert"
+                and any(
+                    a["expert_code"] == who.subject
+                    for a in await q.assignments_of(conn, request_id)
+                )
+            )
+        )
+    if not mine:
+        raise Problem(404, "Not found", f"no request {request_id}", kind="not-found")
+    return row
+
+
+def _refused(err: service.ActionError, request_id: str) -> Problem:
+    text = str(err)
+    if text.startswith("no "):
+        return Problem(404, "Not found", text, kind="not-found")
+    return Problem(409, "Refused", text, kind="refused")
+
+
+async def act(
+    request: Request,
+    who: Principal,
+    key: str | None,
+    body: BaseModel | None,
+    run: Callable[[], Awaitable[Any]],
+    status_code: int = 200,
+) -> JSONResponse:
+    """Runs an action once per Idempotency-Key: a repeat with the same key and the same body
+    gets the first answer (refusals included) and changes nothing; a different body under a
+    used key is refused."""
+    pool = request.app.state.pool
+    if key is not None:
+        digest = hashlib.sha256(
+            f"{request.method} {request.url.path}\n".encode()
+            + (body.model_dump_json().encode() if body is not None else b"")
+        ).hexdigest()
+        async with pool.acquire() as conn:
+            prior = await q.claim_idempotency_key(conn, who.role, who.subject, key, digest)
+        if prior is not None:
+            if prior["request_hash"] != digest:
+                raise Problem(
+                    422,
+                    "Idempotency-Key reused",
+                    "this Idempotency-Key was used for a different request",
+                    kind="idempotency-key-reused",
+                )
+            if prior["status_code"] is None:
+                raise Problem(
+                    409,
+                    "In progress",
+                    "a request with this key is still running",
+                    kind="in-progress",
+                )
+            return JSONResponse(
+                prior["response"],
+                status_code=prior["status_code"],
+                media_type=MEDIA if prior["status_code"] >= 400 else None,
+                headers={"Idempotency-Replayed": "true"},
+            )
+    try:
+        payload, code = jsonable_encoder(await run()), status_code
+    except service.ActionError as err:
+        problem = _refused(err, request.url.path)
+        payload, code = problem.body(request.url.path), problem.status
+    except Problem as problem:
+        payload, code = problem.body(request.url.path), problem.status
+    except BaseException:
+        if key is not None:
+            async with pool.acquire() as conn:
+                await q.release_idempotency_key(conn, who.role, who.subject, key)
+        raise
+    if key is not None:
+        async with pool.acquire() as conn:
+            await q.complete_idempotency_key(conn, who.role, who.subject, key, code, payload)
+    return JSONResponse(payload, status_code=code, media_type=MEDIA if code >= 400 else None)
+
+
+def _client(request: Request):
+    return request.app.state.client
+
+
+async def _request_action(request: Request, who: Principal, rid: str, update, inp) -> dict:
+    await visible_request(request, rid, who)
+    state = await service.request_update(_client(request), rid, update, inp)
+    return state_view(state, who)
+
+
+async def _expert_action(request: Request, who: Principal, rid: str, update, inp) -> dict:
+    await visible_request(request, rid, who)
+    view = await service.assignment_update(_client(request), rid, who.subject, update, inp)
+    return view.model_dump(mode="json")
+
+
+# --- agencies ------------------------------------------------------------------------------
+
+
+class Submitted(BaseModel):
+    request_id: str
+    created: bool
+
+
+@router.post("/requests", status_code=201, tags=["agency"], response_model=Submitted)
+async def submit(
+    request: Request,
+    body: RequestSubmission,
+    who: Principal = Agency,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Submit a request. Documents are referenced by URI and SHA-256, never uploaded. The same
+    agency reference again returns the same request (created: false)."""
+
+    async def run() -> Submitted:
+        if body.agency.code != who.subject:
+            raise Problem(
+                422,
+                "Invalid input",
+                f"agency.code: must be your agency's code ({who.subject})",
+                kind="validation",
+                errors=[{"field": "agency.code", "message": f"must be {who.subject}"}],
+            )
+        s = await service.submit(
+            _client(request),
+            body,
+            request.app.state.policy,
+            task_queue=request.app.state.task_queue,
+        )
+        return Submitted(request_id=s.request_id, created=s.created)
+
+    return await act(request, who, key, body, run, status_code=201)
+
+
+@router.post("/requests/{request_id}/supplement", tags=["agency"])
+async def supplement(
+    request: Request,
+    request_id: RequestId,
+    body: SupplementInput,
+    who: Principal = Agency,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Send the documents screening asked for."""
+    return await act(
+        request,
+        who,
+        key,
+        body,
+        lambda: _request_action(request, who, request_id, ReviewRequestWorkflow.supplement, body),
+    )
+
+
+@router.post("/requests/{request_id}/withdraw", tags=["agency"])
+async def withdraw(
+    request: Request,
+    request_id: RequestId,
+    body: WithdrawInput,
+    who: Principal = Agency,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Withdraw the request, at any stage before the conclusion is delivered."""
+    return await act(
+        request,
+        who,
+        key,
+        body,
+        lambda: _request_action(request, who, request_id, ReviewRequestWorkflow.withdraw, body),
+    )
+
+
+@router.post("/requests/{request_id}/adoption", tags=["agency"])
+async def answer_adoption(
+    request: Request,
+    request_id: RequestId,
+    body: AdoptionInput,
+    who: Principal = Agency,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Answer how the conclusion was adopted (tiếp thu, giải trình)."""
+    return await act(
+        request,
+        who,
+        key,
+        body,
+        lambda: _request_action(
+            request, who, request_id, ReviewRequestWorkflow.answer_adoption, body
+        ),
+    )
+
+
+# --- experts -------------------------------------------------------------------------------
+
+
+class DeclineBody(BaseModel):
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+@router.post("/requests/{request_id}/assignment/accept", tags=["expert"])
+async def accept(
+    request: Request, request_id: RequestId, who: Principal = Expert, key: IdempotencyKey = None
+) -> JSONResponse:
+    """Accept your invitation to the request's council."""
+    inp = AcceptInput(expert_code=who.subject)
+    return await act(
+        request,
+        who,
+        key,
+        inp,
+        lambda: _expert_action(request, who, request_id, ExpertAssignmentWorkflow.accept, inp),
+    )
+
+
+@router.post("/requests/{request_id}/assignment/decline", tags=["expert"])
+async def decline(
+    request: Request,
+    request_id: RequestId,
+    body: DeclineBody,
+    who: Principal = Expert,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Decline your invitation, with a reason."""
+    inp = DeclineInput(expert_code=who.subject, reason=body.reason)
+    return await act(
+        request,
+        who,
+        key,
+        inp,
+        lambda: _expert_action(request, who, request_id, ExpertAssignmentWorkflow.decline, inp),
+    )
+
+
+@router.post("/requests/{request_id}/assignment/opinion", tags=["expert"])
+async def opinion(
+    request: Request,
+    request_id: RequestId,
+    body: OpinionInput,
+    who: Principal = Expert,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Submit your opinion."""
+    inp = SubmitOpinionInput(expert_code=who.subject, opinion=body)
+    return await act(
+        request,
+        who,
+        key,
+        inp,
+        lambda: _expert_action(
+            request, who, request_id, ExpertAssignmentWorkflow.submit_opinion, inp
+        ),
+    )
+
+
+@router.post("/requests/{request_id}/conclusion/draft", tags=["expert"])
+async def draft(
+    request: Request,
+    request_id: RequestId,
+    body: ConclusionDraft,
+    who: Principal = Expert,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Draft the council's conclusion (the chair)."""
+    inp = DraftConclusionInput(expert_code=who.subject, draft=body)
+    return await act(
+        request,
+        who,
+        key,
+        inp,
+        lambda: _request_action(
+            request, who, request_id, ReviewRequestWorkflow.draft_conclusion, inp
+        ),
+    )
+
+
+# --- coordinators --------------------------------------------------------------------------
+
+
+def _coordinated(update, model: type[BaseModel], path: str, summary: str):
+    async def endpoint(
+        request: Request,
+        request_id: RequestId,
+        body: model,  # type: ignore[valid-type]
+        who: Principal = Coordinator,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        return await act(
+            request, who, key, body, lambda: _request_action(request, who, request_id, update, body)
+        )
+
+    endpoint.__doc__ = summary
+    # Annotations are strings here (postponed evaluation); this one names a local.
+    endpoint.__annotations__["body"] = model
+    router.add_api_route(
+        f"/requests/{{request_id}}/{path}",
+        endpoint,
+        methods=["POST"],
+        tags=["coordinator"],
+        name=path.replace("/", "_"),
+        summary=summary,
+    )
+
+
+_coordinated(
+    ReviewRequestWorkflow.screen,
+    ScreeningInput,
+    "screening",
+    "Screen: accept, ask for a supplement, or decline",
+)
+_coordinated(
+    ReviewRequestWorkflow.confirm_council,
+    ConfirmCouncilInput,
+    "council/confirm",
+    "Confirm the proposed council, as it is or edited",
+)
+_coordinated(
+    ReviewRequestWorkflow.add_expert,
+    AddExpertInput,
+    "experts",
+    "Add an expert when declines used up the alternates",
+)
+_coordinated(
+    ReviewRequestWorkflow.extend_deadline,
+    ExtendInput,
+    "extend",
+    "Extend the current stage's deadline",
+)
+_coordinated(
+    ReviewRequestWorkflow.replace_expert, ReplaceExpertInput, "replace", "Replace an expert"
+)
+_coordinated(
+    ReviewRequestWorkflow.approve_conclusion,
+    ApproveInput,
+    "conclusion/approve",
+    "Approve and sign the conclusion",
+)
+_coordinated(
+    ReviewRequestWorkflow.return_conclusion,
+    ReturnConclusionInput,
+    "conclusion/return",
+    "Return the draft to the chair with comments",
+)
+
+
+@router.post("/requests/{request_id}/assignments/extend", tags=["coordinator"])
+async def extend_assignment(
+    request: Request,
+    request_id: RequestId,
+    body: ExtendAssignmentInput,
+    who: Principal = Coordinator,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Extend one expert's respond-by or review-due date."""
+
+    async def run() -> dict:
+        await visible_request(request, request_id, who)
+        view = await service.assignment_update(
+            _client(request), request_id, body.expert_code, ExpertAssignmentWorkflow.extend, body
+        )
+        return view.model_dump(mode="json")
+
+    return await act(request, who, key, body, run)
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+@router.get("/requests", response_model=Page, tags=["read"])
+async def list_requests(
+    request: Request,
+    stage: Annotated[str | None, Query(max_length=20)] = None,
+    kind: Annotated[str | None, Query(max_length=20)] = None,
+    overdue: bool | None = None,
+    cursor: Annotated[str | None, Query(pattern=r"^R-[0-9A-F]{10}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    who: Principal = Anyone,
+) -> Page:
+    """Requests you may see, newest first; pass `next_cursor` back as `cursor` for more."""
+    async with request.app.state.pool.acquire() as conn:
+        rows = await q.requests_page(
+            conn,
+            agency=who.subject if who.role == "agency" else None,
+            expert=who.subject if who.role == "expert" else None,
+            stage=stage,
+            kind=kind,
+            overdue=overdue,
+            after=cursor,
+            limit=limit + 1,
+        )
+    items = [{**dict(r), "request_id": r["id"]} for r in rows[:limit]]
+    return Page(items=items, next_cursor=rows[limit - 1]["id"] if len(rows) > limit else None)
+
+
+@router.get("/requests/{request_id}", tags=["read"])
+async def get_request(request: Request, request_id: RequestId, who: Principal = Anyone) -> dict:
+    """The request as you may see it."""
+    row = await visible_request(request, request_id, who)
+    async with request.app.state.pool.acquire() as conn:
+        assignments = await q.assignments_of(conn, request_id)
+        conclusion = await q.conclusion_of(conn, request_id)
+        adoption = await conn.fetchrow(
+            "SELECT * FROM adoption_answers WHERE request_id = $1", request_id
+        )
+    return jsonable_encoder(read_view(row, assignments, conclusion, adoption, who))
+
+
+@router.get("/requests/{request_id}/timeline", tags=["read"])
+async def timeline(request: Request, request_id: RequestId, who: Principal = Anyone) -> list[dict]:
+    """The audit log. Agencies and experts see the stage changes; staff see every event."""
+    await visible_request(request, request_id, who)
+    async with request.app.state.pool.acquire() as conn:
+        rows = await q.audit_trail(conn, request_id)
+    staff = who.role in ("coordinator", "operator")
+    return jsonable_encoder(
+        [
+            {
+                "at": r["at"],
+                "action": r["action"],
+                "stage": r["stage"],
+                **({"actor": r["actor"], "details": r["details"]} if staff else {}),
+            }
+            for r in rows
+            if staff or r["stage"] is not None
+        ]
+    )
+
+
+@router.get("/requests/{request_id}/opinions", tags=["read"])
+async def opinions(request: Request, request_id: RequestId, who: Principal = Anyone) -> list[dict]:
+    """Opinions: staff see all; the chair sees the council's (to draft the conclusion), a
+    member their own; agencies see the signed conclusion instead (403)."""
+    if who.role == "agency":
+        raise Problem(
+            403,
+            "Forbidden",
+            "agencies receive the signed conclusion, not opinions",
+            kind="forbidden",
+        )
+    await visible_request(request, request_id, who)
+    async with request.app.state.pool.acquire() as conn:
+        rows = await q.opinions_of(conn, request_id)
+        seats = await q.assignments_of(conn, request_id)
+    if who.role == "expert":
+        chair = any(s["expert_code"] == who.subject and s["role"] == "chair" for s in seats)
+        rows = [r for r in rows if chair or r["expert_code"] == who.subject]
+    return jsonable_encoder([dict(r) for r in rows])
+
+
+@router.get("/me/tasks", tags=["expert"])
+async def my_tasks(request: Request, who: Principal = Expert) -> list[dict]:
+    """Open invitations, reviews due and conclusions to draft."""
+    async with request.app.state.pool.acquire() as conn:
+        rows = await q.expert_tasks(conn, who.subject)
+    return jsonable_encoder([dict(r) for r in rows])
+
+
+def _recipient(who: Principal) -> tuple[str, str | None]:
+    if who.role in ("coordinator", "operator"):
+        return who.role, None
+    return who.role, who.subject
+
+
+@router.get("/me/inbox", tags=["read"])
+async def inbox(
+    request: Request,
+    unread: bool = False,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    who: Principal = Anyone,
+) -> list[dict]:
+    """Your notifications, newest first."""
+    kind, code = _recipient(who)
+    async with request.app.state.pool.acquire() as conn:
+        rows = await q.inbox(conn, kind, code, unread_only=unread, limit=limit)
+    return jsonable_encoder([dict(r) for r in rows])
+
+
+@router.post("/me/inbox/{notification_id}/read", tags=["read"])
+async def mark_read(
+    request: Request,
+    notification_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    who: Principal = Anyone,
+) -> dict:
+    """Mark one of your notifications read (marking twice changes nothing)."""
+    kind, code = _recipient(who)
+    async with request.app.state.pool.acquire() as conn:
+        marked = await q.mark_read(conn, kind, code, [notification_id])
+    if not marked:
+        raise Problem(404, "Not found", f"no notification {notification_id}", kind="not-found")
+    return {"id": notification_id, "read": True}
+
+
+@router.get("/health", include_in_schema=False)
+async def health() -> dict:
+    return {"status": "ok"}

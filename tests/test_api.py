@@ -1,0 +1,328 @@
+"""The HTTP API, driven only through HTTP by an agency, a coordinator and the experts: the whole
+lifecycle, each authorisation rule with a party that must be refused, idempotency keys, and
+problem details."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from starter.api import create_app
+from starter.api.auth import create_token
+from tests import factories as f
+
+
+@asynccontextmanager
+async def api(env, pool, settings, worker):
+    app = create_app(settings, client=env.client, pool=pool, task_queue=worker.task_queue)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            yield http
+
+
+async def token(pool, role: str, subject: str) -> dict[str, str]:
+    _, t = await create_token(pool, role, subject)
+    return {"Authorization": f"Bearer {t}"}
+
+
+def body(submission) -> dict:
+    return submission.model_dump(mode="json")
+
+
+async def until_stage(http, rid, headers, stage, tries=200, ready=lambda seen: True):
+    import asyncio
+
+    for _ in range(tries):
+        r = await http.get(f"/requests/{rid}", headers=headers)
+        # 404 until the intake is recorded in PostgreSQL
+        if r.status_code == 200 and r.json()["stage"] == stage and ready(r.json()):
+            return r.json()
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{rid} never reached {stage}: {r.json()}")
+
+
+async def test_a_whole_lifecycle_through_http_as_three_parties(
+    env, worker, pool, settings, registry
+):
+    experts = await registry.add(3)
+    agency_code = f"AG{uuid.uuid4().hex[:6].upper()}"
+    agency = await token(pool, "agency", agency_code)
+    coordinator = await token(pool, "coordinator", "Văn phòng Liên hiệp hội")
+    by_code = {e.code: await token(pool, "expert", e.code) for e in experts}
+    sub = f.submission(registry.field, agency={"code": agency_code, "name": "Sở Tư pháp"})
+
+    async with api(env, pool, settings, worker) as http:
+        r = await http.post("/requests", json=body(sub), headers=agency)
+        assert r.status_code == 201, r.text
+        rid = r.json()["request_id"]
+        await until_stage(http, rid, agency, "screening")
+
+        r = await http.post(
+            f"/requests/{rid}/screening", json={"decision": "accept"}, headers=coordinator
+        )
+        assert r.status_code == 200, r.text
+        seen = await until_stage(
+            http, rid, coordinator, "review", ready=lambda j: len(j["assignments"]) == 3
+        )
+        assert {a["expert_code"] for a in seen["assignments"]} == set(by_code)
+        chair = next(a["expert_code"] for a in seen["assignments"] if a["role"] == "chair")
+
+        for code, headers in by_code.items():
+            tasks = (await http.get("/me/tasks", headers=headers)).json()
+            assert [t["request_id"] for t in tasks] == [rid]
+            r = await http.post(f"/requests/{rid}/assignment/accept", headers=headers)
+            assert r.status_code == 200 and r.json()["state"] == "accepted", r.text
+            opinion = f.opinion(code).opinion.model_dump(mode="json")
+            r = await http.post(
+                f"/requests/{rid}/assignment/opinion", json=opinion, headers=headers
+            )
+            assert r.status_code == 200 and r.json()["state"] == "submitted", r.text
+        await until_stage(http, rid, coordinator, "synthesis")
+
+        # The chair reads the council's opinions; a member only their own.
+        assert (
+            len((await http.get(f"/requests/{rid}/opinions", headers=by_code[chair])).json()) == 3
+        )
+        member = next(c for c in by_code if c != chair)
+        mine = (await http.get(f"/requests/{rid}/opinions", headers=by_code[member])).json()
+        assert [o["expert_code"] for o in mine] == [member]
+
+        draft = f.draft(chair).draft.model_dump(mode="json")
+        r = await http.post(f"/requests/{rid}/conclusion/draft", json=draft, headers=by_code[chair])
+        assert r.status_code == 200 and r.json()["stage"] == "approval", r.text
+        r = await http.post(
+            f"/requests/{rid}/conclusion/approve",
+            json={"approved_by": "Phó Chủ tịch"},
+            headers=coordinator,
+        )
+        assert r.status_code == 200, r.text
+        seen = await until_stage(http, rid, agency, "adoption")
+        assert seen["conclusion"]["recommendation"] == "endorse_with_changes"
+        assert "assignments" not in seen  # the agency does not see who the experts are
+
+        answer = f.adoption().model_dump(mode="json")
+        r = await http.post(f"/requests/{rid}/adoption", json=answer, headers=agency)
+        assert r.status_code == 200 and r.json()["stage"] == "closed", r.text
+
+        timeline = (await http.get(f"/requests/{rid}/timeline", headers=agency)).json()
+        assert [e["stage"] for e in timeline][-1] == "closed"
+        assert all("details" not in e for e in timeline)
+        full = (await http.get(f"/requests/{rid}/timeline", headers=coordinator)).json()
+        assert len(full) > len(timeline) and all("actor" in e for e in full)
+
+
+async def test_each_party_is_refused_what_is_not_theirs(env, worker, pool, settings, registry):
+    experts = await registry.add(3)
+    mine, other = (f"AG{uuid.uuid4().hex[:6].upper()}" for _ in range(2))
+    agency = await token(pool, "agency", mine)
+    stranger = await token(pool, "agency", other)
+    operator = await token(pool, "operator", "Trực vận hành")
+    outsider = await token(pool, "expert", "E-NOT-ON-IT")
+    coordinator = await token(pool, "coordinator", "Văn phòng")
+    sub = f.submission(registry.field, agency={"code": mine, "name": "Sở Tư pháp"})
+
+    async with api(env, pool, settings, worker) as http:
+        rid = (await http.post("/requests", json=body(sub), headers=agency)).json()["request_id"]
+        await until_stage(http, rid, agency, "screening")
+        missing = "R-0000000000"
+
+        # No token, a bad one, a revoked one: 401, with the scheme to use.
+        r = await http.get(f"/requests/{rid}")
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        assert r.headers["content-type"] == "application/problem+json"
+        bad = {"Authorization": "Bearer adv_not-a-token"}
+        assert (await http.get(f"/requests/{rid}", headers=bad)).status_code == 401
+        token_id, t = await create_token(pool, "agency", mine)
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE id = $1", token_id)
+        revoked = {"Authorization": f"Bearer {t}"}
+        assert (await http.get(f"/requests/{rid}", headers=revoked)).status_code == 401
+
+        # Another agency's request, and an expert not on it, look exactly like none at all.
+        for headers in (stranger, outsider):
+            theirs = await http.get(f"/requests/{rid}", headers=headers)
+            nothing = await http.get(f"/requests/{missing}", headers=headers)
+            assert theirs.status_code == nothing.status_code == 404
+            assert theirs.json()["title"] == nothing.json()["title"]
+            r = await http.post(
+                f"/requests/{rid}/withdraw",
+                json={"reason": "Không còn cần thiết."},
+                headers=stranger,
+            )
+            assert r.status_code == 404
+        listed = (await http.get("/requests", headers=stranger)).json()["items"]
+        assert rid not in [i["request_id"] for i in listed]
+
+        # Roles: an agency may not screen, an expert may not submit, an operator reads only.
+        r = await http.post(
+            f"/requests/{rid}/screening", json={"decision": "accept"}, headers=agency
+        )
+        assert r.status_code == 403
+        r = await http.post("/requests", json=body(sub), headers=outsider)
+        assert r.status_code == 403
+        assert (await http.get(f"/requests/{rid}", headers=operator)).status_code == 200
+        r = await http.post(
+            f"/requests/{rid}/screening", json={"decision": "accept"}, headers=operator
+        )
+        assert r.status_code == 403 and r.json()["type"].endswith("/forbidden")
+        # An agency submits only for itself.
+        forged = f.submission(registry.field, agency={"code": other, "name": "Sở khác"})
+        r = await http.post("/requests", json=body(forged), headers=agency)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "agency.code"
+        # Opinions are not for agencies.
+        assert (await http.get(f"/requests/{rid}/opinions", headers=agency)).status_code == 403
+
+        # Nothing of that changed the request.
+        state = (await http.get(f"/requests/{rid}", headers=coordinator)).json()
+        assert state["stage"] == "screening"
+    assert experts
+
+
+async def test_an_idempotency_key_returns_the_first_answer_and_changes_nothing(
+    env, worker, pool, settings, registry
+):
+    await registry.add(3)
+    code = f"AG{uuid.uuid4().hex[:6].upper()}"
+    agency = await token(pool, "agency", code)
+    coordinator = await token(pool, "coordinator", "Văn phòng")
+    sub = f.submission(registry.field, agency={"code": code, "name": "Sở Tư pháp"})
+    async with api(env, pool, settings, worker) as http:
+        key = {"Idempotency-Key": f"submit-{uuid.uuid4()}"}
+        first = await http.post("/requests", json=body(sub), headers={**agency, **key})
+        again = await http.post("/requests", json=body(sub), headers={**agency, **key})
+        assert first.status_code == again.status_code == 201
+        assert first.json() == again.json() and again.headers["idempotency-replayed"] == "true"
+        rid = first.json()["request_id"]
+        await until_stage(http, rid, agency, "screening")
+
+        decline = {"decision": "decline", "note": "Ngoài phạm vi."}
+        key = {"Idempotency-Key": "screen-1"}
+        a = await http.post(
+            f"/requests/{rid}/screening", json=decline, headers={**coordinator, **key}
+        )
+        b = await http.post(
+            f"/requests/{rid}/screening", json=decline, headers={**coordinator, **key}
+        )
+        assert a.status_code == b.status_code == 200 and a.json() == b.json()
+        # Without the key, the same action is refused by the workflow (already declined).
+        c = await http.post(f"/requests/{rid}/screening", json=decline, headers=coordinator)
+        assert c.status_code == 409 and c.headers["content-type"] == "application/problem+json"
+        # The key with a different body is refused, and changes nothing.
+        other = {"decision": "accept"}
+        d = await http.post(
+            f"/requests/{rid}/screening", json=other, headers={**coordinator, **key}
+        )
+        assert d.status_code == 422 and d.json()["type"].endswith("/idempotency-key-reused")
+    async with pool.acquire() as conn:
+        screened = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE request_id = $1 AND action LIKE 'screening_%'",
+            rid,
+        )
+        submitted = await conn.fetchval(
+            "SELECT count(*) FROM requests WHERE agency_code = $1", code
+        )
+    assert screened == 1 and submitted == 1
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"decision": "maybe"}, "decision"),
+        ({"decision": "accept", "unexpected": 1}, "unexpected"),
+        ({}, "decision"),
+    ],
+)
+async def test_bad_input_names_each_field(env, worker, pool, settings, payload, field):
+    coordinator = await token(pool, "coordinator", "Văn phòng")
+    async with api(env, pool, settings, worker) as http:
+        r = await http.post("/requests/R-0000000000/screening", json=payload, headers=coordinator)
+        assert r.status_code == 422
+        problem = r.json()
+        assert problem["status"] == 422 and problem["type"].endswith("/validation")
+        assert field in [e["field"] for e in problem["errors"]], problem
+        assert "Traceback" not in r.text
+
+        big = {"decision": "accept", "note": "x" * (2 << 20)}
+        r = await http.post("/requests/R-0000000000/screening", json=big, headers=coordinator)
+        assert r.status_code == 413 and r.json()["title"] == "Request too large"
+        r = await http.get("/requests/not-an-id", headers=coordinator)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "path.request_id"
+
+
+def fuzz(base_url: str, headers: dict[str, str], examples: int) -> tuple[int, list[str]]:
+    """Every operation of the OpenAPI document with generated input (schemathesis +
+    hypothesis, derandomised so CI runs the same cases): no answer may be a server error."""
+    import hypothesis
+    import schemathesis
+    from hypothesis import HealthCheck
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    calls, failures = 0, []
+    operations = [
+        (result.ok(), mode)
+        for result in schema.get_all_operations()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    ]
+    for operation, mode in operations:
+
+        @hypothesis.settings(
+            max_examples=examples,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+        def check(case) -> None:
+            nonlocal calls
+            response = case.call(base_url=base_url, headers=headers, timeout=30)
+            calls += 1
+            if response.status_code >= 500 or "Traceback" in response.text:
+                failures.append(f"{case.method} {case.formatted_path}: {response.status_code}")
+
+        check()
+    return calls, failures
+
+
+async def test_fuzzing_the_openapi_document_finds_no_server_error(dev_env, pool, database_url):
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_notifications import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: ASYNC220 (only forks; the server runs on its own)
+        [sys.executable, "-m", "starter.cli", "api", "--port", str(port)],
+        env={
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+            "ADVISORY_TASK_QUEUE": f"fuzz-{uuid.uuid4().hex}",
+            "ADVISORY_LOG_LEVEL": "WARNING",
+        },
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):
+                try:
+                    if (await http.get(f"{base}/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        coordinator = await token(pool, "coordinator", "Văn phòng")
+        agency = await token(pool, "agency", "SGTVT")
+        for headers in (coordinator, agency):
+            calls, failures = await asyncio.to_thread(fuzz, base, headers, 15)
+            assert calls >= 400 and failures == [], failures
+    finally:
+        proc.terminate()
+        proc.wait(20)
