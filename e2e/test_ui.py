@@ -34,7 +34,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def stack():
     data = Path(tempfile.mkdtemp(prefix="advisory-e2e-"))
-    ports = {k: free_port() for k in ("temporal", "ui", "smtp", "metrics", "sdk")}
+    ports = {k: free_port() for k in ("temporal", "ui", "smtp", "metrics", "sdk", "api")}
     env = {
         k: v
         for k, v in os.environ.items()
@@ -47,6 +47,7 @@ def stack():
         ADVISORY_SMTP_SINK_PORT=str(ports["smtp"]),
         ADVISORY_METRICS=f"127.0.0.1:{ports['metrics']}",
         ADVISORY_SDK_METRICS=f"127.0.0.1:{ports['sdk']}",
+        ADVISORY_API_PORT=str(ports["api"]),
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "starter.devstack"],
@@ -127,6 +128,14 @@ def test_an_operator_finds_the_request_in_review_in_the_ui(stack, tmp_path):
     engine = get(f"http://127.0.0.1:{ports['metrics']}/metrics")
     assert 'advisory_transitions_total{action="screening_accepted",stage="council"}' in engine
     assert "temporal_request_total" in get(f"http://127.0.0.1:{ports['sdk']}/metrics")
+    deadline = time.monotonic() + 30
+    while True:  # the API starts beside the worker
+        try:
+            assert '"openapi"' in get(f"http://127.0.0.1:{ports['api']}/openapi.json")
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the API did not answer"
+            time.sleep(0.5)
 
     query = urllib.parse.quote('ReviewStage = "review"')
     url = f"http://127.0.0.1:{ports['ui']}/namespaces/default/workflows?query={query}"

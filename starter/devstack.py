@@ -30,6 +30,7 @@ from starter.settings import DATABASE_NAME, ROOT, get_settings
 from starter.temporal import connect
 
 TEMPORAL_PORT = int(os.environ.get("ADVISORY_TEMPORAL_PORT", "7233"))
+API_PORT = int(os.environ.get("ADVISORY_API_PORT", "8000"))
 SMTP_PORT = int(os.environ.get("ADVISORY_SMTP_SINK_PORT", "1025"))
 UI_PORT = int(os.environ.get("ADVISORY_UI_PORT", "8233"))
 SA_TYPES = {"KEYWORD": "Keyword", "DATETIME": "Datetime", "BOOL": "Bool", "INT": "Int"}
@@ -109,6 +110,7 @@ async def main() -> None:
     env = dict(os.environ)
     temporal: subprocess.Popen | None = None
     worker: subprocess.Popen | None = None
+    api: subprocess.Popen | None = None
     sink: MailSink | None = None
     try:
         if settings.database_url:
@@ -173,6 +175,14 @@ async def main() -> None:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        api_log = (data_dir / "api.log").open("ab")
+        api = subprocess.Popen(  # noqa: ASYNC220
+            [sys.executable, "-m", "starter.cli", "api", "--port", str(API_PORT)],
+            env=env,
+            stdout=api_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         del client
         print(
             "\nAdvisory & Review Engine is up.\n"
@@ -183,6 +193,9 @@ async def main() -> None:
             f"  migrations      {', '.join(applied) if applied else 'up to date'}\n"
             f"  experts         {total} from {settings.experts_file.name} ({changed} changed)\n"
             f"  worker          pid {worker.pid}, log {data_dir / 'worker.log'}\n"
+            f"  HTTP API        http://127.0.0.1:{API_PORT}/docs, log {data_dir / 'api.log'}\n"
+            "                  a token: .venv/bin/advisory tokens create --role coordinator "
+            "--subject 'Văn phòng'\n"
             f"  mail            {where_mail}\n"
             f"  payload key     {where_keys} (what Temporal stores is encrypted)\n"
             f"  metrics         http://{settings.metrics_address}/metrics (engine), "
@@ -200,6 +213,9 @@ async def main() -> None:
             if worker.poll() is not None:
                 print("the worker exited; see .data/worker.log", flush=True)
                 break
+            if api.poll() is not None:
+                print("the API exited; see .data/api.log", flush=True)
+                break
             if temporal is not None and temporal.poll() is not None:
                 print("the Temporal dev server exited; see .data/temporal.log", flush=True)
                 break
@@ -209,6 +225,7 @@ async def main() -> None:
                 pass
     finally:
         print("stopping...", flush=True)
+        _stop(api, "API")
         _stop(worker, "worker")
         if sink is not None:
             sink.stop()
