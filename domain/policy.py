@@ -79,6 +79,9 @@ class Policy(Model):
     calendar: CalendarPolicy = CalendarPolicy()
     reminders: Reminders | None = None
     kinds: dict[RequestKind, KindPolicy]
+    # Which opinions an expert may read: only their own, the council's when they chair it
+    # (they draft the conclusion from them), or every seated expert the whole council's.
+    opinions_visible_to: Literal["own", "chair", "council"] = "chair"
 
     @model_validator(mode="after")
     def _every_kind(self) -> Policy:

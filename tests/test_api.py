@@ -21,6 +21,7 @@ async def api(env, pool, settings, worker):
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            http.app_state = app.state  # a test may change the policy the API reads
             yield http
 
 
@@ -90,6 +91,13 @@ async def test_a_whole_lifecycle_through_http_as_three_parties(
         member = next(c for c in by_code if c != chair)
         mine = (await http.get(f"/requests/{rid}/opinions", headers=by_code[member])).json()
         assert [o["expert_code"] for o in mine] == [member]
+        # A deployment whose policy opens the council's opinions to every member.
+        policy = http.app_state.policy
+        http.app_state.policy = policy.model_copy(update={"opinions_visible_to": "council"})
+        assert (
+            len((await http.get(f"/requests/{rid}/opinions", headers=by_code[member])).json()) == 3
+        )
+        http.app_state.policy = policy
 
         draft = f.draft(chair).draft.model_dump(mode="json")
         r = await http.post(f"/requests/{rid}/conclusion/draft", json=draft, headers=by_code[chair])
@@ -326,3 +334,33 @@ async def test_fuzzing_the_openapi_document_finds_no_server_error(dev_env, pool,
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_tokens_from_the_cli_are_shown_once_and_revocable(database_url):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def advisory(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "starter.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "DATABASE_URL": database_url},
+        )
+
+    made = advisory("--json", "tokens", "create", "--role", "expert", "--subject", "E-099")
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    assert created["token"].startswith("adv_")
+    listed = advisory("--json", "tokens", "list")
+    row = next(t for t in json.loads(listed.stdout) if t["id"] == created["id"])
+    assert row["role"] == "expert" and row["subject"] == "E-099" and "token" not in row
+    assert created["token"] not in listed.stdout
+    assert advisory("tokens", "revoke", str(created["id"])).returncode == 0
+    again = advisory("tokens", "revoke", str(created["id"]))
+    assert again.returncode == 2 and f"no live token {created['id']}" in again.stderr
+    bad = advisory("tokens", "create", "--role", "admin", "--subject", "x")
+    assert bad.returncode == 2 and "--role" in bad.stderr

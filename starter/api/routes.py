@@ -492,8 +492,9 @@ async def timeline(request: Request, request_id: RequestId, who: Principal = Any
 
 @router.get("/requests/{request_id}/opinions", tags=["read"])
 async def opinions(request: Request, request_id: RequestId, who: Principal = Anyone) -> list[dict]:
-    """Opinions: staff see all; the chair sees the council's (to draft the conclusion), a
-    member their own; agencies see the signed conclusion instead (403)."""
+    """Opinions: staff see all; an expert as the policy's `opinions_visible_to` allows (by
+    default the chair sees the council's, to draft the conclusion, a member their own);
+    agencies see the signed conclusion instead (403)."""
     if who.role == "agency":
         raise Problem(
             403,
@@ -506,8 +507,10 @@ async def opinions(request: Request, request_id: RequestId, who: Principal = Any
         rows = await q.opinions_of(conn, request_id)
         seats = await q.assignments_of(conn, request_id)
     if who.role == "expert":
+        rule = request.app.state.policy.opinions_visible_to
         chair = any(s["expert_code"] == who.subject and s["role"] == "chair" for s in seats)
-        rows = [r for r in rows if chair or r["expert_code"] == who.subject]
+        everyone = rule == "council" or (rule == "chair" and chair)
+        rows = [r for r in rows if everyone or r["expert_code"] == who.subject]
     return jsonable_encoder([dict(r) for r in rows])
 
 
