@@ -876,9 +876,18 @@ async def claim_idempotency_key(
     conn: Conn, role: str, subject: str, key: str, request_hash: str
 ) -> asyncpg.Record | None:
     """None: the key is new and now ours; else the row of its first use."""
+    # A claim left unanswered for minutes belongs to a process that died: taken over (the
+    # workflow update then carries the same id, so the action still happens once).
     inserted = await conn.fetchval(
-        "INSERT INTO idempotency_keys (role, subject, key, request_hash)"
-        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING key",
+        """
+        INSERT INTO idempotency_keys (role, subject, key, request_hash)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (role, subject, key) DO UPDATE SET claimed_at = now()
+        WHERE idempotency_keys.status_code IS NULL
+          AND idempotency_keys.request_hash = EXCLUDED.request_hash
+          AND idempotency_keys.claimed_at < now() - interval '5 minutes'
+        RETURNING key
+        """,
         role,
         subject,
         key,
@@ -928,7 +937,7 @@ async def requests_page(
     stage: str | None,
     kind: str | None,
     overdue: bool | None,
-    after: str | None,
+    after: tuple[datetime, str] | None,
     limit: int,
 ) -> list[asyncpg.Record]:
     """Newest first, keyed by (submitted_at, id) for cursor pagination; `agency` / `expert`
@@ -947,17 +956,17 @@ async def requests_page(
           AND ($4::text IS NULL OR r.kind = $4)
           AND ($5::boolean IS NULL OR (r.overdue OR EXISTS (SELECT 1 FROM assignments a
                 WHERE a.request_id = r.id AND a.overdue)) = $5)
-          AND ($6::text IS NULL OR (r.submitted_at, r.id) < (
-                SELECT submitted_at, id FROM requests WHERE id = $6))
+          AND ($6::timestamptz IS NULL OR (r.submitted_at, r.id) < ($6, $7::text))
         ORDER BY r.submitted_at DESC, r.id DESC
-        LIMIT $7
+        LIMIT $8
         """,
         agency,
         expert,
         stage,
         kind,
         overdue,
-        after,
+        after[0] if after else None,
+        after[1] if after else None,
         limit,
     )
 

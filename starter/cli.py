@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from temporalio.service import RPCError
 
 from domain.calendar import VN_TZ
 from domain.messages import (
@@ -992,6 +993,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except RuntimeError as err:
         print(f"advisory: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except RPCError as err:  # Temporal unavailable, a deadline exceeded: try again later
+        print(f"advisory: Temporal: {err.message}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

@@ -99,7 +99,9 @@ def _explain(err: BaseException, what: str) -> ActionError:
         return ActionError(f"no {what}")
     if isinstance(err, RPCError) and err.status == RPCStatusCode.FAILED_PRECONDITION:
         return ActionError(f"{what} is closed: nothing more can be done on it")
-    return ActionError(str(err))
+    # Anything else (the server unavailable, a deadline exceeded) is not a refusal: it is
+    # raised as it is, so a caller retries instead of taking it for an answer.
+    raise err
 
 
 async def _closed_or_missing(handle: WorkflowHandle, what: str) -> ActionError:
@@ -115,9 +117,11 @@ async def _closed_or_missing(handle: WorkflowHandle, what: str) -> ActionError:
     return ActionError(f"{what} has ended ({status}): nothing more can be done on it")
 
 
-async def _update(handle: WorkflowHandle, what: str, update: Any, arg: Any) -> Any:
+async def _update(
+    handle: WorkflowHandle, what: str, update: Any, arg: Any, update_id: str | None = None
+) -> Any:
     try:
-        return await handle.execute_update(update, arg)
+        return await handle.execute_update(update, arg, id=update_id)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise await _closed_or_missing(handle, what) from err
@@ -126,17 +130,25 @@ async def _update(handle: WorkflowHandle, what: str, update: Any, arg: Any) -> A
         raise _explain(err, what) from err
 
 
-async def request_update(client: Client, request_id: str, update: Any, arg: Any) -> RequestState:
+async def request_update(
+    client: Client, request_id: str, update: Any, arg: Any, update_id: str | None = None
+) -> RequestState:
+    """update_id: the same id twice is one update (Temporal deduplicates within a run)."""
     handle = request_handle(client, request_id)
-    return await _update(handle, f"request {request_id}", update, arg)
+    return await _update(handle, f"request {request_id}", update, arg, update_id)
 
 
 async def assignment_update(
-    client: Client, request_id: str, expert_code: str, update: Any, arg: Any
+    client: Client,
+    request_id: str,
+    expert_code: str,
+    update: Any,
+    arg: Any,
+    update_id: str | None = None,
 ) -> AssignmentView:
     handle = assignment_handle(client, request_id, expert_code)
     return await _update(
-        handle, f"assignment of {expert_code} on request {request_id}", update, arg
+        handle, f"assignment of {expert_code} on request {request_id}", update, arg, update_id
     )
 
 

@@ -85,9 +85,10 @@ async def test_a_whole_lifecycle_through_http_as_three_parties(
         await until_stage(http, rid, coordinator, "synthesis")
 
         # The chair reads the council's opinions; a member only their own.
-        assert (
-            len((await http.get(f"/requests/{rid}/opinions", headers=by_code[chair])).json()) == 3
-        )
+        council = (await http.get(f"/requests/{rid}/opinions", headers=by_code[chair])).json()
+        assert len(council) == 3
+        # Confidential notes are for the coordinator: the chair reads only their own.
+        assert [o["expert_code"] for o in council if "confidential_note" in o] == [chair]
         member = next(c for c in by_code if c != chair)
         mine = (await http.get(f"/requests/{rid}/opinions", headers=by_code[member])).json()
         assert [o["expert_code"] for o in mine] == [member]
@@ -164,6 +165,9 @@ async def test_each_party_is_refused_what_is_not_theirs(env, worker, pool, setti
             assert r.status_code == 404
         listed = (await http.get("/requests", headers=stranger)).json()["items"]
         assert rid not in [i["request_id"] for i in listed]
+        # Operators read, and change nothing, not even a read mark.
+        r = await http.post("/me/inbox/1/read", headers=operator)
+        assert r.status_code == 403
 
         # Roles: an agency may not screen, an expert may not submit, an operator reads only.
         r = await http.post(
@@ -259,6 +263,40 @@ async def test_bad_input_names_each_field(env, worker, pool, settings, payload, 
         assert r.status_code == 413 and r.json()["title"] == "Request too large"
         r = await http.get("/requests/not-an-id", headers=coordinator)
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "path.request_id"
+
+        async def chunks():  # no Content-Length: counted as it streams
+            for _ in range(40):
+                yield b"x" * 65536
+
+        r = await http.post(
+            "/requests/R-0000000000/screening",
+            content=chunks(),
+            headers={**coordinator, "content-type": "application/json"},
+        )
+        assert r.status_code == 413 and r.json()["title"] == "Request too large"
+        r = await http.get("/requests", params={"cursor": "bm90LWEtY3Vyc29y"}, headers=coordinator)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.cursor"
+
+
+async def test_pages_follow_the_cursor_to_the_end(env, worker, pool, settings, registry):
+    await registry.add(3)
+    code = f"AG{uuid.uuid4().hex[:6].upper()}"
+    agency = await token(pool, "agency", code)
+    async with api(env, pool, settings, worker) as http:
+        made = []
+        for _ in range(3):
+            sub = f.submission(registry.field, agency={"code": code, "name": "Sở Tư pháp"})
+            made.append((await http.post("/requests", json=body(sub), headers=agency)).json())
+        for m in made:
+            await until_stage(http, m["request_id"], agency, "screening")
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+            page = (await http.get("/requests", params=params, headers=agency)).json()
+            seen += [i["request_id"] for i in page["items"]]
+            if not (cursor := page["next_cursor"]):
+                break
+    assert sorted(seen) == sorted(m["request_id"] for m in made) and len(seen) == 3
 
 
 def fuzz(base_url: str, headers: dict[str, str], examples: int) -> tuple[int, list[str]]:

@@ -21,5 +21,6 @@ CREATE TABLE idempotency_keys (
     status_code   integer,
     response      jsonb,
     created_at    timestamptz NOT NULL DEFAULT now(),
+    claimed_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (role, subject, key)
 );

@@ -4,8 +4,10 @@ objects that do not exist."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -40,6 +42,7 @@ from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
 
 router = APIRouter()
+SEATED = ("invited", "accepted", "submitted")
 RequestId = Annotated[str, Path(pattern=r"^R-[0-9A-F]{10}$", examples=["R-1A2B3C4D5E"])]
 IdempotencyKey = Annotated[
     str | None,
@@ -55,6 +58,8 @@ Agency = Depends(role("agency"))
 Expert = Depends(role("expert"))
 Coordinator = Depends(role("coordinator"))
 Anyone = Depends(principal)
+# Marking one's own notifications read: everyone but operators, who change nothing.
+Reader = Depends(role("agency", "expert", "coordinator"))
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -151,14 +156,26 @@ def _client(request: Request):
 
 async def _request_action(request: Request, who: Principal, rid: str, update, inp) -> dict:
     await visible_request(request, rid, who)
-    state = await service.request_update(_client(request), rid, update, inp)
+    state = await service.request_update(
+        _client(request), rid, update, inp, update_id=_update_id(request, who)
+    )
     return state_view(state, who)
 
 
 async def _expert_action(request: Request, who: Principal, rid: str, update, inp) -> dict:
     await visible_request(request, rid, who)
-    view = await service.assignment_update(_client(request), rid, who.subject, update, inp)
+    view = await service.assignment_update(
+        _client(request), rid, who.subject, update, inp, update_id=_update_id(request, who)
+    )
     return view.model_dump(mode="json")
+
+
+def _update_id(request: Request, who: Principal) -> str | None:
+    """With an Idempotency-Key, the workflow update carries an id made of it: if our answer
+    was lost on the way (a timeout), the retry is the same update and Temporal applies it
+    once."""
+    key = request.headers.get("idempotency-key")
+    return f"{who.role}:{who.subject}:{key}" if key else None
 
 
 # --- agencies ------------------------------------------------------------------------------
@@ -436,11 +453,14 @@ async def list_requests(
     stage: Annotated[str | None, Query(max_length=20)] = None,
     kind: Annotated[str | None, Query(max_length=20)] = None,
     overdue: bool | None = None,
-    cursor: Annotated[str | None, Query(pattern=r"^R-[0-9A-F]{10}$")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the page before")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     who: Principal = Anyone,
 ) -> Page:
     """Requests you may see, newest first; pass `next_cursor` back as `cursor` for more."""
+    after = decode_cursor(cursor) if cursor else None
     async with request.app.state.pool.acquire() as conn:
         rows = await q.requests_page(
             conn,
@@ -449,11 +469,37 @@ async def list_requests(
             stage=stage,
             kind=kind,
             overdue=overdue,
-            after=cursor,
+            after=after,
             limit=limit + 1,
         )
     items = [{**dict(r), "request_id": r["id"]} for r in rows[:limit]]
-    return Page(items=items, next_cursor=rows[limit - 1]["id"] if len(rows) > limit else None)
+    last = rows[limit - 1] if len(rows) > limit else None
+    return Page(items=items, next_cursor=encode_cursor(last) if last else None)
+
+
+def encode_cursor(row) -> str:
+    """The position itself (time and id), not a request to look up: a cursor says nothing
+    about requests the caller may not see."""
+    raw = f"{row['submitted_at'].isoformat()}|{row['id']}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, rid = raw.split("|", 1)
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None or len(rid) > 40:
+            raise ValueError
+        return when, rid
+    except (ValueError, UnicodeDecodeError) as err:
+        raise Problem(
+            422,
+            "Invalid input",
+            "cursor: not a next_cursor this API gave",
+            kind="validation",
+            errors=[{"field": "query.cursor", "message": "not a next_cursor"}],
+        ) from err
 
 
 @router.get("/requests/{request_id}", tags=["read"])
@@ -508,9 +554,23 @@ async def opinions(request: Request, request_id: RequestId, who: Principal = Any
         seats = await q.assignments_of(conn, request_id)
     if who.role == "expert":
         rule = request.app.state.policy.opinions_visible_to
-        chair = any(s["expert_code"] == who.subject and s["role"] == "chair" for s in seats)
-        everyone = rule == "council" or (rule == "chair" and chair)
+        # Rights come with a seat still held: a chair who declined or was replaced, or a
+        # member whose invitation lapsed, reads only their own.
+        seat = next((s for s in seats if s["expert_code"] == who.subject), None)
+        seated = seat is not None and seat["state"] in SEATED
+        everyone = seated and (rule == "council" or (rule == "chair" and seat["role"] == "chair"))
         rows = [r for r in rows if everyone or r["expert_code"] == who.subject]
+        # A confidential note is for the coordinator: an expert reads only their own.
+        return jsonable_encoder(
+            [
+                {
+                    k: v
+                    for k, v in dict(r).items()
+                    if k != "confidential_note" or r["expert_code"] == who.subject
+                }
+                for r in rows
+            ]
+        )
     return jsonable_encoder([dict(r) for r in rows])
 
 
@@ -546,7 +606,7 @@ async def inbox(
 async def mark_read(
     request: Request,
     notification_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
-    who: Principal = Anyone,
+    who: Principal = Reader,
 ) -> dict:
     """Mark one of your notifications read (marking twice changes nothing)."""
     kind, code = _recipient(who)

@@ -16,6 +16,8 @@ from domain.models import AssignmentView, Stage
 from starter.api.auth import Principal
 
 SIGNED = {Stage.delivered, Stage.adoption, Stage.closed}
+# A seat still held (a chair who declined or was replaced keeps no chair's rights).
+SEATED = ("invited", "accepted", "submitted")
 
 
 class RequestSummary(BaseModel):
@@ -71,7 +73,7 @@ def state_view(state: RequestState, who: Principal) -> dict[str, Any]:
         }
     mine: AssignmentView | None = state.assignment(who.subject)
     view = {**base, "assignment": mine.model_dump(mode="json") if mine else None}
-    if mine is not None and mine.role.value == "chair":
+    if mine is not None and mine.role.value == "chair" and mine.state.value in SEATED:
         view["conclusion"] = full["conclusion"]
     return view
 
@@ -140,7 +142,12 @@ def read_view(
             "documents": row["documents"],
             "assignment": mine,
         }
-        if mine is not None and mine["role"] == "chair" and conclusion is not None:
+        if (
+            mine is not None
+            and mine["role"] == "chair"
+            and mine["state"] in SEATED
+            and conclusion is not None
+        ):
             view["conclusion"] = dict(conclusion)
         return view
     return {
