@@ -3,9 +3,11 @@ queue, fresh ids and a fresh slice of the expert registry for every test."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -164,3 +166,21 @@ class Registry:
 @pytest.fixture
 def registry(pool: asyncpg.Pool) -> Registry:
     return Registry(pool)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def advisory(*args: str, env_vars: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "starter.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, **env_vars},
+    )
+
+
+async def run_cli(*args: str, env_vars: dict[str, str]) -> subprocess.CompletedProcess:
+    return await asyncio.to_thread(advisory, *args, env_vars=env_vars)

@@ -13,6 +13,7 @@ import pytest
 from starter.api import create_app
 from starter.api.auth import create_token
 from tests import factories as f
+from tests.conftest import advisory
 
 
 @asynccontextmanager
@@ -376,29 +377,20 @@ async def test_fuzzing_the_openapi_document_finds_no_server_error(dev_env, pool,
 
 def test_tokens_from_the_cli_are_shown_once_and_revocable(database_url):
     import json
-    import os
-    import subprocess
-    import sys
 
-    def advisory(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "starter.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "DATABASE_URL": database_url},
-        )
+    def tokens(*args: str):
+        return advisory(*args, env_vars={"DATABASE_URL": database_url})
 
-    made = advisory("--json", "tokens", "create", "--role", "expert", "--subject", "E-099")
+    made = tokens("--json", "tokens", "create", "--role", "expert", "--subject", "E-099")
     assert made.returncode == 0, made.stderr
     created = json.loads(made.stdout)
     assert created["token"].startswith("adv_")
-    listed = advisory("--json", "tokens", "list")
+    listed = tokens("--json", "tokens", "list")
     row = next(t for t in json.loads(listed.stdout) if t["id"] == created["id"])
     assert row["role"] == "expert" and row["subject"] == "E-099" and "token" not in row
     assert created["token"] not in listed.stdout
-    assert advisory("tokens", "revoke", str(created["id"])).returncode == 0
-    again = advisory("tokens", "revoke", str(created["id"]))
+    assert tokens("tokens", "revoke", str(created["id"])).returncode == 0
+    again = tokens("tokens", "revoke", str(created["id"]))
     assert again.returncode == 2 and f"no live token {created['id']}" in again.stderr
-    bad = advisory("tokens", "create", "--role", "admin", "--subject", "x")
+    bad = tokens("tokens", "create", "--role", "admin", "--subject", "x")
     assert bad.returncode == 2 and "--role" in bad.stderr

@@ -8,9 +8,6 @@ import base64
 import json
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -20,9 +17,8 @@ from domain.models import Stage
 from starter.demo import park_requests, run_demo
 from starter.registry import seed_experts
 from starter.settings import CONFIG
+from tests.conftest import advisory, run_cli
 from worker import build_worker
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -31,21 +27,6 @@ async def stack(dev_env, pool, settings):
     await seed_experts(pool, CONFIG / "experts.sample.json")
     async with build_worker(dev_env.client, pool, settings):
         yield dev_env
-
-
-def advisory(*args: str, env_vars: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "starter.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        env={**os.environ, **env_vars},
-    )
-
-
-async def run_cli(*args: str, env_vars: dict[str, str]) -> subprocess.CompletedProcess:
-    return await asyncio.to_thread(advisory, *args, env_vars=env_vars)
 
 
 async def test_demo_reaches_closed_and_is_found_by_search_attributes(stack, settings, pool):

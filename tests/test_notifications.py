@@ -5,16 +5,12 @@ Standard Webhooks reference library, not with our own code."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -29,12 +25,12 @@ from starter.mailsink import MailSink
 from starter.notifications import NotificationError, register_webhook
 from starter.settings import Settings
 from tests import factories as f
+from tests.conftest import advisory
 from tests.test_lifecycle import start, until
 from worker import build_worker
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
 
-ROOT = Path(__file__).resolve().parent.parent
 OPERATOR = "ops@test.example"
 
 
@@ -442,17 +438,6 @@ async def test_smtp_outage_delays_mail_loses_none_and_the_lifecycle_finishes(
     assert set(receiver.ids()) == agency_ids
 
 
-def advisory(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "starter.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        env={**os.environ, **env},
-    )
-
-
 async def test_failed_rows_are_listed_retried_and_read_from_the_cli(
     dev_env, pool, policy, registry, database_url, smtp_port
 ):
@@ -472,12 +457,12 @@ async def test_failed_rows_are_listed_retried_and_read_from_the_cli(
             "ADVISORY_TASK_QUEUE": w.task_queue,
         }
         listed = await asyncio.to_thread(
-            advisory, "notifications", "--failed", "--limit", "10000", env=env
+            advisory, "notifications", "--failed", "--limit", "10000", env_vars=env
         )
         assert listed.returncode == 0, listed.stderr
         for r in rows:
             assert f"{r['id']:>6}  {rid}" in listed.stdout
-        inbox = await asyncio.to_thread(advisory, "inbox", "--operator", "--unread", env=env)
+        inbox = await asyncio.to_thread(advisory, "inbox", "--operator", "--unread", env_vars=env)
         assert inbox.returncode == 0, inbox.stderr
         for r in reports:
             assert f"* {r['id']:>6}" in inbox.stdout
@@ -485,7 +470,9 @@ async def test_failed_rows_are_listed_retried_and_read_from_the_cli(
         sink = MailSink(port=smtp_port).start()
         try:
             ids = [str(r["id"]) for r in rows]
-            retried = await asyncio.to_thread(advisory, "notifications", "retry", *ids, env=env)
+            retried = await asyncio.to_thread(
+                advisory, "notifications", "retry", *ids, env_vars=env
+            )
             assert retried.returncode == 0, retried.stderr
             rows = await settled(pool, rid, count=len(rows))
         finally:
@@ -499,11 +486,11 @@ async def test_failed_rows_are_listed_retried_and_read_from_the_cli(
     agency_row = next(r for r in rows if r["recipient_kind"] == "agency")
     code = agency_row["recipient_code"]
     read = await asyncio.to_thread(
-        advisory, "inbox", "read", str(agency_row["id"]), "--agency", code, env=env
+        advisory, "inbox", "read", str(agency_row["id"]), "--agency", code, env_vars=env
     )
     assert read.returncode == 0, read.stderr
     other = await asyncio.to_thread(
-        advisory, "inbox", "read", str(reports[0]["id"]), "--agency", code, env=env
+        advisory, "inbox", "read", str(reports[0]["id"]), "--agency", code, env_vars=env
     )
     assert (
         other.returncode == 2
@@ -516,7 +503,7 @@ async def test_failed_rows_are_listed_retried_and_read_from_the_cli(
             is None
         )
     again = await asyncio.to_thread(
-        advisory, "notifications", "retry", str(agency_row["id"]), env=env
+        advisory, "notifications", "retry", str(agency_row["id"]), env_vars=env
     )
     assert again.returncode == 0 and "already delivered" in again.stdout
 

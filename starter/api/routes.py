@@ -216,212 +216,188 @@ async def submit(
     return await act(request, who, key, body, run, status_code=201)
 
 
-@router.post("/requests/{request_id}/supplement", tags=["agency"])
-async def supplement(
-    request: Request,
-    request_id: RequestId,
-    body: SupplementInput,
-    who: Principal = Agency,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    """Send the documents screening asked for."""
-    return await act(
-        request,
-        who,
-        key,
-        body,
-        lambda: _request_action(request, who, request_id, ReviewRequestWorkflow.supplement, body),
+def _action(
+    path: str,
+    name: str,
+    summary: str,
+    guard: Any,
+    update: Any,
+    model: type[BaseModel] | None,
+    *,
+    tag: str,
+    on_assignment: bool = False,
+    make: Callable[[Principal, Any], BaseModel] | None = None,
+) -> None:
+    """Registers `POST /requests/{id}/<path>`: the workflow update `update` (on the caller's
+    own assignment when `on_assignment`), its input the body or `make(caller, body)`, run
+    once per Idempotency-Key."""
+    run_update = _expert_action if on_assignment else _request_action
+
+    async def run(request: Request, request_id: str, body: Any, who: Principal, key: str | None):
+        inp = make(who, body) if make is not None else body
+        return await act(
+            request, who, key, inp, lambda: run_update(request, who, request_id, update, inp)
+        )
+
+    if model is None:
+
+        async def endpoint(
+            request: Request,
+            request_id: RequestId,
+            who: Principal = guard,
+            key: IdempotencyKey = None,
+        ) -> JSONResponse:
+            return await run(request, request_id, None, who, key)
+
+    else:
+
+        async def endpoint(
+            request: Request,
+            request_id: RequestId,
+            body: BaseModel,
+            who: Principal = guard,
+            key: IdempotencyKey = None,
+        ) -> JSONResponse:
+            return await run(request, request_id, body, who, key)
+
+        # Annotations are strings here (postponed evaluation); this one names a local.
+        endpoint.__annotations__["body"] = model
+
+    endpoint.__doc__ = summary
+    router.add_api_route(
+        f"/requests/{{request_id}}/{path}",
+        endpoint,
+        methods=["POST"],
+        tags=[tag],
+        name=name,
+        summary=summary,
     )
 
 
-@router.post("/requests/{request_id}/withdraw", tags=["agency"])
-async def withdraw(
-    request: Request,
-    request_id: RequestId,
-    body: WithdrawInput,
-    who: Principal = Agency,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    """Withdraw the request, at any stage before the conclusion is delivered."""
-    return await act(
-        request,
-        who,
-        key,
-        body,
-        lambda: _request_action(request, who, request_id, ReviewRequestWorkflow.withdraw, body),
-    )
+# --- agencies' actions ---------------------------------------------------------------------
+
+for _path, _name, _summary, _update, _model in [
+    (
+        "supplement",
+        "supplement",
+        "Send the documents screening asked for",
+        ReviewRequestWorkflow.supplement,
+        SupplementInput,
+    ),
+    (
+        "withdraw",
+        "withdraw",
+        "Withdraw the request, at any stage before the conclusion is delivered",
+        ReviewRequestWorkflow.withdraw,
+        WithdrawInput,
+    ),
+    (
+        "adoption",
+        "answer_adoption",
+        "Answer how the conclusion was adopted (tiếp thu, giải trình)",
+        ReviewRequestWorkflow.answer_adoption,
+        AdoptionInput,
+    ),
+]:
+    _action(_path, _name, _summary, Agency, _update, _model, tag="agency")
 
 
-@router.post("/requests/{request_id}/adoption", tags=["agency"])
-async def answer_adoption(
-    request: Request,
-    request_id: RequestId,
-    body: AdoptionInput,
-    who: Principal = Agency,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    """Answer how the conclusion was adopted (tiếp thu, giải trình)."""
-    return await act(
-        request,
-        who,
-        key,
-        body,
-        lambda: _request_action(
-            request, who, request_id, ReviewRequestWorkflow.answer_adoption, body
-        ),
-    )
-
-
-# --- experts -------------------------------------------------------------------------------
+# --- experts' actions: the expert is the token's subject -----------------------------------
 
 
 class DeclineBody(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
 
 
-@router.post("/requests/{request_id}/assignment/accept", tags=["expert"])
-async def accept(
-    request: Request, request_id: RequestId, who: Principal = Expert, key: IdempotencyKey = None
-) -> JSONResponse:
-    """Accept your invitation to the request's council."""
-    inp = AcceptInput(expert_code=who.subject)
-    return await act(
-        request,
-        who,
-        key,
-        inp,
-        lambda: _expert_action(request, who, request_id, ExpertAssignmentWorkflow.accept, inp),
+_action(
+    "assignment/accept",
+    "accept",
+    "Accept your invitation to the request's council",
+    Expert,
+    ExpertAssignmentWorkflow.accept,
+    None,
+    tag="expert",
+    on_assignment=True,
+    make=lambda who, _: AcceptInput(expert_code=who.subject),
+)
+_action(
+    "assignment/decline",
+    "decline",
+    "Decline your invitation, with a reason",
+    Expert,
+    ExpertAssignmentWorkflow.decline,
+    DeclineBody,
+    tag="expert",
+    on_assignment=True,
+    make=lambda who, body: DeclineInput(expert_code=who.subject, reason=body.reason),
+)
+_action(
+    "assignment/opinion",
+    "opinion",
+    "Submit your opinion",
+    Expert,
+    ExpertAssignmentWorkflow.submit_opinion,
+    OpinionInput,
+    tag="expert",
+    on_assignment=True,
+    make=lambda who, body: SubmitOpinionInput(expert_code=who.subject, opinion=body),
+)
+_action(
+    "conclusion/draft",
+    "draft",
+    "Draft the council's conclusion (the chair)",
+    Expert,
+    ReviewRequestWorkflow.draft_conclusion,
+    ConclusionDraft,
+    tag="expert",
+    make=lambda who, body: DraftConclusionInput(expert_code=who.subject, draft=body),
+)
+
+
+# --- coordinators' actions -----------------------------------------------------------------
+
+for _path, _summary, _update, _model in [
+    (
+        "screening",
+        "Screen: accept, ask for a supplement, or decline",
+        ReviewRequestWorkflow.screen,
+        ScreeningInput,
+    ),
+    (
+        "council/confirm",
+        "Confirm the proposed council, as it is or edited",
+        ReviewRequestWorkflow.confirm_council,
+        ConfirmCouncilInput,
+    ),
+    (
+        "experts",
+        "Add an expert when declines used up the alternates",
+        ReviewRequestWorkflow.add_expert,
+        AddExpertInput,
+    ),
+    (
+        "extend",
+        "Extend the current stage's deadline",
+        ReviewRequestWorkflow.extend_deadline,
+        ExtendInput,
+    ),
+    ("replace", "Replace an expert", ReviewRequestWorkflow.replace_expert, ReplaceExpertInput),
+    (
+        "conclusion/approve",
+        "Approve and sign the conclusion",
+        ReviewRequestWorkflow.approve_conclusion,
+        ApproveInput,
+    ),
+    (
+        "conclusion/return",
+        "Return the draft to the chair with comments",
+        ReviewRequestWorkflow.return_conclusion,
+        ReturnConclusionInput,
+    ),
+]:
+    _action(
+        _path, _path.replace("/", "_"), _summary, Coordinator, _update, _model, tag="coordinator"
     )
-
-
-@router.post("/requests/{request_id}/assignment/decline", tags=["expert"])
-async def decline(
-    request: Request,
-    request_id: RequestId,
-    body: DeclineBody,
-    who: Principal = Expert,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    """Decline your invitation, with a reason."""
-    inp = DeclineInput(expert_code=who.subject, reason=body.reason)
-    return await act(
-        request,
-        who,
-        key,
-        inp,
-        lambda: _expert_action(request, who, request_id, ExpertAssignmentWorkflow.decline, inp),
-    )
-
-
-@router.post("/requests/{request_id}/assignment/opinion", tags=["expert"])
-async def opinion(
-    request: Request,
-    request_id: RequestId,
-    body: OpinionInput,
-    who: Principal = Expert,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    """Submit your opinion."""
-    inp = SubmitOpinionInput(expert_code=who.subject, opinion=body)
-    return await act(
-        request,
-        who,
-        key,
-        inp,
-        lambda: _expert_action(
-            request, who, request_id, ExpertAssignmentWorkflow.submit_opinion, inp
-        ),
-    )
-
-
-@router.post("/requests/{request_id}/conclusion/draft", tags=["expert"])
-async def draft(
-    request: Request,
-    request_id: RequestId,
-    body: ConclusionDraft,
-    who: Principal = Expert,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    """Draft the council's conclusion (the chair)."""
-    inp = DraftConclusionInput(expert_code=who.subject, draft=body)
-    return await act(
-        request,
-        who,
-        key,
-        inp,
-        lambda: _request_action(
-            request, who, request_id, ReviewRequestWorkflow.draft_conclusion, inp
-        ),
-    )
-
-
-# --- coordinators --------------------------------------------------------------------------
-
-
-def _coordinated(update, model: type[BaseModel], path: str, summary: str):
-    async def endpoint(
-        request: Request,
-        request_id: RequestId,
-        body: model,  # type: ignore[valid-type]
-        who: Principal = Coordinator,
-        key: IdempotencyKey = None,
-    ) -> JSONResponse:
-        return await act(
-            request, who, key, body, lambda: _request_action(request, who, request_id, update, body)
-        )
-
-    endpoint.__doc__ = summary
-    # Annotations are strings here (postponed evaluation); this one names a local.
-    endpoint.__annotations__["body"] = model
-    router.add_api_route(
-        f"/requests/{{request_id}}/{path}",
-        endpoint,
-        methods=["POST"],
-        tags=["coordinator"],
-        name=path.replace("/", "_"),
-        summary=summary,
-    )
-
-
-_coordinated(
-    ReviewRequestWorkflow.screen,
-    ScreeningInput,
-    "screening",
-    "Screen: accept, ask for a supplement, or decline",
-)
-_coordinated(
-    ReviewRequestWorkflow.confirm_council,
-    ConfirmCouncilInput,
-    "council/confirm",
-    "Confirm the proposed council, as it is or edited",
-)
-_coordinated(
-    ReviewRequestWorkflow.add_expert,
-    AddExpertInput,
-    "experts",
-    "Add an expert when declines used up the alternates",
-)
-_coordinated(
-    ReviewRequestWorkflow.extend_deadline,
-    ExtendInput,
-    "extend",
-    "Extend the current stage's deadline",
-)
-_coordinated(
-    ReviewRequestWorkflow.replace_expert, ReplaceExpertInput, "replace", "Replace an expert"
-)
-_coordinated(
-    ReviewRequestWorkflow.approve_conclusion,
-    ApproveInput,
-    "conclusion/approve",
-    "Approve and sign the conclusion",
-)
-_coordinated(
-    ReviewRequestWorkflow.return_conclusion,
-    ReturnConclusionInput,
-    "conclusion/return",
-    "Return the draft to the chair with comments",
-)
 
 
 @router.post("/requests/{request_id}/assignments/extend", tags=["coordinator"])
