@@ -20,9 +20,9 @@ from activities.notify import NotificationActivities
 from activities.persistence import PersistenceActivities
 from db.pool import create_pool
 from domain.ids import TASK_QUEUE
-from starter.logging import BindActivityContext, configure_logging
-from starter.settings import Settings, get_settings
-from starter.temporal import connect, metrics_runtime
+from infra.logging import BindActivityContext, configure_logging
+from infra.settings import Settings, get_settings
+from infra.temporal import connect, metrics_runtime
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.notification import NotificationWorkflow
 from workflows.review import ReviewRequestWorkflow

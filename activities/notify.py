@@ -45,7 +45,7 @@ from domain.notifications import (
     signature_header,
     url_refusal,
 )
-from starter.settings import Settings
+from infra.settings import Settings
 
 log = structlog.get_logger("notify")
 NOTIFICATION_WORKFLOW = "NotificationWorkflow"

@@ -26,10 +26,10 @@ from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
 from domain.models import Expert
+from infra.logging import configure_logging
+from infra.settings import Settings
 from starter.api import create_app
 from starter.api.auth import create_token
-from starter.logging import configure_logging
-from starter.settings import Settings
 from tests import factories as f
 from tests.conftest import CONVERTER, _binary
 from tests.test_notifications import free_port

@@ -24,9 +24,9 @@ from activities.notify import dispatch
 from db import queries as q
 from db.migrate import migrate
 from db.pool import create_pool
+from infra.settings import Settings
 from starter.mailsink import MailSink
 from starter.notifications import register_webhook
-from starter.settings import Settings
 from tests.conftest import CONVERTER, _binary
 from tests.test_notifications import Receiver, free_port
 from worker import build_worker

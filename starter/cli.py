@@ -37,8 +37,8 @@ from domain.messages import (
     WithdrawInput,
 )
 from domain.models import RequestSubmission
+from infra.settings import Settings, get_settings
 from starter import service
-from starter.settings import Settings, get_settings
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -109,7 +109,7 @@ def print_state(state: service.RequestState) -> None:
 
 
 async def _client():
-    from starter.temporal import connect
+    from infra.temporal import connect
 
     try:
         return await connect()

@@ -21,8 +21,8 @@ from domain.messages import (
     SubmitOpinionInput,
 )
 from domain.models import RequestSubmission, Role, Stage
+from infra.settings import CONFIG, Settings
 from starter import service
-from starter.settings import CONFIG, Settings
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
 

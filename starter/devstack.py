@@ -21,13 +21,13 @@ import asyncpg
 from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
-from starter.codec import ensure_key_file, key_file
-from starter.logging import configure_logging
+from infra.codec import ensure_key_file, key_file
+from infra.logging import configure_logging
+from infra.settings import DATABASE_NAME, ROOT, get_settings
+from infra.temporal import connect
 from starter.mailsink import MailSink
 from starter.registry import seed_experts
 from starter.search_attributes import ensure_search_attributes
-from starter.settings import DATABASE_NAME, ROOT, get_settings
-from starter.temporal import connect
 
 TEMPORAL_PORT = int(os.environ.get("ADVISORY_TEMPORAL_PORT", "7233"))
 API_PORT = int(os.environ.get("ADVISORY_API_PORT", "8000"))

@@ -14,7 +14,7 @@ from activities.notify import dispatch
 from db import queries as q
 from domain.ids import TASK_QUEUE
 from domain.notifications import address_refusal, new_secret, url_refusal
-from starter.settings import Settings
+from infra.settings import Settings
 
 RECIPIENT_KINDS = ("agency", "expert", "coordinator", "operator")
 MAX_OVERLAP_HOURS = 24 * 30

@@ -25,9 +25,9 @@ from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
 from domain.models import Expert
-from starter.codec import data_converter, parse_keys
+from infra.codec import data_converter, parse_keys
+from infra.settings import CONFIG, Settings, load_policy
 from starter.search_attributes import ensure_search_attributes
-from starter.settings import CONFIG, Settings, load_policy
 from worker import build_worker
 
 BIN = Path(sys.executable).parent

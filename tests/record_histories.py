@@ -16,9 +16,9 @@ from db.migrate import migrate
 from db.pool import create_pool
 from domain.messages import ApproveInput, WithdrawInput
 from domain.models import Stage
+from infra.settings import CONFIG, Settings, load_policy
 from starter import service
 from starter.search_attributes import ensure_search_attributes
-from starter.settings import CONFIG, Settings, load_policy
 from tests import factories as f
 from tests.conftest import CONVERTER, Registry, _binary
 from tests.test_lifecycle import accept_and_submit, review_to_synthesis, until

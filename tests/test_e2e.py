@@ -14,9 +14,9 @@ import pytest_asyncio
 
 from domain import search_attributes as sa
 from domain.models import Stage
+from infra.settings import CONFIG
 from starter.demo import park_requests, run_demo
 from starter.registry import seed_experts
-from starter.settings import CONFIG
 from tests.conftest import advisory, run_cli
 from worker import build_worker
 

@@ -8,8 +8,8 @@ import json
 import logging
 
 from domain.models import Stage
+from infra.logging import configure_logging
 from starter import service
-from starter.logging import configure_logging
 from tests import factories as f
 from tests.test_lifecycle import until
 

@@ -14,8 +14,8 @@ from temporalio.client import Client
 from activities import metrics
 from domain.messages import ScreeningInput
 from domain.models import Stage
+from infra.temporal import metrics_runtime
 from starter import service
-from starter.temporal import metrics_runtime
 from tests import factories as f
 from tests.conftest import CONVERTER, start_time_skipping
 from tests.test_lifecycle import until

@@ -22,8 +22,8 @@ from domain.notifications import (
     signature_header,
     url_refusal,
 )
+from infra.settings import Settings
 from starter.notifications import NotificationError, check_endpoint
-from starter.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -292,7 +292,7 @@ def test_cli_refuses_bad_notification_input_in_one_line(argv, message, capsys):
 async def test_payload_codec_encrypts_all_but_plain_text_and_rotates_keys():
     from temporalio.api.common.v1 import Payload
 
-    from starter.codec import EncryptionCodec, KeyError_, new_key_setting, parse_keys
+    from infra.codec import EncryptionCodec, KeyError_, new_key_setting, parse_keys
 
     old_setting, new_setting = new_key_setting("old"), new_key_setting("new")
     old = EncryptionCodec(parse_keys(old_setting))

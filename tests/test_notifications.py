@@ -20,10 +20,10 @@ from activities.render import render
 from db import queries as q
 from domain.messages import AcceptInput, ApproveInput, ScreeningInput
 from domain.models import Stage
+from infra.settings import Settings
 from starter import service
 from starter.mailsink import MailSink
 from starter.notifications import NotificationError, register_webhook
-from starter.settings import Settings
 from tests import factories as f
 from tests.conftest import advisory
 from tests.test_lifecycle import start, until

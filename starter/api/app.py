@@ -12,8 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
+from infra.settings import Settings, get_settings
 from starter.api import errors, routes
-from starter.settings import Settings, get_settings
 
 MAX_BODY = 1 << 20  # 1 MiB: documents are referenced (URI + sha256), never uploaded
 
@@ -76,7 +76,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned_pool = None
         if client is None:
-            from starter.temporal import connect
+            from infra.temporal import connect
 
             app.state.client = await connect(settings)
         else:

@@ -1,5 +1,5 @@
 """One way to reach Temporal: `temporalio.envconfig` (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
-TLS, API key), the pydantic converter with payload encryption (starter/codec.py), and the dev
+TLS, API key), the pydantic converter with payload encryption (infra/codec.py), and the dev
 stack's address when nothing is set."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from temporalio.runtime import (
     TelemetryFilter,
 )
 
-from starter.codec import data_converter
-from starter.settings import Settings, get_settings
+from infra.codec import data_converter
+from infra.settings import Settings, get_settings
 
 DEFAULT_ADDRESS = "localhost:7233"
 

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
         default="127.0.0.1:9464", validation_alias="ADVISORY_SDK_METRICS"
     )
 
-    # Encrypts what Temporal stores (see starter/codec.py); the first key encrypts.
+    # Encrypts what Temporal stores (see infra/codec.py); the first key encrypts.
     payload_keys: SecretStr | None = Field(default=None, validation_alias="ADVISORY_PAYLOAD_KEYS")
 
     # Notifications. Off, outbox rows are written but nothing delivers them.
@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     def resolve_payload_keys(self) -> dict[str, bytes] | None:
         """Keys from ADVISORY_PAYLOAD_KEYS, else the dev stack's key file, else None (no
         encryption: payloads are stored as they are)."""
-        from starter.codec import key_file, parse_keys
+        from infra.codec import key_file, parse_keys
 
         if self.payload_keys:
             return parse_keys(self.payload_keys.get_secret_value())
