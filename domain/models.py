@@ -7,18 +7,22 @@ messages name the field, which is what a requesting agency or an expert sees on 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
+    AliasPath,
     AnyUrl,
     BaseModel,
     ConfigDict,
     EmailStr,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -28,10 +32,48 @@ ShortText = Annotated[str, Field(min_length=1, max_length=500)]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")]
 
 
+# The validation context key under which models drop the fields they do not know instead of
+# refusing them. Temporal's data converter (infra/codec.py) decodes every payload with
+# {IGNORE_UNKNOWN_FIELDS: True}, so during a rolling deploy a worker of the previous release
+# reads what the next release wrote (a workflow input, carried state, a signal or an activity
+# result with a field added since). People's input is validated without it.
+IGNORE_UNKNOWN_FIELDS = "ignore_unknown_fields"
+
+
 class Model(BaseModel):
-    # Unknown fields are mistakes a person made (a misspelt key in a JSON file): refuse them
-    # rather than silently dropping what they meant to send.
+    # Unknown fields are mistakes a person made (a misspelt key in a JSON file, an API body):
+    # refuse them rather than silently dropping what they meant to send. Messages between
+    # workflows, activities and workers are the exception, through the context above.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unknown_fields(cls, data: Any, info: ValidationInfo) -> Any:
+        # Runs after a subclass's own before-validators (pydantic calls those first), so a
+        # key they translate (Expert's `fields`) is translated before it could be dropped.
+        # Nested models see the same context, so their unknown keys go too.
+        if isinstance(data, dict) and info.context and info.context.get(IGNORE_UNKNOWN_FIELDS):
+            known = _input_keys(cls)
+            if any(key not in known for key in data):
+                data = {k: v for k, v in data.items() if k in known}
+        return data
+
+
+@functools.cache
+def _input_keys(cls: type[BaseModel]) -> frozenset[str]:
+    """The keys a model reads: its field names and their aliases."""
+    keys: set[str] = set()
+    for name, info in cls.model_fields.items():
+        keys.add(name)
+        if info.alias:
+            keys.add(info.alias)
+        alias = info.validation_alias
+        for choice in alias.choices if isinstance(alias, AliasChoices) else [alias]:
+            if isinstance(choice, str):
+                keys.add(choice)
+            elif isinstance(choice, AliasPath) and isinstance(choice.path[0], str):
+                keys.add(choice.path[0])
+    return frozenset(keys)
 
 
 class RequestKind(StrEnum):

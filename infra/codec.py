@@ -7,21 +7,36 @@ which never carry a name or an address.
 Keys come from ADVISORY_PAYLOAD_KEYS as `id:base64key[,id:base64key…]`: the first encrypts,
 every one decrypts, so a key is rotated by putting the new one first. `make up` makes one in
 `.data/payload.key`.
+
+The converter under the codec is temporalio's pydantic one, except that it decodes with the
+validation context that makes the domain models ignore fields they do not know
+(`domain.models.IGNORE_UNKNOWN_FIELDS`): a worker of the previous release reads what the next
+release wrote. See README, "Versioning and rolling deploys".
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
+import functools
 import os
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import TypeAdapter
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DataConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+    PayloadCodec,
+)
+
+from domain.models import IGNORE_UNKNOWN_FIELDS
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -102,11 +117,54 @@ class EncryptionCodec(PayloadCodec):
         return out
 
 
+MESSAGE_CONTEXT = {IGNORE_UNKNOWN_FIELDS: True}
+
+# Building a TypeAdapter is costly; one per type hint, as the SDK's converter keeps them.
+_adapter = functools.lru_cache(maxsize=1024)(TypeAdapter)
+
+
+class MessageJSONPayloadConverter(PydanticJSONPlainPayloadConverter):
+    """temporalio's pydantic JSON converter, decoding under MESSAGE_CONTEXT: every payload
+    Temporal hands the engine is a message one of its own processes wrote, maybe a newer
+    release with fields this one does not know yet. Encoding is the SDK's, unchanged."""
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        hint = type_hint if type_hint is not None else Any
+        try:
+            adapter = _adapter(hint)
+        except TypeError:
+            # An unhashable hint cannot be cached; a TypeError building the adapter is real.
+            try:
+                hash(hint)
+            except TypeError:
+                adapter = TypeAdapter(hint)
+            else:
+                raise
+        return adapter.validate_json(payload.data, context=MESSAGE_CONTEXT)
+
+
+class MessagePayloadConverter(CompositePayloadConverter):
+    """The SDK's default converters with JSON done by MessageJSONPayloadConverter, as
+    `temporalio.contrib.pydantic.PydanticPayloadConverter` does with its own (nullary, as
+    Temporal requires of a payload converter class)."""
+
+    def __init__(self) -> None:
+        json_converter = MessageJSONPayloadConverter()
+        super().__init__(
+            *(
+                json_converter if isinstance(c, JSONPlainPayloadConverter) else c
+                for c in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
+
+
 def data_converter(keys: dict[str, bytes] | None) -> DataConverter:
-    """The pydantic converter, encrypting when keys are given."""
-    if not keys:
-        return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(keys))
+    """The one data converter of every Client, worker, test environment and Replayer:
+    pydantic, messages tolerant of unknown fields, encrypting when keys are given."""
+    return DataConverter(
+        payload_converter_class=MessagePayloadConverter,
+        payload_codec=EncryptionCodec(keys) if keys else None,
+    )
 
 
 def key_file(data_dir: Path) -> Path:
