@@ -68,8 +68,9 @@ def activities_for(
         notify.delivery_failed,
         persistence.record_transition,
         council.propose_council,
-        council.check_expert,
-        council.check_council,
+        council.reserve_expert,
+        council.release_seat,
+        council.reserve_council,
         calendar.due_date,
         calendar.reminder_plan,
     ]

@@ -9,6 +9,7 @@ moment later never over-commits anyone.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import asyncpg
@@ -18,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from db import queries as q
 from domain.calendar import WorkingCalendar
 from domain.matching import Candidate, MatchRequest, exclusion, fit, propose_councils
-from domain.messages import CheckCouncilInput, ProposeCouncilInput
+from domain.messages import CheckCouncilInput, ProposeCouncilInput, ReleaseSeatInput
 from domain.models import CouncilCandidate, CouncilProposal, Role
 
 _MATCHING_LOCK = 0x636F756E  # "coun": one proposal batch at a time, across every worker
@@ -106,25 +107,33 @@ class CouncilActivities:
         )
         return proposals[inp.request_id]
 
-    @activity.defn(name="check_expert")
-    async def check_expert(self, inp: ProposeCouncilInput) -> CouncilProposal:
-        """The coordinator's choice of one expert (`exclude[0]`), checked against the same
-        hard rules as a proposal. A refusal comes back as `shortfall`, naming the rule."""
+    @activity.defn(name="reserve_expert")
+    async def reserve_expert(self, inp: ProposeCouncilInput) -> CouncilProposal:
+        """The coordinator's choice of one expert (`exclude[0]`), or an alternate, checked
+        against the same hard rules as a proposal and, when admitted, given a seat on the
+        request — in one transaction under the matching lock, so no one else can take that
+        seat meanwhile. A refusal comes back as `shortfall`, naming the rule. A retry finds
+        the seat it reserved and admits again."""
         code = inp.exclude[0]
-        async with self._pool.acquire() as conn:
+        now = inp.now or datetime.now(UTC)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MATCHING_LOCK)
             r = await q.expert_for_matching(conn, code)
+            if r is None:
+                return CouncilProposal(
+                    members=[], alternates=[], shortfall=f"{code} is not in the expert registry"
+                )
             on_request = {
                 x["expert_code"] for x in await q.experts_on_requests(conn, [inp.request_id])
             }
-        if r is None:
-            return CouncilProposal(
-                members=[], alternates=[], shortfall=f"{code} is not in the expert registry"
-            )
-        req = self._request(inp, inp.now or datetime.now(UTC), on_request, excluding=False)
-        c = _candidate(r)
-        why = exclusion(req, c)
-        if why:
-            return CouncilProposal(members=[], alternates=[], shortfall=f"{code}: {why}")
+            c = _candidate(r)
+            if await q.holds_place(conn, inp.request_id, code):  # this request's own seat
+                c = replace(c, load=max(0, c.load - 1))
+            req = self._request(inp, now, on_request, excluding=False)
+            why = exclusion(req, c)
+            if why:
+                return CouncilProposal(members=[], alternates=[], shortfall=f"{code}: {why}")
+            await q.reserve_seat(conn, inp.request_id, code, now)
         matched = [f for f in req.fields if f in c.expertise]
         return CouncilProposal(
             members=[
@@ -144,56 +153,71 @@ class CouncilActivities:
             alternates=[],
         )
 
-    @activity.defn(name="check_council")
-    async def check_council(self, inp: CheckCouncilInput) -> CouncilProposal:
-        """A council as the coordinator edited it: every member re-checked for conflicts,
-        availability and load (their seat on this request's own proposal does not count
-        against them). Refused with every problem named, or the council to confirm."""
-        req = inp.request
+    @activity.defn(name="release_seat")
+    async def release_seat(self, inp: ReleaseSeatInput) -> None:
+        """A reserved seat the request did not use after all (the swap it was for fell
+        through)."""
         async with self._pool.acquire() as conn:
+            await q.release_seat(conn, inp.request_id, inp.expert_code)
+
+    @activity.defn(name="reserve_council")
+    async def reserve_council(self, inp: CheckCouncilInput) -> CouncilProposal:
+        """A council as the coordinator edited it: every member re-checked for conflicts,
+        availability and load (a seat they already hold on this request does not count against
+        them) and, when every one passes, stored as the request's council — its members hold
+        their seats from that moment, those left out give theirs up. One transaction under the
+        matching lock. Refused with every problem named."""
+        req = inp.request
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MATCHING_LOCK)
             stored = await q.get_council(conn, req.request_id)
-            rows = {c: await q.expert_for_matching(conn, c) for c in inp.members}
             on_request = {
                 x["expert_code"] for x in await q.experts_on_requests(conn, [req.request_id])
             }
-        proposed = {m["expert_code"] for m in (stored["proposal"]["members"] if stored else [])}
-        match = self._request(req, req.now or datetime.now(UTC), on_request)
-        problems, members = [], []
-        for code in inp.members:
-            r = rows[code]
-            if r is None:
-                problems.append(f"{code} is not in the expert registry")
-                continue
-            c = _candidate(r)
-            if code in proposed:  # this request's own reserved seat
-                c = Candidate(**{**c.__dict__, "load": max(0, c.load - 1)})
-            why = exclusion(match, c)
-            if why:
-                problems.append(f"{code}: {why}")
-                continue
-            matched = [f for f in match.fields if f in c.expertise]
-            members.append(
-                CouncilCandidate(
-                    expert_code=code,
-                    role=Role.chair if code == inp.chair else Role.member,
-                    matched_fields=matched,
-                    active_load=c.load,
-                    load_limit=c.load_limit,
-                    score=fit(match, c),
-                    member_association=c.member_association,
-                    reason=("proposed" if code in proposed else "chosen by the coordinator")
-                    + (f"; matches {', '.join(matched)}" if matched else "; no field in common")
-                    + f"; load {c.load}/{c.load_limit}",
+            proposed = {m["expert_code"] for m in (stored["proposal"]["members"] if stored else [])}
+            match = self._request(req, req.now or datetime.now(UTC), on_request)
+            problems, members = [], []
+            for code in inp.members:
+                r = await q.expert_for_matching(conn, code)
+                if r is None:
+                    problems.append(f"{code} is not in the expert registry")
+                    continue
+                c = _candidate(r)
+                if await q.holds_place(conn, req.request_id, code):
+                    c = replace(c, load=max(0, c.load - 1))
+                why = exclusion(match, c)
+                if why:
+                    problems.append(f"{code}: {why}")
+                    continue
+                matched = [f for f in match.fields if f in c.expertise]
+                members.append(
+                    CouncilCandidate(
+                        expert_code=code,
+                        role=Role.chair if code == inp.chair else Role.member,
+                        matched_fields=matched,
+                        active_load=c.load,
+                        load_limit=c.load_limit,
+                        score=fit(match, c),
+                        member_association=c.member_association,
+                        reason=("proposed" if code in proposed else "chosen by the coordinator")
+                        + (f"; matches {', '.join(matched)}" if matched else "; no field in common")
+                        + f"; load {c.load}/{c.load_limit}",
+                    )
                 )
+            if problems:
+                raise ApplicationError(
+                    "members: " + "; ".join(problems), type="InvalidCouncil", non_retryable=True
+                )
+            members.sort(key=lambda m: m.role != Role.chair)
+            alternates = [
+                CouncilCandidate.model_validate(a)
+                for a in (stored["proposal"]["alternates"] if stored else [])
+                if a["expert_code"] not in inp.members
+            ]
+            council = CouncilProposal(
+                members=members,
+                alternates=alternates,
+                excluded=stored["proposal"].get("excluded", []) if stored else [],
             )
-        if problems:
-            raise ApplicationError(
-                "members: " + "; ".join(problems), type="InvalidCouncil", non_retryable=True
-            )
-        members.sort(key=lambda m: m.role != Role.chair)
-        alternates = [
-            CouncilCandidate.model_validate(a)
-            for a in (stored["proposal"]["alternates"] if stored else [])
-            if a["expert_code"] not in inp.members
-        ]
-        return CouncilProposal(members=members, alternates=alternates)
+            await q.set_council_members(conn, req.request_id, council.model_dump(mode="json"))
+        return council

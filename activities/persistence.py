@@ -141,10 +141,8 @@ class PersistenceActivities:
                     )
                 else:
                     await q.set_request_overdue(conn, t.request_id, t.overdue)
-            if t.council_confirmed is not None:
-                await q.confirm_council(
-                    conn, t.request_id, t.council_confirmed.model_dump(mode="json"), t.actor, t.at
-                )
+            if t.council_confirmed:
+                await q.confirm_council(conn, t.request_id, t.actor, t.at)
             if t.cancel_topics:
                 await q.cancel_pending_topics(conn, t.request_id, t.cancel_topics)
             if t.documents_added:

@@ -341,19 +341,27 @@ async def set_expert_active(conn: Conn, code: str, active: bool) -> bool | None:
     return True
 
 
-# The load an expert carries: open assignments, plus seats on councils proposed for requests
-# still in the council stage that have not become assignments yet (so two proposals made at
-# the same time never give one expert more than their limit).
+# The load an expert carries: each request they hold a place on counts once — an open
+# assignment, or, on a request still running and before their assignment exists, a seat on its
+# proposed council or a seat reserved for them (so two admissions at the same moment never give
+# one expert more than their limit).
 _LOAD = """
-    (SELECT count(*) FROM assignments a
-      WHERE a.expert_code = e.code AND a.state IN ('invited', 'accepted'))
-  + (SELECT count(*) FROM councils c
-      JOIN requests r ON r.id = c.request_id
-                     AND r.stage NOT IN ('closed', 'declined', 'withdrawn')
-      CROSS JOIN LATERAL jsonb_array_elements(c.proposal->'members') m
-      WHERE m->>'expert_code' = e.code
-        AND NOT EXISTS (SELECT 1 FROM assignments a2
-                         WHERE a2.request_id = c.request_id AND a2.expert_code = e.code))
+    (SELECT count(*) FROM (
+        SELECT a.request_id FROM assignments a
+         WHERE a.expert_code = e.code AND a.state IN ('invited', 'accepted')
+        UNION
+        SELECT held.request_id FROM (
+            SELECT c.request_id FROM councils c
+              CROSS JOIN LATERAL jsonb_array_elements(c.proposal->'members') m
+             WHERE m->>'expert_code' = e.code
+            UNION
+            SELECT s.request_id FROM seats s WHERE s.expert_code = e.code
+        ) held
+        JOIN requests r ON r.id = held.request_id
+                       AND r.stage NOT IN ('closed', 'declined', 'withdrawn')
+        WHERE NOT EXISTS (SELECT 1 FROM assignments a2
+                           WHERE a2.request_id = held.request_id AND a2.expert_code = e.code)
+    ) places)
 """
 
 
@@ -419,16 +427,51 @@ async def insert_council(
     )
 
 
-async def confirm_council(
-    conn: Conn, request_id: str, proposal: dict[str, Any], by: str, at: datetime
-) -> None:
+async def set_council_members(conn: Conn, request_id: str, proposal: dict[str, Any]) -> None:
+    """The council as it now stands (its members hold their seats from this moment)."""
     await conn.execute(
-        "UPDATE councils SET proposal = $2, status = 'confirmed', confirmed_by = $3,"
-        " confirmed_at = $4 WHERE request_id = $1",
+        "UPDATE councils SET proposal = $2 WHERE request_id = $1", request_id, proposal
+    )
+
+
+async def confirm_council(conn: Conn, request_id: str, by: str, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE councils SET status = 'confirmed', confirmed_by = $2, confirmed_at = $3"
+        " WHERE request_id = $1",
         request_id,
-        proposal,
         by,
         at,
+    )
+
+
+async def holds_place(conn: Conn, request_id: str, expert_code: str) -> bool:
+    """Whether the expert already counts this request in their load before an assignment
+    exists (a reserved seat, or a seat on its proposed council)."""
+    return await conn.fetchval(
+        """
+        SELECT EXISTS (SELECT 1 FROM seats WHERE request_id = $1 AND expert_code = $2)
+            OR EXISTS (SELECT 1 FROM councils c
+                         CROSS JOIN LATERAL jsonb_array_elements(c.proposal->'members') m
+                        WHERE c.request_id = $1 AND m->>'expert_code' = $2)
+        """,
+        request_id,
+        expert_code,
+    )
+
+
+async def reserve_seat(conn: Conn, request_id: str, expert_code: str, at: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO seats (request_id, expert_code, reserved_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING",
+        request_id,
+        expert_code,
+        at,
+    )
+
+
+async def release_seat(conn: Conn, request_id: str, expert_code: str) -> None:
+    await conn.execute(
+        "DELETE FROM seats WHERE request_id = $1 AND expert_code = $2", request_id, expert_code
     )
 
 

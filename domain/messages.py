@@ -168,20 +168,86 @@ class RequestState(Model):
         return next((a for a in self.assignments if a.expert_code == expert_code), None)
 
 
-class ReviewCarry(Model):
-    """Everything a request hands to its next run when its history is continued as new. Taken
-    only when no action is in flight, so nothing a person did is lost."""
+class ReviewState(Model):
+    """Everything a request workflow knows, carried whole to its next run when its history is
+    continued as new (taken only when no action is in flight, so nothing a person did is lost).
+    What callers read (`RequestState`) is derived from it."""
 
-    state: RequestState
-    alternates: list[CouncilCandidate] = []
-    handled: list[str] = []
-    asked_for_experts: bool = False
-    shortfalls: int = 0
+    request_id: str
+    kind: RequestKind
+    title: str
+    agency_code: str
+    stage: Stage
+    stage_deadline: datetime | None = None
+    # Every stage move, extension and replaced watch starts a new generation: reminder keys
+    # name it, so a reminder recorded before continue-as-new is never recorded twice.
     stage_generation: int = 0
-    conclusion_version: int = 1
-    review_due_passed: bool = False
     stage_overdue: bool = False
+    screening_note: str | None = None
+    supplement_round: int = 0
+    supplement_lapsed: bool = False
+    council: CouncilProposal | None = None
+    # None: not proposed yet; proposed: waiting for the coordinator's confirmation;
+    # confirmed: its members are invited (by the run loop), then the review goes on.
+    council_status: Literal["proposed", "confirmed"] | None = None
+    alternates: list[CouncilCandidate] = []
+    assignments: list[AssignmentView] = []
+    # Declines and expiries the run loop has already filled (or found no one for).
+    vacancies_filled: list[str] = []
+    asked_for_experts: bool = False
+    review_due_passed: bool = False
+    review_closed: bool = False  # quorum reached past the deadline: no more adds or swaps
+    conclusion: ConclusionView | None = None
+    conclusion_version: int = 1
+    adoption: AdoptionAnswer | None = None
+    withdraw_reason: str | None = None
+    decline_reason: str | None = None
+    closed_reason: str | None = None
+    # Counters of repeatable steps, for their idempotency keys.
     counters: dict[str, int] = {}
+
+    def assignment(self, expert_code: str) -> AssignmentView | None:
+        return next((a for a in self.assignments if a.expert_code == expert_code), None)
+
+    def chair(self) -> AssignmentView | None:
+        """The seated chair: declined, expired or cancelled ones gave their seat up."""
+        return next(
+            (
+                a
+                for a in self.assignments
+                if a.role == Role.chair
+                and (a.state.is_open or a.state == AssignmentState.submitted)
+            ),
+            None,
+        )
+
+    def open_count(self) -> int:
+        return sum(1 for a in self.assignments if a.state.is_open)
+
+    def submitted_count(self) -> int:
+        return sum(1 for a in self.assignments if a.state == AssignmentState.submitted)
+
+    def is_open(self, expert_code: str) -> bool:
+        a = self.assignment(expert_code)
+        return a is not None and a.state.is_open
+
+    def uninvited_members(self) -> list[CouncilCandidate]:
+        """Members of the confirmed council not invited yet (the run loop invites them)."""
+        if self.council is None or self.council_status != "confirmed":
+            return []
+        return [m for m in self.council.members if self.assignment(m.expert_code) is None]
+
+    def open_vacancies(self) -> list[AssignmentView]:
+        """Declined or expired seats the run loop has not filled yet."""
+        return [
+            a
+            for a in self.assignments
+            if a.state in (AssignmentState.declined, AssignmentState.expired)
+            and a.expert_code not in self.vacancies_filled
+        ]
+
+    def overdue(self) -> bool:
+        return self.stage_overdue or any(a.overdue and a.state.is_open for a in self.assignments)
 
 
 class ReviewRequestInput(Model):
@@ -193,7 +259,7 @@ class ReviewRequestInput(Model):
     # the second for the request's assignment workflows.
     history_limit: int | None = None
     assignment_history_limit: int | None = None
-    carry: ReviewCarry | None = None
+    carry: ReviewState | None = None
 
 
 # --- activities ------------------------------------------------------------------------------
@@ -258,8 +324,9 @@ class TransitionInput(Model):
     overdue: bool | None = None
     # Undelivered outbox rows of these topics are withdrawn (status "cancelled").
     cancel_topics: list[str] = []
-    # The council as the coordinator confirmed it (replaces the stored proposal).
-    council_confirmed: CouncilProposal | None = None
+    # The coordinator confirmed the council (its members were stored as they reserved their
+    # seats: see CouncilActivities.reserve_council).
+    council_confirmed: bool = False
 
 
 class TransitionResult(Model):
@@ -286,6 +353,11 @@ class CheckCouncilInput(Model):
     request: ProposeCouncilInput
     members: list[str]
     chair: str
+
+
+class ReleaseSeatInput(Model):
+    request_id: str
+    expert_code: str
 
 
 class DueDateInput(Model):

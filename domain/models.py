@@ -319,6 +319,14 @@ class Recipient(Model):
     kind: Literal["agency", "expert", "coordinator", "operator"]
     code: str | None = None
 
+    @classmethod
+    def expert(cls, code: str) -> Recipient:
+        return cls(kind="expert", code=code)
+
+
+AGENCY = Recipient(kind="agency")  # the request's own agency
+COORDINATOR = Recipient(kind="coordinator")
+
 
 class Notice(Model):
     recipient: Recipient

@@ -108,7 +108,7 @@ async def test_deactivated_expert_is_explained_not_proposed(pool, registry):
         assert await q.set_expert_active(conn, experts[0].code, False) is False
     acts = CouncilActivities(pool)
     sub = f.submission(registry.field)
-    proposal = await acts.check_expert(
+    proposal = await acts.reserve_expert(
         ProposeCouncilInput(
             request_id=sub.request_id(),
             agency_code="SGTVT",

@@ -1,8 +1,9 @@
-"""Determinism: histories of finished requests replay against today's workflow code.
+"""Determinism: histories of every path a request takes replay against today's workflow code.
 
 `tests/histories/*.json` are real histories recorded from the lifecycle (regenerate with
-`python -m tests.record_histories`); a change to the workflows that would break requests
-already running in production fails here first. A fresh history of this run is replayed too.
+`python -m tests.record_histories`; every run of a request continued as new is one file); a
+change to the workflows that would break requests already running in production fails here
+first.
 """
 
 from __future__ import annotations
@@ -34,8 +35,16 @@ def test_histories_are_committed():
     kinds = {p.stem.split("--")[0] for p in HISTORIES}
     assert {
         "review-closed",
-        "expert-submitted",
         "review-withdrawn",
+        "review-declined",
+        "review-lapsed",
+        "review-quorum",
+        "review-replaced",
+        "review-continued-in-review",
+        "review-continued-awaiting-confirmation",
+        "expert-submitted",
+        "expert-expired",
+        "expert-cancelled",
         "notification-delivered",
         "notification-failed",
     } <= kinds

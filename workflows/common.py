@@ -1,14 +1,16 @@
-"""Activity options shared by the workflows. Kept apart from the workflow classes so the
-sandbox re-imports as little as possible."""
+"""What the request and assignment workflows share: activity options, the refusal a person
+gets, when a history is long enough to continue as new, and recording a transition. Kept apart
+from the workflow classes so the sandbox re-imports as little as possible."""
 
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
 
-from activities.calendar import CalendarActivities
-from domain.messages import DueDateInput, ReminderInstant, ReminderPlanInput
-from domain.policy import CalendarPolicy, KindPolicy
+from activities.persistence import PersistenceActivities
+from domain.messages import TransitionInput
 
 # Persisting a transition is idempotent, so it may be retried for as long as the database is
 # away: a request waits for PostgreSQL to come back rather than failing.
@@ -28,30 +30,37 @@ COMPUTE_OPTIONS = dict(
 )
 
 
-async def due_date(start: datetime, days: int, policy: KindPolicy, calendar: CalendarPolicy):
-    """The deadline `days` after `start` under the policy's calendar (an activity: the
-    holiday tables change between package releases, and a history must keep its dates)."""
-    result = await workflow.execute_activity_method(
-        CalendarActivities.due_date,
-        DueDateInput(start=start, days=days, mode=policy.calendar, calendar=calendar),
-        **COMPUTE_OPTIONS,
-    )
-    return result.due
+class Refused(ApplicationError):
+    """A person's action refused: the message names the field or the rule. Raised by a
+    validator it keeps the update out of the history; raised by a handler it fails the update
+    before anything is recorded. Either way the caller reads the message as it is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type="InvalidAction", non_retryable=True)
 
 
-async def reminder_plan(
-    due: datetime, name: str, policy: KindPolicy, calendar: CalendarPolicy
-) -> list[ReminderInstant]:
-    """The instants at which the deadline `name` reminds, falls due and escalates."""
-    plan = await workflow.execute_activity_method(
-        CalendarActivities.reminder_plan,
-        ReminderPlanInput(
-            now=workflow.now(),
-            due=due,
-            schedule=getattr(policy.reminders, name),
-            mode=policy.calendar,
-            calendar=calendar,
+def history_is_long(limit: int | None) -> bool:
+    """Past `limit` events (tests set one), or when the server suggests continuing as new."""
+    info = workflow.info()
+    if limit is not None:
+        return info.get_current_history_length() > limit
+    return info.is_continue_as_new_suggested()
+
+
+async def record(request_id: str, step: str, action: str, *, summary: str, **fields: Any) -> None:
+    """Persists one transition of this workflow, keyed `<workflow id>:<step>` so a retried
+    activity writes nothing twice. `summary` labels the step in the Temporal UI: the action and
+    the state, never the people."""
+    await workflow.execute_activity_method(
+        PersistenceActivities.record_transition,
+        TransitionInput(
+            workflow_id=workflow.info().workflow_id,
+            request_id=request_id,
+            step=step,
+            at=workflow.now(),
+            action=action,
+            **fields,
         ),
-        **COMPUTE_OPTIONS,
+        summary=summary,
+        **PERSIST_OPTIONS,
     )
-    return plan.instants
