@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,10 +100,31 @@ def get(url: str) -> str:
     return urllib.request.urlopen(url, timeout=10).read().decode()
 
 
-def shown_text(page, wanted: list[str], timeout: float = 30) -> str:
+# Waits are on what the page shows, with generous overall deadlines: on a busy 2-core machine
+# the Temporal UI takes many seconds to render, and a short fixed interval never sees it drawn.
+PAGE_DEADLINE = 180.0
+
+
+def wait_until_shown(page, locator, what: str, reload_after: float = 45) -> None:
+    """Playwright's own wait for `locator` to be visible; the page is reloaded only after a long
+    wait without it (the UI reads the workflow list once per load), until PAGE_DEADLINE."""
+    deadline = time.monotonic() + PAGE_DEADLINE
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            locator.wait_for(state="visible", timeout=max(1.0, min(reload_after, remaining)) * 1000)
+            return
+        except PlaywrightTimeout:
+            if time.monotonic() >= deadline:
+                page.screenshot(path=str(SHOTS / "e2e-ui-not-shown.png"), full_page=True)
+                raise AssertionError(f"{what} (screenshot: .data/e2e-ui-not-shown.png)") from None
+            page.reload(wait_until="domcontentloaded")
+
+
+def shown_text(page, wanted: list[str]) -> str:
     """The page's text, frames included (the UI renders user metadata as markdown in a
     sandboxed frame), once it shows every `wanted` piece."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + PAGE_DEADLINE
     while True:
         text = "\n".join(f.locator("body").inner_text() for f in page.frames if f.url)
         missing = [w for w in wanted if w not in text]
@@ -112,6 +134,19 @@ def shown_text(page, wanted: list[str], timeout: float = 30) -> str:
         page.wait_for_timeout(500)
 
 
+def eventually(check, what: str, deadline_s: float = PAGE_DEADLINE) -> None:
+    """Calls `check` until it holds (returns truthy without raising OSError)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
 def test_an_operator_finds_the_request_in_review_in_the_ui(stack, tmp_path):
     request = json.loads((ROOT / "config" / "request.sample.json").read_text(encoding="utf-8"))
     request["agency_reference"] = f"E2E-{int(time.time())}"
@@ -119,23 +154,21 @@ def test_an_operator_finds_the_request_in_review_in_the_ui(stack, tmp_path):
     path.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
     rid = json.loads(advisory(stack, "--json", "submit", str(path)).stdout)["request_id"]
     advisory(stack, "screen", rid, "accept")
-    deadline = time.monotonic() + 60
-    while json.loads(advisory(stack, "--json", "show", rid).stdout)["state"]["stage"] != "review":
-        assert time.monotonic() < deadline, "the request did not reach review"
-        time.sleep(0.5)
+    eventually(
+        lambda: (
+            json.loads(advisory(stack, "--json", "show", rid).stdout)["state"]["stage"] == "review"
+        ),
+        "the request did not reach review",
+    )
 
     ports = stack["ports"]
     engine = get(f"http://127.0.0.1:{ports['metrics']}/metrics")
     assert 'advisory_transitions_total{action="screening_accepted",stage="council"}' in engine
     assert "temporal_request_total" in get(f"http://127.0.0.1:{ports['sdk']}/metrics")
-    deadline = time.monotonic() + 30
-    while True:  # the API starts beside the worker
-        try:
-            assert '"openapi"' in get(f"http://127.0.0.1:{ports['api']}/openapi.json")
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "the API did not answer"
-            time.sleep(0.5)
+    eventually(  # the API starts beside the worker
+        lambda: '"openapi"' in get(f"http://127.0.0.1:{ports['api']}/openapi.json"),
+        "the API did not answer",
+    )
 
     query = urllib.parse.quote('ReviewStage = "review"')
     url = f"http://127.0.0.1:{ports['ui']}/namespaces/default/workflows?query={query}"
@@ -147,18 +180,16 @@ def test_an_operator_finds_the_request_in_review_in_the_ui(stack, tmp_path):
             args=["--no-sandbox", "--disable-dev-shm-usage"],
         )
         page = browser.new_page(viewport={"width": 1600, "height": 900})
-        page.goto(url)
+        page.goto(url, wait_until="domcontentloaded")
         link = page.get_by_text(f"review-{rid}", exact=True).first
-        deadline = time.monotonic() + 60
-        while not link.is_visible():  # the list refreshes from visibility, give it time
-            assert time.monotonic() < deadline, "the request is not listed"
-            page.reload()
-            page.wait_for_timeout(1000)
+        wait_until_shown(page, link, "the request is not listed")
         page.screenshot(path=str(SHOTS / "e2e-ui-review-list.png"), full_page=True)
         link.click()
         # The request's page: its input is ciphertext; the summary and what it waits for
         # (current details) are under User Metadata.
-        page.get_by_text("User Metadata", exact=True).first.click()
+        metadata = page.get_by_text("User Metadata", exact=True).first
+        wait_until_shown(page, metadata, "the request's page did not open")
+        metadata.click()
         shown = shown_text(page, [summary, "review: waiting for 0 of 5 opinions"])
         page.screenshot(path=str(SHOTS / "e2e-ui-review-request.png"), full_page=True)
         assert "hong.nt@" not in shown
