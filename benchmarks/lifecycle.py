@@ -1,0 +1,260 @@
+"""The whole lifecycle against the running stack (`make up`), beside bare Temporal on the same
+server in the same run.
+
+N requests (kind `advisory`) go from submission to closed at once, each driven as its people
+would through `starter.service`: screening, the council proposed and invited by the engine, every
+expert accepting and giving an opinion, the chair's draft, approval, the agency's answer. Then a
+bare workflow does, per request, the same number of activities (no-op) and updates as the
+engine's own workflows did (counted from their histories), N at once, on a worker of this
+process. Prints both rates, their ratio, and what one request costs in history events and
+workflow executions.
+
+    .venv/bin/python -m benchmarks.lifecycle [--requests 30]
+
+The stack's worker is the engine as deployed; the experts are a registry slice of this run's
+own (a field nobody else has), roomy enough that every council is full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from db import queries as q
+from db.pool import create_pool
+from domain.ids import assignment_workflow_id, review_workflow_id
+from domain.messages import AcceptInput, ApproveInput, ScreeningInput
+from domain.models import Expert, Stage
+from infra.settings import get_settings, load_policy
+from infra.temporal import connect
+from starter import service
+from tests import factories as f
+from workflows.assignment import ExpertAssignmentWorkflow
+from workflows.review import ReviewRequestWorkflow
+
+POLL = 0.3  # seconds between state queries: the benchmark watches, it should not be the load
+
+# --- the bare baseline ----------------------------------------------------------------------------
+
+
+class BareInput(BaseModel):
+    activities: int  # in all, those its updates run included
+    updates: int
+
+
+@activity.defn(name="bare_noop")
+async def bare_noop() -> None:
+    return None
+
+
+@workflow.defn(sandboxed=False)
+class BareRequest:
+    """A request with no business: the same number of activities and updates, no-op bodies. The
+    run loop does the activities no update asks for; each update runs one, as an action does."""
+
+    def __init__(self) -> None:
+        self._updates = 0
+
+    @workflow.run
+    async def run(self, inp: BareInput) -> None:
+        for _ in range(inp.activities - inp.updates):
+            await workflow.execute_activity(bare_noop, start_to_close_timeout=timedelta(seconds=30))
+        await workflow.wait_condition(lambda: self._updates == inp.updates)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
+    @workflow.update
+    async def act(self) -> None:
+        await workflow.execute_activity(bare_noop, start_to_close_timeout=timedelta(seconds=30))
+        self._updates += 1
+
+
+# --- the engine -----------------------------------------------------------------------------------
+
+
+async def until(client: Client, rid: str, predicate, timeout: float = 600):
+    handle = service.request_handle(client, rid)
+    async with asyncio.timeout(timeout):
+        while True:
+            state = await handle.query(ReviewRequestWorkflow.state)
+            if predicate(state):
+                return state
+            await asyncio.sleep(POLL)
+
+
+async def one_request(client: Client, field: str, policy, task_queue: str) -> str:
+    rid = (
+        await service.submit(client, f.submission(field), policy, task_queue=task_queue)
+    ).request_id
+    await until(client, rid, lambda s: s.stage == Stage.screening)
+    await service.request_update(
+        client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+    )
+    size = policy.for_kind("advisory").council_size
+    state = await until(
+        client,
+        rid,
+        lambda s: len(s.assignments) == size and all(a.respond_by for a in s.assignments),
+    )
+
+    async def expert(code: str) -> None:
+        await service.assignment_update(
+            client, rid, code, ExpertAssignmentWorkflow.accept, AcceptInput(expert_code=code)
+        )
+        await service.assignment_update(
+            client, rid, code, ExpertAssignmentWorkflow.submit_opinion, f.opinion(code)
+        )
+
+    await asyncio.gather(*[expert(a.expert_code) for a in state.assignments])
+    chair = next(a.expert_code for a in state.assignments if a.role == "chair")
+    await until(client, rid, lambda s: s.stage == Stage.synthesis)
+    await service.request_update(
+        client, rid, ReviewRequestWorkflow.draft_conclusion, f.draft(chair)
+    )
+    await service.request_update(
+        client, rid, ReviewRequestWorkflow.approve_conclusion, ApproveInput(approved_by="Chủ tịch")
+    )
+    await until(client, rid, lambda s: s.stage == Stage.adoption)
+    await service.request_update(client, rid, ReviewRequestWorkflow.answer_adoption, f.adoption())
+    await service.request_handle(client, rid).result()
+    return rid
+
+
+@dataclass
+class Cost:
+    events: int = 0
+    activities: int = 0
+    updates: int = 0
+    executions: int = 0
+
+
+async def history_cost(client: Client, workflow_id: str) -> Cost:
+    """Every run of one workflow (continue-as-new included)."""
+    cost, run_id = Cost(), None
+    while True:
+        history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        cost.executions += 1
+        cost.events += len(history.events)
+        for e in history.events:
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                cost.activities += 1
+            elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+                cost.updates += 1
+        started = history.events[0].workflow_execution_started_event_attributes
+        if not started.continued_execution_run_id:
+            return cost
+        run_id = started.continued_execution_run_id
+
+
+async def request_cost(client: Client, pool, rid: str) -> tuple[Cost, Cost]:
+    """The request's own workflows (itself and its experts'), and its notification workflows."""
+    async with pool.acquire() as conn:
+        experts = [r["expert_code"] for r in await q.assignments_of(conn, rid)]
+        outbox = [r["id"] for r in await q.outbox_for_request(conn, rid)]
+    own = Cost()
+    for wid in [review_workflow_id(rid), *(assignment_workflow_id(rid, e) for e in experts)]:
+        c = await history_cost(client, wid)
+        own = Cost(*(a + b for a, b in zip(vars(own).values(), vars(c).values(), strict=True)))
+    notes = Cost()
+    for oid in outbox:
+        try:
+            c = await history_cost(client, f"notification-{oid}")
+        except Exception:  # noqa: BLE001 (a row delivered without a workflow of its own)
+            continue
+        notes = Cost(*(a + b for a, b in zip(vars(notes).values(), vars(c).values(), strict=True)))
+    return own, notes
+
+
+async def main(n: int) -> None:
+    settings = get_settings()
+    client = await connect(settings)
+    pool = await create_pool(settings.resolve_database_url())
+    policy = load_policy(settings.policy_file)
+    field = f"bench-{uuid.uuid4().hex[:6]}"
+    size = policy.for_kind("advisory").council_size
+    async with pool.acquire() as conn:
+        for i in range(max(size * 4, n // 2)):
+            await q.upsert_expert(
+                conn,
+                Expert(
+                    code=f"B{field[-6:]}-{i:03d}",
+                    name=f"Chuyên gia {i}",
+                    email=f"bench{i}.{field}@experts.example.vn",
+                    organisation=f"Viện {i % 7}",
+                    member_association=f"Hội {i % 5}",
+                    fields=[field],
+                    load_limit=50,
+                ),
+            )
+
+    print(f"engine: {n} requests through the whole lifecycle at once ...", flush=True)
+    started = time.monotonic()
+    rids = await asyncio.gather(
+        *[one_request(client, field, policy, settings.task_queue) for _ in range(n)]
+    )
+    engine_s = time.monotonic() - started
+    costs = [await request_cost(client, pool, rid) for rid in rids]
+    own = [c for c, _ in costs]
+    notes = [c for _, c in costs]
+    activities = round(statistics.mean(c.activities for c in own))
+    updates = round(statistics.mean(c.updates for c in own))
+
+    print(f"bare: {n} workflows of {activities} activities and {updates} updates ...", flush=True)
+    bare_queue = f"bench-bare-{uuid.uuid4().hex[:6]}"
+    async with Worker(
+        client,
+        task_queue=bare_queue,
+        workflows=[BareRequest],
+        activities=[bare_noop],
+        max_concurrent_activities=20,
+        max_concurrent_workflow_tasks=20,
+    ):
+
+        async def bare(i: int) -> None:
+            handle = await client.start_workflow(
+                BareRequest.run,
+                BareInput(activities=activities, updates=updates),
+                id=f"bench-bare-{bare_queue}-{i}",
+                task_queue=bare_queue,
+            )
+            for _ in range(updates):
+                await handle.execute_update(BareRequest.act)
+            await handle.result()
+
+        started = time.monotonic()
+        await asyncio.gather(*[bare(i) for i in range(n)])
+        bare_s = time.monotonic() - started
+    await pool.close()
+
+    def mean(xs) -> float:
+        return statistics.mean(xs)
+
+    print()
+    print(f"engine   {n} requests in {engine_s:6.1f} s  {n / engine_s:6.3f} requests/s")
+    print(f"bare     {n} requests in {bare_s:6.1f} s  {n / bare_s:6.3f} requests/s")
+    print(f"ratio    engine/bare {bare_s / engine_s:.2f}x")
+    print(
+        f"per request: {mean(c.activities for c in own):.1f} activities, "
+        f"{mean(c.updates for c in own):.1f} updates, "
+        f"{mean(c.events for c in own):.0f} history events and "
+        f"{mean(c.executions for c in own):.1f} workflow executions of its own "
+        f"(request + experts, continued runs counted); notifications: "
+        f"{mean(c.executions for c in notes):.1f} executions, "
+        f"{mean(c.events for c in notes):.0f} events"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=30)
+    asyncio.run(main(parser.parse_args().requests))
