@@ -237,7 +237,8 @@ async def test_withdrawal_during_the_proposal_invites_nobody(env, pool, settings
         )
         await asyncio.sleep(0.5)  # the withdrawal is admitted while the proposal is under way
         proposing.release.set()
-        state = await withdrawal
+        async with asyncio.timeout(30):
+            state = await withdrawal
         assert state.stage == Stage.withdrawn and state.assignments == []
         await handle.result()
     events = {e for _, _, e in await outbox(pool, rid)}
@@ -373,7 +374,8 @@ async def test_cancellation_at_the_moment_an_invitation_expires_still_records_it
         )
         await asyncio.sleep(1.0)  # the assignment is being cancelled while its expiry records
         expiring.release.set()
-        assert (await withdrawal).stage == Stage.withdrawn
+        async with asyncio.timeout(30):
+            assert (await withdrawal).stage == Stage.withdrawn
         await clock
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
