@@ -36,7 +36,7 @@ from tests import factories as f
 from tests.conftest import start_time_skipping
 from tests.test_deadlines import open_review, policy_with, run_lengths, skip
 from tests.test_lifecycle import accept_and_submit, outbox, until
-from worker import SANDBOX, WORKFLOWS, activities_for
+from worker import SANDBOX, WORKFLOWS, activities_for, build_worker
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
 
@@ -136,10 +136,17 @@ async def proposed_for_confirmation(env, worker, policy, registry, **submit):
 
 
 async def test_continue_as_new_while_the_council_awaits_confirmation_keeps_that_step(
-    env, worker, policy, registry, pool
+    dev_env, policy, registry, pool, settings
 ):
     """Before: the next run skipped the confirmation, told the coordinator "experts needed",
-    and `confirm_council` was accepted but never answered."""
+    and `confirm_council` was accepted but never answered. On the dev server: an update that
+    meets a continue-as-new is carried to the next run there, not on the time-skipping one."""
+    env = dev_env
+    async with build_worker(env.client, pool, settings, task_queue=f"tq-{uuid.uuid4().hex}") as w:
+        await confirmed_after_continue_as_new(env, w, policy, registry, pool)
+
+
+async def confirmed_after_continue_as_new(env, worker, policy, registry, pool):
     rid, handle, state = await proposed_for_confirmation(
         env, worker, policy, registry, history_limit=15
     )
