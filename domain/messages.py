@@ -144,7 +144,10 @@ class ConfirmCouncilInput(Model):
 # --- state (query) ---------------------------------------------------------------------------
 
 
-class RequestState(Model):
+class RequestRecord(Model):
+    """What a request is and where it stands: shared by the workflow's state and the view of it
+    callers read."""
+
     request_id: str
     kind: RequestKind
     title: str
@@ -155,59 +158,46 @@ class RequestState(Model):
     supplement_round: int = 0
     council: CouncilProposal | None = None
     assignments: list[AssignmentView] = []
-    alternates_left: list[str] = []
     conclusion: ConclusionView | None = None
     adoption: AdoptionAnswer | None = None
     withdraw_reason: str | None = None
     decline_reason: str | None = None
     closed_reason: str | None = None
-    overdue: bool = False
-    waiting_for: str = ""
 
     def assignment(self, expert_code: str) -> AssignmentView | None:
         return next((a for a in self.assignments if a.expert_code == expert_code), None)
 
 
-class ReviewState(Model):
+class RequestState(RequestRecord):
+    """The request as callers read it (the state query and every action's answer)."""
+
+    alternates_left: list[str] = []
+    overdue: bool = False
+    waiting_for: str = ""
+
+
+class ReviewState(RequestRecord):
     """Everything a request workflow knows, carried whole to its next run when its history is
     continued as new (taken only when no action is in flight, so nothing a person did is lost).
     What callers read (`RequestState`) is derived from it."""
 
-    request_id: str
-    kind: RequestKind
-    title: str
-    agency_code: str
-    stage: Stage
-    stage_deadline: datetime | None = None
-    # Every stage move, extension and replaced watch starts a new generation: reminder keys
-    # name it, so a reminder recorded before continue-as-new is never recorded twice.
+    # Every stage move and extension starts a new generation: reminder keys name it, so a
+    # reminder recorded before continue-as-new is never recorded twice.
     stage_generation: int = 0
     stage_overdue: bool = False
-    screening_note: str | None = None
-    supplement_round: int = 0
     supplement_lapsed: bool = False
-    council: CouncilProposal | None = None
     # None: not proposed yet; proposed: waiting for the coordinator's confirmation;
     # confirmed: its members are invited (by the run loop), then the review goes on.
     council_status: Literal["proposed", "confirmed"] | None = None
     alternates: list[CouncilCandidate] = []
-    assignments: list[AssignmentView] = []
     # Declines and expiries the run loop has already filled (or found no one for).
     vacancies_filled: list[str] = []
     asked_for_experts: bool = False
     review_due_passed: bool = False
     review_closed: bool = False  # quorum reached past the deadline: no more adds or swaps
-    conclusion: ConclusionView | None = None
     conclusion_version: int = 1
-    adoption: AdoptionAnswer | None = None
-    withdraw_reason: str | None = None
-    decline_reason: str | None = None
-    closed_reason: str | None = None
     # Counters of repeatable steps, for their idempotency keys.
     counters: dict[str, int] = {}
-
-    def assignment(self, expert_code: str) -> AssignmentView | None:
-        return next((a for a in self.assignments if a.expert_code == expert_code), None)
 
     def chair(self) -> AssignmentView | None:
         """The seated chair: declined, expired or cancelled ones gave their seat up."""

@@ -9,7 +9,7 @@ from datetime import datetime
 from temporalio.common import SearchAttributeUpdate, TypedSearchAttributes
 
 from domain import search_attributes as sa
-from domain.messages import RequestState, ReviewState
+from domain.messages import RequestRecord, RequestState, ReviewState
 from domain.models import AssignmentState, AssignmentView, Stage
 from domain.policy import KindPolicy
 
@@ -21,7 +21,7 @@ LateBy = Callable[[AssignmentView], int]
 def request_view(state: ReviewState, policy: KindPolicy, late_by: LateBy) -> RequestState:
     """The request as callers read it."""
     return RequestState(
-        **state.model_dump(include=set(RequestState.model_fields) & set(ReviewState.model_fields)),
+        **state.model_dump(include=set(RequestRecord.model_fields)),
         alternates_left=[a.expert_code for a in state.alternates],
         overdue=state.overdue(),
         waiting_for=waiting_for(state, policy, late_by),
