@@ -46,6 +46,23 @@ def _window(now: datetime, days: int, cal: WorkingCalendar) -> tuple[date, date]
     return start, cal.local_date(cal.add_working_days(now, days)) if days else start
 
 
+def _seated(req: MatchRequest, c: Candidate, role: Role, why: str) -> CouncilCandidate:
+    """An expert admitted to the request, with the explanation the coordinator reads."""
+    matched = [f for f in req.fields if f in c.expertise]
+    return CouncilCandidate(
+        expert_code=c.code,
+        role=role,
+        matched_fields=matched,
+        active_load=c.load,
+        load_limit=c.load_limit,
+        score=fit(req, c),
+        member_association=c.member_association,
+        reason=why
+        + (f"; matches {', '.join(matched)}" if matched else "; no field in common")
+        + f"; load {c.load}/{c.load_limit}",
+    )
+
+
 class CouncilActivities:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -134,23 +151,8 @@ class CouncilActivities:
             if why:
                 return CouncilProposal(members=[], alternates=[], shortfall=f"{code}: {why}")
             await q.reserve_seat(conn, inp.request_id, code, now)
-        matched = [f for f in req.fields if f in c.expertise]
         return CouncilProposal(
-            members=[
-                CouncilCandidate(
-                    expert_code=code,
-                    role=Role.member,
-                    matched_fields=matched,
-                    active_load=c.load,
-                    load_limit=c.load_limit,
-                    score=fit(req, c),
-                    member_association=c.member_association,
-                    reason="chosen by the coordinator; "
-                    + (f"matches {', '.join(matched)}" if matched else "no field in common")
-                    + f"; load {c.load}/{c.load_limit}",
-                )
-            ],
-            alternates=[],
+            members=[_seated(req, c, Role.member, "chosen by the coordinator")], alternates=[]
         )
 
     @activity.defn(name="release_seat")
@@ -189,21 +191,9 @@ class CouncilActivities:
                 if why:
                     problems.append(f"{code}: {why}")
                     continue
-                matched = [f for f in match.fields if f in c.expertise]
-                members.append(
-                    CouncilCandidate(
-                        expert_code=code,
-                        role=Role.chair if code == inp.chair else Role.member,
-                        matched_fields=matched,
-                        active_load=c.load,
-                        load_limit=c.load_limit,
-                        score=fit(match, c),
-                        member_association=c.member_association,
-                        reason=("proposed" if code in proposed else "chosen by the coordinator")
-                        + (f"; matches {', '.join(matched)}" if matched else "; no field in common")
-                        + f"; load {c.load}/{c.load_limit}",
-                    )
-                )
+                role = Role.chair if code == inp.chair else Role.member
+                why = "proposed" if code in proposed else "chosen by the coordinator"
+                members.append(_seated(match, c, role, why))
             if problems:
                 raise ApplicationError(
                     "members: " + "; ".join(problems), type="InvalidCouncil", non_retryable=True
