@@ -20,6 +20,7 @@ from activities.notify import NotificationActivities
 from activities.persistence import PersistenceActivities
 from db.pool import create_pool
 from domain.ids import TASK_QUEUE
+from infra.codec import KeyError_
 from infra.logging import BindActivityContext, configure_logging
 from infra.settings import Settings, get_settings
 from infra.temporal import connect, metrics_runtime
@@ -101,7 +102,11 @@ async def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)
     sdk_metrics = settings.sdk_metrics_address if settings.sdk_metrics_address != "off" else None
-    client = await connect(settings, runtime=metrics_runtime(sdk_metrics))
+    try:
+        client = await connect(settings, runtime=metrics_runtime(sdk_metrics))
+    except KeyError_ as err:  # no payload keys: nothing starts rather than send them in clear
+        log.error("worker not started", reason=str(err))
+        raise SystemExit(2) from None
     pool = await create_pool(settings.resolve_database_url())
     refresher = None
     if settings.metrics_address != "off":

@@ -5,8 +5,11 @@ AES-256-GCM ciphertext. Plain strings stay readable: the UI's summaries and curr
 which never carry a name or an address.
 
 Keys come from ADVISORY_PAYLOAD_KEYS as `id:base64key[,id:base64key…]`: the first encrypts,
-every one decrypts, so a key is rotated by putting the new one first. `make up` makes one in
-`.data/payload.key`.
+every one decrypts, so a key is rotated by putting the new one first (`advisory keys rotate`).
+`make up` makes one in `.data/payload.key`. Encryption fails closed: with keys configured, a
+payload that arrives unencrypted is refused, and failures' messages and stack traces are
+encrypted too; without keys nothing starts unless ADVISORY_ALLOW_UNENCRYPTED=true says this is
+a development machine (infra.settings).
 
 The converter under the codec is temporalio's pydantic one, except that it decodes with the
 validation context that makes the domain models ignore fields they do not know
@@ -31,6 +34,7 @@ from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
     CompositePayloadConverter,
     DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
     DefaultPayloadConverter,
     JSONPlainPayloadConverter,
     PayloadCodec,
@@ -103,8 +107,14 @@ class EncryptionCodec(PayloadCodec):
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         out = []
         for p in payloads:
-            # Payloads written before encryption was on stay as they were.
             if p.metadata.get("encoding") != ENCODING:
+                # Only what `encode` leaves readable may arrive in clear: anything else was
+                # written by a process without the keys, and is refused rather than trusted.
+                if not _readable(p):
+                    raise KeyError_(
+                        "a payload arrived unencrypted although payload keys are configured: "
+                        "refused (was it written by a process without ADVISORY_PAYLOAD_KEYS?)"
+                    )
                 out.append(p)
                 continue
             key_id = p.metadata.get(KEY_ID, b"").decode()
@@ -161,9 +171,14 @@ class MessagePayloadConverter(CompositePayloadConverter):
 def data_converter(keys: dict[str, bytes] | None) -> DataConverter:
     """The one data converter of every Client, worker, test environment and Replayer:
     pydantic, messages tolerant of unknown fields, encrypting when keys are given."""
+    if not keys:
+        return DataConverter(payload_converter_class=MessagePayloadConverter)
     return DataConverter(
         payload_converter_class=MessagePayloadConverter,
-        payload_codec=EncryptionCodec(keys) if keys else None,
+        payload_codec=EncryptionCodec(keys),
+        # A failure's message can name a person or say why an expert is not available: it
+        # travels as an encoded (so encrypted) attribute, not as plain text in the history.
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
 
 
@@ -171,10 +186,30 @@ def key_file(data_dir: Path) -> Path:
     return data_dir / "payload.key"
 
 
+def write_key_file(path: Path, setting: str) -> None:
+    """Writes a key setting readable by its owner only, from the first byte (never a moment
+    with the default permissions), replacing the file atomically."""
+    tmp = path.with_name(path.name + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(setting + "\n")
+    os.chmod(tmp, 0o600)  # an existing .new file keeps its mode through O_CREAT
+    os.replace(tmp, path)
+
+
 def ensure_key_file(data_dir: Path) -> str:
-    """The dev stack's key, made once and kept (mode 600) so restarts can read old payloads."""
+    """The dev stack's key, made once and kept so restarts can read old payloads."""
     path = key_file(data_dir)
     if not path.exists():
-        path.write_text(new_key_setting("dev") + "\n", encoding="utf-8")
-        path.chmod(0o600)
+        write_key_file(path, new_key_setting("dev"))
     return path.read_text(encoding="utf-8").strip()
+
+
+def rotated(setting: str, key_id: str | None = None) -> str:
+    """The key setting with a new key first (it encrypts from now on); every old key stays, so
+    what it sealed still opens."""
+    old = parse_keys(setting)
+    new = new_key_setting(key_id)
+    if new.partition(":")[0] in old:
+        raise KeyError_(f"key id {new.partition(':')[0]!r} is already in use: choose another")
+    return f"{new},{setting.strip()}"

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
 
     # Encrypts what Temporal stores (see infra/codec.py); the first key encrypts.
     payload_keys: SecretStr | None = Field(default=None, validation_alias="ADVISORY_PAYLOAD_KEYS")
+    # Development only: run without payload keys (payloads reach Temporal in clear).
+    allow_unencrypted: bool = Field(default=False, validation_alias="ADVISORY_ALLOW_UNENCRYPTED")
 
     # Notifications. Off, outbox rows are written but nothing delivers them.
     deliver_notifications: bool = Field(default=True, validation_alias="ADVISORY_NOTIFY")
@@ -95,16 +97,24 @@ class Settings(BaseSettings):
     )
 
     def resolve_payload_keys(self) -> dict[str, bytes] | None:
-        """Keys from ADVISORY_PAYLOAD_KEYS, else the dev stack's key file, else None (no
-        encryption: payloads are stored as they are)."""
-        from infra.codec import key_file, parse_keys
+        """Keys from ADVISORY_PAYLOAD_KEYS, else the dev stack's key file. Without either, None
+        (payloads stored as they are) only if ADVISORY_ALLOW_UNENCRYPTED says this is a
+        development machine; otherwise refused, so names and notes never reach Temporal in
+        clear by an oversight."""
+        from infra.codec import KeyError_, key_file, parse_keys
 
         if self.payload_keys:
             return parse_keys(self.payload_keys.get_secret_value())
         path = key_file(self.data_dir)
         if path.exists():
             return parse_keys(path.read_text(encoding="utf-8").strip())
-        return None
+        if self.allow_unencrypted:
+            return None
+        raise KeyError_(
+            "ADVISORY_PAYLOAD_KEYS: not set and no key file at "
+            f"{path}: refusing to send payloads to Temporal unencrypted (`advisory keys new` "
+            "prints a key; ADVISORY_ALLOW_UNENCRYPTED=true is for development only)"
+        )
 
     def delivery_retry(self) -> DeliveryRetry:
         return DeliveryRetry(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -109,10 +110,13 @@ def print_state(state: service.RequestState) -> None:
 
 
 async def _client():
+    from infra.codec import KeyError_
     from infra.temporal import connect
 
     try:
         return await connect()
+    except KeyError_ as err:  # no payload keys, or a malformed setting
+        raise RuntimeError(str(err)) from err
     except Exception as err:  # connection refused, bad TLS settings...
         raise RuntimeError(f"cannot reach Temporal ({err}); is the stack up (`make up`)?") from err
 
@@ -782,6 +786,37 @@ async def cmd_tokens(args, settings: Settings) -> None:
         await pool.close()
 
 
+async def cmd_keys(args, settings: Settings) -> None:
+    """Payload keys. `new` prints a key setting. `rotate` puts a new key first (it encrypts from
+    now on; every older key still decrypts): in the key file when there is one (the dev stack's,
+    or --file), else it prints the rotated ADVISORY_PAYLOAD_KEYS to set on every process."""
+    from infra.codec import KeyError_, key_file, new_key_setting, rotated, write_key_file
+
+    if args.id is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,20}", args.id):
+        raise UsageError("id: letters, digits, - and _ only, at most 20")
+    try:
+        if args.action == "new":
+            print(new_key_setting(args.id))
+            return
+        path = Path(args.file) if args.file else key_file(settings.data_dir)
+        if path.exists():
+            setting = rotated(path.read_text(encoding="utf-8").strip(), args.id)
+            write_key_file(path, setting)
+            new_id = setting.partition(":")[0]
+            print(
+                f"{path}: key {new_id} encrypts from now on; the older keys still decrypt. "
+                "Restart every process that reads it (make up: stop and start it again)."
+            )
+        elif settings.payload_keys:
+            print(rotated(settings.payload_keys.get_secret_value(), args.id))
+        else:
+            raise UsageError(
+                f"keys rotate: no key file at {path} and ADVISORY_PAYLOAD_KEYS is not set"
+            )
+    except KeyError_ as err:
+        raise UsageError(str(err)) from err
+
+
 async def cmd_api(args, settings: Settings) -> None:
     import uvicorn
 
@@ -971,6 +1006,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--role", choices=["agency", "expert", "coordinator", "operator"])
     c.add_argument("--subject", help="the agency code, expert code, or the person's name")
     c.add_argument("--label", default="", help="what the token is for")
+    c = cmd("keys", cmd_keys, "payload encryption keys: new (print one), rotate")
+    c.add_argument("action", choices=["new", "rotate"])
+    c.add_argument("--id", help="the new key's id (default: a random one)")
+    c.add_argument("--file", help="rotate: the key file (default: the dev stack's)")
     c = cmd("api", cmd_api, "serve the HTTP API (OpenAPI at /docs)")
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=positive_int, default=8000)

@@ -290,8 +290,10 @@ class Transitions:
                 continue
             try:
                 reserved = await self._reserve(candidate.expert_code)
-            except Refused as why:
-                workflow.logger.info("alternate skipped", extra={"why": str(why)})
+            except Refused:
+                # The reason names the registry's rule for this person: it stays out of logs
+                # (the coordinator reads it in the proposal's explanation).
+                workflow.logger.info("alternate skipped", extra={"expert": candidate.expert_code})
                 continue
             return reserved.model_copy(update={"reason": candidate.reason})
         return None
