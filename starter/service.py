@@ -3,12 +3,14 @@ go through here, so an action means the same thing wherever it comes from."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from temporalio.client import (
     Client,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -75,7 +77,25 @@ async def submit(
         )
     except WorkflowAlreadyStartedError:
         return Submitted(request_id=request_id, created=False)
+    await _intake_recorded(request_handle(client, request_id))
     return Submitted(request_id=request_id, created=True)
+
+
+# How long a submission waits for its intake to be recorded before answering anyway.
+INTAKE_WAIT = 10.0
+
+
+async def _intake_recorded(handle: WorkflowHandle) -> None:
+    """Returns once the request has left intake (its submission is in PostgreSQL and it waits
+    for screening), so the caller's next read or action finds it. A request whose worker is
+    away still stands, durably started: after INTAKE_WAIT the answer goes out anyway."""
+    try:
+        async with asyncio.timeout(INTAKE_WAIT):
+            # Polls another process's workflow: there is no event here to wait on.
+            while (await handle.query(ReviewRequestWorkflow.state)).stage == Stage.intake:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    except (TimeoutError, RPCError, WorkflowQueryFailedError):
+        pass
 
 
 def request_handle(client: Client, request_id: str) -> WorkflowHandle:
