@@ -1,10 +1,20 @@
 """`make e2e`: the stack as `make up` runs it, a request taken to review with the CLI, and the
 Temporal UI opened in headless Chromium (Debian's package) filtered by the stage search
 attribute: the request must be listed, with its summary, and a screenshot is kept in .data/.
-The metrics endpoints must answer with the engine's and the SDK's series."""
+The metrics endpoints must answer with the engine's and the SDK's series.
+
+Waiting: every wait is on the condition itself with a generous deadline, never a fixed short
+interval, because a busy 2-core machine may take many seconds to start the stack or to render
+the UI. In the browser that means Playwright's own auto-waiting on a locator (`wait_for_text`);
+a page is loaded once and never reloaded (a reload restarts a render that may take longer
+than any fixed interval); a view that does not update by itself, as the UI's workflow list, is
+refreshed with its own Refresh button after `REFRESH_AFTER` seconds without what is awaited.
+Browser tests open their page with `ui_page`, which keeps a screenshot of the page when the
+test fails."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,17 +23,27 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / ".data"
+
+STACK_DEADLINE = 300  # s for `make up` to say it is up (embedded PostgreSQL, Temporal, worker)
+SERVER_DEADLINE = 120  # s for the engine (CLI, HTTP API) to get somewhere
+UI_DEADLINE = 240  # s for everything one browser test waits on
+REFRESH_AFTER = 25  # s without the awaited text before refreshing (the UI's list does not
+# update by itself)
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -59,20 +79,26 @@ def stack():
         text=True,
         start_new_session=True,
     )
-    seen = []
-    deadline = time.monotonic() + 180
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        seen.append(line)
-        if "Advisory & Review Engine is up" in line:
-            break
-        if time.monotonic() > deadline:
-            break
-    else:
-        pytest.fail("make up exited:\n" + "".join(seen))
-    assert "is up" in "".join(seen), "".join(seen)
-    cli_env = {**env, "TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}"}
+    # Its output is read on a thread for as long as it runs (so the deadline holds even while
+    # it prints nothing, and the pipe never fills); `settled` is set once it is up or gone.
+    seen: list[str] = []
+    settled = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seen.append(line)
+            if "Advisory & Review Engine is up" in line:
+                settled.set()
+        settled.set()
+
+    threading.Thread(target=read, daemon=True).start()
     try:
+        settled.wait(STACK_DEADLINE)
+        if not any("is up" in line for line in seen):
+            why = "exited" if proc.poll() is not None else f"is not up after {STACK_DEADLINE} s"
+            pytest.fail(f"make up {why}:\n" + "".join(seen))
+        cli_env = {**env, "TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}"}
         yield {"env": cli_env, "ports": ports, "data": data}
     finally:
         os.killpg(proc.pid, signal.SIGINT)
@@ -80,6 +106,7 @@ def stack():
             proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -90,7 +117,7 @@ def advisory(stack, *args: str) -> subprocess.CompletedProcess:
         env=stack["env"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=SERVER_DEADLINE,
     )
     assert out.returncode == 0, out.stderr
     return out
@@ -100,51 +127,95 @@ def get(url: str) -> str:
     return urllib.request.urlopen(url, timeout=10).read().decode()
 
 
-# Waits are on what the page shows, with generous overall deadlines: on a busy 2-core machine
-# the Temporal UI takes many seconds to render, and a short fixed interval never sees it drawn.
-PAGE_DEADLINE = 180.0
-
-
-def wait_until_shown(page, locator, what: str, reload_after: float = 45) -> None:
-    """Playwright's own wait for `locator` to be visible; the page is reloaded only after a long
-    wait without it (the UI reads the workflow list once per load), until PAGE_DEADLINE."""
-    deadline = time.monotonic() + PAGE_DEADLINE
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            locator.wait_for(state="visible", timeout=max(1.0, min(reload_after, remaining)) * 1000)
-            return
-        except PlaywrightTimeout:
-            if time.monotonic() >= deadline:
-                page.screenshot(path=str(SHOTS / "e2e-ui-not-shown.png"), full_page=True)
-                raise AssertionError(f"{what} (screenshot: .data/e2e-ui-not-shown.png)") from None
-            page.reload(wait_until="domcontentloaded")
-
-
-def shown_text(page, wanted: list[str]) -> str:
-    """The page's text, frames included (the UI renders user metadata as markdown in a
-    sandboxed frame), once it shows every `wanted` piece."""
-    deadline = time.monotonic() + PAGE_DEADLINE
-    while True:
-        text = "\n".join(f.locator("body").inner_text() for f in page.frames if f.url)
-        missing = [w for w in wanted if w not in text]
-        if not missing:
-            return text
-        assert time.monotonic() < deadline, f"not shown: {missing}"
-        page.wait_for_timeout(500)
-
-
-def eventually(check, what: str, deadline_s: float = PAGE_DEADLINE) -> None:
-    """Calls `check` until it holds (returns truthy without raising OSError)."""
-    deadline = time.monotonic() + deadline_s
+def wait_until(what: str, check: Callable[[], T | None], deadline: float) -> T:
+    """`check()`'s first truthy answer (exceptions count as "not yet"), asked again as soon as
+    each answer comes back (with a short growing pause) until `deadline` (time.monotonic());
+    for conditions outside the browser: the CLI, HTTP endpoints."""
+    pause, last = 0.2, None
     while True:
         try:
-            if check():
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, what
-        time.sleep(0.5)
+            result = check()
+            if result:
+                return result
+            last = repr(result)
+        except Exception as err:  # e.g. connection refused while it starts
+            last = f"{type(err).__name__}: {err}"
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"{what}: not so by the deadline (last: {last})")
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 3)
+
+
+def ms_left(deadline: float) -> float:
+    """Milliseconds to `deadline`, at least 1 (Playwright takes a timeout of 0 as none)."""
+    return max((deadline - time.monotonic()) * 1000, 1)
+
+
+@contextlib.contextmanager
+def ui_page(name: str) -> Iterator[Page]:
+    """A page in headless Chromium (Debian's) whose actions wait up to `UI_DEADLINE`; if the
+    test fails while it is open, the page is kept as .data/e2e-ui-<name>-failed.png."""
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 900})
+            page.set_default_timeout(UI_DEADLINE * 1000)
+            page.set_default_navigation_timeout(UI_DEADLINE * 1000)
+            try:
+                yield page
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    page.screenshot(path=str(SHOTS / f"e2e-ui-{name}-failed.png"), full_page=True)
+                raise
+        finally:
+            browser.close()
+
+
+def wait_for_text(
+    page: Page,
+    text: str,
+    deadline: float,
+    *,
+    frame: str | None = None,
+    exact: bool = False,
+    refresh: Callable[[], object] | None = None,
+    refresh_after: float = REFRESH_AFTER,
+) -> Locator:
+    """The first element showing `text` (in the iframe matching the selector `frame`, if
+    given), once visible: Playwright's auto-waiting until `deadline` (time.monotonic()).
+    `refresh`, for views that do not update by themselves, is done after each `refresh_after`
+    seconds without it; make it an action on the drawn page (clicking the UI's own Refresh
+    button auto-waits until the page has drawn it): a reload would restart a slow render."""
+    scope = page.frame_locator(frame) if frame else page
+    locator = scope.get_by_text(text, exact=exact).first
+    while True:
+        left = ms_left(deadline)
+        try:
+            expect(locator).to_be_visible(
+                timeout=min(left, refresh_after * 1000) if refresh else left
+            )
+            return locator
+        except AssertionError:
+            if not refresh or deadline - time.monotonic() < 1:
+                where = f" in {frame}" if frame else ""
+                pytest.fail(f"not shown{where} by the deadline: {text!r} ({page.url})")
+        refresh()
+
+
+def refresh_button(page: Page, deadline: float) -> Callable[[], None]:
+    """Clicks the Temporal UI's Refresh button (a list view's), once the page shows it."""
+    return lambda: page.get_by_role("button", name="Refresh").click(timeout=ms_left(deadline))
+
+
+def page_text(page: Page) -> str:
+    """The page's text, frames included (the UI renders user metadata as markdown in
+    sandboxed frames)."""
+    return "\n".join(f.locator("body").inner_text() for f in page.frames if f.url)
 
 
 def test_an_operator_finds_the_request_in_review_in_the_ui(stack, tmp_path):
@@ -154,43 +225,40 @@ def test_an_operator_finds_the_request_in_review_in_the_ui(stack, tmp_path):
     path.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
     rid = json.loads(advisory(stack, "--json", "submit", str(path)).stdout)["request_id"]
     advisory(stack, "screen", rid, "accept")
-    eventually(
-        lambda: (
-            json.loads(advisory(stack, "--json", "show", rid).stdout)["state"]["stage"] == "review"
-        ),
-        "the request did not reach review",
+    # In review as the UI will ask: Temporal's visibility store, filtered as the page is.
+    query = f'WorkflowId = "review-{rid}" AND ReviewStage = "review"'
+    wait_until(
+        "the request is listed in review by Temporal's visibility",
+        lambda: json.loads(advisory(stack, "--json", "list", "--query", query).stdout),
+        time.monotonic() + SERVER_DEADLINE,
     )
+    assert json.loads(advisory(stack, "--json", "show", rid).stdout)["state"]["stage"] == "review"
 
     ports = stack["ports"]
     engine = get(f"http://127.0.0.1:{ports['metrics']}/metrics")
     assert 'advisory_transitions_total{action="screening_accepted",stage="council"}' in engine
     assert "temporal_request_total" in get(f"http://127.0.0.1:{ports['sdk']}/metrics")
-    eventually(  # the API starts beside the worker
+    wait_until(  # the API starts beside the worker
+        "the HTTP API answers",
         lambda: '"openapi"' in get(f"http://127.0.0.1:{ports['api']}/openapi.json"),
-        "the API did not answer",
+        time.monotonic() + SERVER_DEADLINE,
     )
 
     query = urllib.parse.quote('ReviewStage = "review"')
     url = f"http://127.0.0.1:{ports['ui']}/namespaces/default/workflows?query={query}"
     summary = f"critique · {request['agency']['code']} · "
-    SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
-        )
-        page = browser.new_page(viewport={"width": 1600, "height": 900})
-        page.goto(url, wait_until="domcontentloaded")
-        link = page.get_by_text(f"review-{rid}", exact=True).first
-        wait_until_shown(page, link, "the request is not listed")
+    with ui_page("review") as page:
+        deadline = time.monotonic() + UI_DEADLINE
+        page.goto(url, timeout=ms_left(deadline))
+        refresh = refresh_button(page, deadline)
+        link = wait_for_text(page, f"review-{rid}", deadline, exact=True, refresh=refresh)
         page.screenshot(path=str(SHOTS / "e2e-ui-review-list.png"), full_page=True)
-        link.click()
+        link.click(timeout=ms_left(deadline))
         # The request's page: its input is ciphertext; the summary and what it waits for
-        # (current details) are under User Metadata.
-        metadata = page.get_by_text("User Metadata", exact=True).first
-        wait_until_shown(page, metadata, "the request's page did not open")
-        metadata.click()
-        shown = shown_text(page, [summary, "review: waiting for 0 of 5 opinions"])
+        # (current details) are under User Metadata, each in its own frame.
+        wait_for_text(page, "User Metadata", deadline, exact=True).click(timeout=ms_left(deadline))
+        wait_for_text(page, summary, deadline, frame="#user-metadata-summary")
+        waits_for = "review: waiting for 0 of 5 opinions"
+        wait_for_text(page, waits_for, deadline, frame="#user-metadata-current-details")
         page.screenshot(path=str(SHOTS / "e2e-ui-review-request.png"), full_page=True)
-        assert "hong.nt@" not in shown
-        browser.close()
+        assert "hong.nt@" not in page_text(page)
