@@ -4,9 +4,12 @@ go through here, so an action means the same thing wherever it comes from."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import (
     Client,
     WorkflowHandle,
@@ -74,11 +77,46 @@ async def submit(
                 ]
             ),
             static_summary=_summary(submission),
+            memo={CONTENT_MEMO: content_digest(submission)},
         )
     except WorkflowAlreadyStartedError:
+        await _same_content(client, submission)
         return Submitted(request_id=request_id, created=False)
     await _intake_recorded(request_handle(client, request_id))
     return Submitted(request_id=request_id, created=True)
+
+
+def content_digest(submission: RequestSubmission) -> str:
+    """What a submission says, apart from its reference (the key: equal up to case and
+    spaces), as a SHA-256: kept in the request workflow's memo, personal data never in clear."""
+    content = submission.model_dump_json(exclude={"agency_reference"})
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+async def _same_content(client: Client, submission: RequestSubmission) -> None:
+    """A resubmission under the same reference is the same request only if it says the same;
+    otherwise it is refused, naming the request that reference already opened."""
+    # The raw description: the SDK's decoding of search attributes fails on the test server
+    # once a request has ended (an unset datetime kept as null), and only the memo is needed.
+    described = await client.workflow_service.describe_workflow_execution(
+        DescribeWorkflowExecutionRequest(
+            namespace=client.namespace,
+            execution=WorkflowExecution(workflow_id=review_workflow_id(submission.request_id())),
+        )
+    )
+    field = described.workflow_execution_info.memo.fields.get(CONTENT_MEMO)
+    if field is None:  # started before the digest was kept: nothing to compare
+        return
+    [stored] = await client.data_converter.decode([field])
+    if stored != content_digest(submission):
+        raise ActionError(
+            f"agency_reference: {submission.agency_reference} already names request "
+            f"{submission.request_id()}, submitted with different content; supplement that "
+            "request or use a new reference"
+        )
+
+
+CONTENT_MEMO = "content_sha256"
 
 
 # How long a submission waits for its intake to be recorded before answering anyway.

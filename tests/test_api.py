@@ -241,6 +241,31 @@ async def test_an_idempotency_key_returns_the_first_answer_and_changes_nothing(
     assert screened == 1 and submitted == 1
 
 
+async def test_a_resubmission_is_the_same_request_only_with_the_same_content(
+    env, worker, pool, settings, policy, registry
+):
+    await registry.add(3)
+    code = f"AG{uuid.uuid4().hex[:6].upper()}"
+    agency = await token(pool, "agency", code)
+    sub = f.submission(registry.field, agency={"code": code, "name": "Sở Tư pháp"})
+    changed = sub.model_copy(update={"title": "Dự thảo Kế hoạch khác hẳn, cùng số công văn"})
+    async with api(env, pool, settings, worker) as http:
+        first = await http.post("/requests", json=body(sub), headers=agency)
+        assert first.status_code == 201 and first.json()["created"] is True
+        rid = first.json()["request_id"]
+        same = await http.post("/requests", json=body(sub), headers=agency)
+        assert same.status_code == 200
+        assert same.json() == {"request_id": rid, "created": False}
+        other = await http.post("/requests", json=body(changed), headers=agency)
+        assert other.status_code == 409, other.text
+        assert other.headers["content-type"] == "application/problem+json"
+        assert f"already names request {rid}" in other.json()["detail"]
+        assert "agency_reference" in other.json()["detail"]
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT id, title FROM requests WHERE agency_code = $1", code)
+    assert [(r["id"], r["title"]) for r in rows] == [(rid, sub.title)]
+
+
 @pytest.mark.parametrize(
     "payload, field",
     [

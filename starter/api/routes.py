@@ -98,7 +98,7 @@ async def act(
     key: str | None,
     body: BaseModel | None,
     run: Callable[[], Awaitable[Any]],
-    status_code: int = 200,
+    status_code: int | Callable[[Any], int] = 200,
 ) -> JSONResponse:
     """Runs an action once per Idempotency-Key: a repeat with the same key and the same body
     gets the first answer (refusals included) and changes nothing; a different body under a
@@ -133,7 +133,9 @@ async def act(
                 headers={"Idempotency-Replayed": "true"},
             )
     try:
-        payload, code = jsonable_encoder(await run()), status_code
+        result = await run()
+        payload = jsonable_encoder(result)
+        code = status_code(result) if callable(status_code) else status_code
     except service.ActionError as err:
         problem = _refused(err, request.url.path)
         payload, code = problem.body(request.url.path), problem.status
@@ -186,15 +188,25 @@ class Submitted(BaseModel):
     created: bool
 
 
-@router.post("/requests", status_code=201, tags=["agency"], response_model=Submitted)
+@router.post(
+    "/requests",
+    status_code=201,
+    tags=["agency"],
+    response_model=Submitted,
+    responses={
+        200: {"model": Submitted, "description": "The same reference and content: that request"},
+        409: {"description": "The same reference with different content"},
+    },
+)
 async def submit(
     request: Request,
     body: RequestSubmission,
     who: Principal = Agency,
     key: IdempotencyKey = None,
 ) -> JSONResponse:
-    """Submit a request. Documents are referenced by URI and SHA-256, never uploaded. The same
-    agency reference again returns the same request (created: false)."""
+    """Submit a request (201). Documents are referenced by URI and SHA-256, never uploaded.
+    The same agency reference with the same content returns that request (200, created: false);
+    with different content it is refused (409), naming the request the reference opened."""
 
     async def run() -> Submitted:
         if body.agency.code != who.subject:
@@ -213,7 +225,7 @@ async def submit(
         )
         return Submitted(request_id=s.request_id, created=s.created)
 
-    return await act(request, who, key, body, run, status_code=201)
+    return await act(request, who, key, body, run, status_code=lambda s: 201 if s.created else 200)
 
 
 def _action(
