@@ -347,6 +347,9 @@ class AssignmentView(Model):
     recommendation: Recommendation | None = None
     decline_reason: str | None = None
     overdue: bool = False
+    # Extensions granted on this expert's dates, and the days they added (bounded by policy).
+    extensions: int = 0
+    extension_days: int = 0
 
 
 class ConclusionView(Model):

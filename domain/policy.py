@@ -55,6 +55,10 @@ class KindPolicy(Model):
     # "auto": the proposed council is invited at once; "coordinator": the coordinator
     # confirms or edits it first.
     council_confirmation: Literal["auto", "coordinator"] = "auto"
+    # Extensions the coordinator may grant on one deadline (a stage's, or one expert's), and
+    # the days they may add up to: past them an extension is refused, naming the bound.
+    max_extensions: Annotated[int, Field(ge=0, le=50)] = 5
+    max_extension_days: Annotated[int, Field(ge=0, le=365)] = 60
     # Filled from the policy-wide [reminders] unless the kind has its own.
     reminders: Reminders | None = None
 

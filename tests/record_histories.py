@@ -143,7 +143,7 @@ class Recorder:
         await self.withdraw(rid, handle, "review-replaced")
 
     async def continued_in_review(self) -> None:
-        rid, handle = await self.request(history_limit=80)
+        rid, handle = await self.request(history_limit=80, max_extensions=10)
         await review_to_synthesis(self.env, rid, handle)
         for i in range(8):
             await self.act(

@@ -14,6 +14,7 @@ from starter.api import create_app
 from starter.api.auth import create_token
 from tests import factories as f
 from tests.conftest import advisory
+from tests.test_deadlines import open_review
 
 
 @asynccontextmanager
@@ -264,6 +265,38 @@ async def test_a_resubmission_is_the_same_request_only_with_the_same_content(
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT id, title FROM requests WHERE agency_code = $1", code)
     assert [(r["id"], r["title"]) for r in rows] == [(rid, sub.title)]
+
+
+async def test_an_extension_retried_after_its_answer_was_lost_extends_once(
+    env, worker, pool, settings, policy, registry
+):
+    """The workflow update carries an id derived from the Idempotency-Key: when the API lost
+    its record of the first call (its process died after the update), the retry is the same
+    update and Temporal applies it once. Past the policy's bound an extension is refused."""
+    rid, handle, state = await open_review(env, worker, policy, registry, n_experts=3)
+    expert = state.assignments[0].expert_code
+    coordinator = await token(pool, "coordinator", "Văn phòng")
+    extend = {"expert_code": expert, "days": 20, "reason": "Chờ số liệu bổ sung."}
+    headers = {**coordinator, "Idempotency-Key": "extend-1"}
+    async with api(env, pool, settings, worker) as http:
+        first = await http.post(f"/requests/{rid}/assignments/extend", json=extend, headers=headers)
+        assert first.status_code == 200, first.text
+        async with pool.acquire() as conn:
+            await conn.execute("DELETE FROM idempotency_keys WHERE key = 'extend-1'")
+        retry = await http.post(f"/requests/{rid}/assignments/extend", json=extend, headers=headers)
+        assert retry.status_code == 200 and retry.json() == first.json()
+        over = await http.post(
+            f"/requests/{rid}/assignments/extend",
+            json={**extend, "days": 50},
+            headers=coordinator,
+        )
+        assert over.status_code == 409 and "at most 40 more day(s)" in over.json()["detail"]
+    async with pool.acquire() as conn:
+        extended = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE request_id = $1 AND action = 'deadline_extended'",
+            rid,
+        )
+    assert extended == 1
 
 
 @pytest.mark.parametrize(

@@ -719,6 +719,9 @@ async def test_a_long_review_continues_as_new_and_still_completes(
         alternates=5,
         review_days=5,
         reminders={"review": {"before": [2, 1], "overdue_every": 1, "grace": 30}},
+        # Four months of weekly extensions: more than the shipped policy allows one deadline.
+        max_extensions=20,
+        max_extension_days=120,
     )
     chair = next(a.expert_code for a in state.assignments if a.role == "chair")
     await service.assignment_update(

@@ -215,7 +215,8 @@ async def test_request_continues_as_new_with_live_assignments(stack, policy, reg
 
     client = stack.client
     await registry.add(6)
-    pol = policy_with(policy, council_size=2, quorum=2, alternates=4)
+    # Twelve extensions of the review deadline: more than the shipped policy allows.
+    pol = policy_with(policy, council_size=2, quorum=2, alternates=4, max_extensions=20)
     rid = (
         await service.submit(client, f.submission(registry.field), pol, history_limit=120)
     ).request_id

@@ -240,3 +240,23 @@ def test_only_changed_search_attributes_are_upserted():
         [SearchAttributePair(u.key, u.value) for u in visibility.search_attributes(st, POLICY)]
     )
     assert visibility.search_attribute_changes(st, POLICY, everything) == []
+
+
+def test_extensions_are_bounded_by_the_policy():
+    pol = POLICY.model_copy(update={"max_extensions": 2, "max_extension_days": 5})
+    st = state(Stage.screening, stage_deadline=NOW)
+    three = ExtendInput(days=3, reason="Chờ ý kiến Sở")
+    admit(st, pol, set(), "extend_deadline", three)
+    st.counters.update({"extensions:screening": 1, "extension-days:screening": 3})
+    assert "at most 2 more day(s)" in refused_with(st, pol, three)
+    admit(st, pol, set(), "extend_deadline", ExtendInput(days=2, reason="Chờ ý kiến Sở"))
+    st.counters.update({"extensions:screening": 2, "extension-days:screening": 4})
+    assert "extended 2 time(s)" in refused_with(st, pol, ExtendInput(days=1, reason="Thêm"))
+    # Another stage has bounds of its own.
+    admit(state(Stage.approval, stage_deadline=NOW), pol, set(), "extend_deadline", three)
+
+
+def refused_with(st: ReviewState, pol, inp) -> str:
+    with pytest.raises(Refused) as caught:
+        admit(st, pol, set(), "extend_deadline", inp)
+    return str(caught.value)

@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.models import COORDINATOR, AssignmentState, AssignmentView, Notice, Recipient
     from workflows.common import Refused, history_is_long, record
-    from workflows.deadlines import DeadlineWatch, due_date
+    from workflows.deadlines import DeadlineWatch, check_extension_bounds, due_date
 
 ASSIGNMENT_CHANGED = "assignment_changed"
 
@@ -228,6 +228,8 @@ class ExpertAssignmentWorkflow:
                 "deadline_extended",
                 actor=f"coordinator:{inp.extended_by}",
                 **{"respond_by" if name == "respond" else "due_at": new_due},
+                extensions=v.extensions + 1,
+                extension_days=v.extension_days + inp.days,
                 clear_overdue=True,
                 details={
                     "deadline": name,
@@ -240,17 +242,21 @@ class ExpertAssignmentWorkflow:
                     Notice(recipient=self._expert(), event="deadline_extended", data=_dates(v))
                 ],
             )
-            assert self._watch is not None
-            self._watch.move(new_due, self._generation)
+            if self._watch is None:  # a continued run whose loop has not started watching yet
+                self._watch_deadline()
+            else:
+                self._watch.move(new_due, self._generation)
         return self._view
 
     @extend.validator
     def _validate_extend(self, inp: ExtendAssignmentInput) -> None:
         self._check_actor(inp.expert_code)
-        if not self._view.state.is_open:
-            raise Refused(
-                f"cannot extend: the assignment is {self._view.state.value}, nothing is due"
-            )
+        v = self._view
+        if not v.state.is_open:
+            raise Refused(f"cannot extend: the assignment is {v.state.value}, nothing is due")
+        check_extension_bounds(
+            self._inp.policy, _deadline_name(v), v.extensions, v.extension_days, inp.days
+        )
 
     # --- the deadline -------------------------------------------------------------------------
 

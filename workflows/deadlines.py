@@ -29,7 +29,7 @@ from temporalio import workflow
 from activities.calendar import CalendarActivities
 from domain.messages import DueDateInput, ReminderInstant, ReminderPlanInput
 from domain.policy import CalendarPolicy, KindPolicy
-from workflows.common import COMPUTE_OPTIONS
+from workflows.common import COMPUTE_OPTIONS, Refused
 
 
 async def due_date(start: datetime, days: int, policy: KindPolicy, calendar: CalendarPolicy):
@@ -113,3 +113,18 @@ class DeadlineWatch:
             except TimeoutError:
                 pass
         return self._current(generation)
+
+
+def check_extension_bounds(policy: KindPolicy, name: str, granted: int, days: int, more: int):
+    """The policy's bounds on one deadline's extensions (a stage's, or one expert's)."""
+    if granted >= policy.max_extensions:
+        raise Refused(
+            f"cannot extend: the {name} deadline has been extended {granted} time(s), "
+            f"the most the policy allows"
+        )
+    if days + more > policy.max_extension_days:
+        left = policy.max_extension_days - days
+        raise Refused(
+            f"days: at most {left} more day(s) may be added to the {name} deadline "
+            f"(the policy allows {policy.max_extension_days} in all)"
+        )

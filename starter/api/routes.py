@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -177,7 +178,12 @@ def _update_id(request: Request, who: Principal) -> str | None:
     was lost on the way (a timeout), the retry is the same update and Temporal applies it
     once."""
     key = request.headers.get("idempotency-key")
-    return f"{who.role}:{who.subject}:{key}" if key else None
+    if not key:
+        return None
+    # A hash of an unambiguous encoding: a subject or key containing ':' cannot make two
+    # callers' ids collide.
+    encoded = json.dumps([who.role, who.subject, key], ensure_ascii=False)
+    return "api-" + hashlib.sha256(encoded.encode()).hexdigest()
 
 
 # --- agencies ------------------------------------------------------------------------------
@@ -425,7 +431,12 @@ async def extend_assignment(
     async def run() -> dict:
         await visible_request(request, request_id, who)
         view = await service.assignment_update(
-            _client(request), request_id, body.expert_code, ExpertAssignmentWorkflow.extend, body
+            _client(request),
+            request_id,
+            body.expert_code,
+            ExpertAssignmentWorkflow.extend,
+            body,
+            update_id=_update_id(request, who),
         )
         return view.model_dump(mode="json")
 

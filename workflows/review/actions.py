@@ -22,6 +22,7 @@ from domain.messages import (
 from domain.models import WITHDRAWABLE, Stage
 from domain.policy import KindPolicy
 from workflows.common import Refused
+from workflows.deadlines import check_extension_bounds
 
 WITHDRAW = "withdraw"
 
@@ -105,6 +106,13 @@ def check(state: ReviewState, policy: KindPolicy, action: str, inp: Any) -> None
                 )
             if state.review_closed:
                 raise Refused("cannot extend: the review is closing on its quorum")
+            check_extension_bounds(
+                policy,
+                DEADLINES[stage],
+                state.counters.get(f"extensions:{stage.value}", 0),
+                state.counters.get(f"extension-days:{stage.value}", 0),
+                inp.days,
+            )
         case "withdraw":
             if stage not in WITHDRAWABLE:
                 raise Refused(

@@ -127,7 +127,7 @@ class Transitions:
         and now); its pending reminders move with it and an overdue flag is cleared."""
         st = self._state
         old = st.stage_deadline
-        assert old is not None and self._watch is not None
+        assert old is not None
         new = await self._due(inp.days, start=max(old, workflow.now()))
         name = DEADLINES[st.stage]
         who = self._responsible(name)
@@ -156,8 +156,15 @@ class Transitions:
             else [],
         )
         st.stage_deadline, st.stage_overdue, st.review_due_passed = new, False, False
+        self._count(f"extensions:{st.stage.value}")
+        st.counters[f"extension-days:{st.stage.value}"] = (
+            st.counters.get(f"extension-days:{st.stage.value}", 0) + inp.days
+        )
         st.stage_generation += 1  # the watch's old timers wake to nothing and it replans
-        self._watch.move(new, st.stage_generation)
+        if self._watch is None:  # a continued run whose loop has not started watching yet
+            self._watch_stage()
+        else:
+            self._watch.move(new, st.stage_generation)
         self._show()
 
     def _count(self, name: str) -> int:
