@@ -32,7 +32,7 @@ from infra.codec import (
 from infra.settings import Settings
 from starter import service
 from tests import factories as f
-from tests.conftest import ROOT, TEST_KEY_SETTING
+from tests.conftest import ROOT, TEST_KEY_SETTING, advisory
 from tests.test_lifecycle import until
 from worker import build_worker
 from workflows.review import ReviewRequestWorkflow
@@ -84,37 +84,26 @@ async def test_with_keys_a_payload_in_clear_is_refused_and_failures_are_sealed()
     assert (await converter.decode_failure(failure)).message == secret
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "starter.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_keys_rotate_in_the_key_file_readable_by_its_owner_only(tmp_path):
-    env = {**without_keys(tmp_path)}
+    env = {"ADVISORY_DATA_DIR": str(tmp_path)}
     first = ensure_key_file(tmp_path)
     path = key_file(tmp_path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    out = cli("keys", "rotate", "--id", "k2027", env=env)
+    out = advisory("keys", "rotate", "--id", "k2027", env_vars=env)
     assert out.returncode == 0, out.stderr
     rotated = path.read_text(encoding="utf-8").strip()
     assert rotated.startswith("k2027:") and rotated.endswith(first)
     assert list(parse_keys(rotated)) == ["k2027", "dev"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
-    again = cli("keys", "rotate", "--id", "k2027", env=env)
+    again = advisory("keys", "rotate", "--id", "k2027", env_vars=env)
     assert again.returncode == 2 and "already in use" in again.stderr
-    bad = cli("keys", "rotate", "--id", "no:colons", env=env)
+    bad = advisory("keys", "rotate", "--id", "no:colons", env_vars=env)
     assert bad.returncode == 2 and "id: letters, digits" in bad.stderr
     path.write_text("garbage\n", encoding="utf-8")
-    broken = cli("keys", "rotate", env=env)
+    broken = advisory("keys", "rotate", env_vars=env)
     assert broken.returncode == 2 and "not id:base64key" in broken.stderr
-    new = cli("keys", "new", env=env)
+    new = advisory("keys", "new", env_vars=env)
     assert new.returncode == 0 and parse_keys(new.stdout.strip())
 
 
