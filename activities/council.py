@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 from db import queries as q
 from domain.calendar import WorkingCalendar
-from domain.matching import Candidate, MatchRequest, exclusion, fit, propose_councils
+from domain.matching import Candidate, MatchRequest, exclusion, propose_councils, seat
 from domain.messages import CheckCouncilInput, ProposeCouncilInput, ReleaseSeatInput
 from domain.models import CouncilCandidate, CouncilProposal, Role
 
@@ -44,23 +44,6 @@ def _candidate(r: asyncpg.Record) -> Candidate:
 def _window(now: datetime, days: int, cal: WorkingCalendar) -> tuple[date, date]:
     start = cal.local_date(now)
     return start, cal.local_date(cal.add_working_days(now, days)) if days else start
-
-
-def _seated(req: MatchRequest, c: Candidate, role: Role, why: str) -> CouncilCandidate:
-    """An expert admitted to the request, with the explanation the coordinator reads."""
-    matched = [f for f in req.fields if f in c.expertise]
-    return CouncilCandidate(
-        expert_code=c.code,
-        role=role,
-        matched_fields=matched,
-        active_load=c.load,
-        load_limit=c.load_limit,
-        score=fit(req, c),
-        member_association=c.member_association,
-        reason=why
-        + (f"; matches {', '.join(matched)}" if matched else "; no field in common")
-        + f"; load {c.load}/{c.load_limit}",
-    )
 
 
 class CouncilActivities:
@@ -152,7 +135,7 @@ class CouncilActivities:
                 return CouncilProposal(members=[], alternates=[], shortfall=f"{code}: {why}")
             await q.reserve_seat(conn, inp.request_id, code, now)
         return CouncilProposal(
-            members=[_seated(req, c, Role.member, "chosen by the coordinator")], alternates=[]
+            members=[seat(req, c, Role.member, "chosen by the coordinator")], alternates=[]
         )
 
     @activity.defn(name="release_seat")
@@ -193,7 +176,7 @@ class CouncilActivities:
                     continue
                 role = Role.chair if code == inp.chair else Role.member
                 why = "proposed" if code in proposed else "chosen by the coordinator"
-                members.append(_seated(match, c, role, why))
+                members.append(seat(match, c, role, why))
             if problems:
                 raise ApplicationError(
                     "members: " + "; ".join(problems), type="InvalidCouncil", non_retryable=True

@@ -175,7 +175,7 @@ def propose_councils(
     proposals: dict[str, CouncilProposal] = {}
     for req in reqs:
         chosen = sorted(seated[req.request_id], key=lambda c: cost(req, c))
-        members = [_candidate(req, c, Role.member) for c in chosen]
+        members = [seat(req, c, Role.member) for c in chosen]
         if chosen:
             main = req.fields[0]
             chair = min(
@@ -193,7 +193,7 @@ def propose_councils(
         )
         # Alternates must still have room once this batch's councils are seated.
         room = [c for c in rest if c.load + seated_count[c.code] < c.load_limit]
-        alternates = [_candidate(req, c, Role.member) for c in room[: req.alternates]]
+        alternates = [seat(req, c, Role.member) for c in room[: req.alternates]]
         alt_codes = {a.expert_code for a in alternates}
         below = [
             f"{c.code}: eligible, ranked below the "
@@ -216,12 +216,23 @@ def propose_councils(
     return proposals
 
 
-def _candidate(req: MatchRequest, c: Candidate, role: Role) -> CouncilCandidate:
+def seat(req: MatchRequest, c: Candidate, role: Role, why: str | None = None) -> CouncilCandidate:
+    """An expert seated on a request, with the explanation the coordinator reads: the fields
+    matched with their levels, or `why` (a choice the coordinator made) and the fields."""
     matched = [f for f in req.fields if f in c.expertise]
-    levels = ", ".join(
-        f"{f} (level {c.expertise[f]}{', main field' if f == req.fields[0] else ''})"
-        for f in matched
-    )
+    if why is None:
+        levels = ", ".join(
+            f"{f} (level {c.expertise[f]}{', main field' if f == req.fields[0] else ''})"
+            for f in matched
+        )
+        reason = f"matches {levels}; score {fit(req, c)}; load {c.load}/{c.load_limit}; "
+        reason += c.member_association
+    else:
+        reason = (
+            why
+            + (f"; matches {', '.join(matched)}" if matched else "; no field in common")
+            + f"; load {c.load}/{c.load_limit}"
+        )
     return CouncilCandidate(
         expert_code=c.code,
         role=role,
@@ -230,6 +241,5 @@ def _candidate(req: MatchRequest, c: Candidate, role: Role) -> CouncilCandidate:
         load_limit=c.load_limit,
         score=fit(req, c),
         member_association=c.member_association,
-        reason=f"matches {levels}; score {fit(req, c)}; load {c.load}/{c.load_limit}; "
-        f"{c.member_association}",
+        reason=reason,
     )
