@@ -20,7 +20,7 @@ from db import queries as q
 from domain.calendar import WorkingCalendar
 from domain.matching import Candidate, MatchRequest, exclusion, propose_councils, seat
 from domain.messages import CheckCouncilInput, ProposeCouncilInput, ReleaseSeatInput
-from domain.models import CouncilCandidate, CouncilProposal, Role
+from domain.models import CouncilCandidate, CouncilProposal, Role, fold
 
 _MATCHING_LOCK = 0x636F756E  # "coun": one proposal batch at a time, across every worker
 
@@ -50,14 +50,19 @@ class CouncilActivities:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    def _request(
-        self, inp: ProposeCouncilInput, now: datetime, previous: set[str], excluding: bool = True
+    async def _request(
+        self,
+        conn: asyncpg.Connection,
+        inp: ProposeCouncilInput,
+        now: datetime,
+        previous: set[str],
+        excluding: bool = True,
     ) -> MatchRequest:
         cal = WorkingCalendar(inp.calendar.extra_days_off, inp.calendar.extra_working_days)
+        requester = await q.agency_identities(conn, [inp.agency_code])
         return MatchRequest(
             request_id=inp.request_id,
-            agency_code=inp.agency_code,
-            agency_name=inp.agency_name,
+            requester=requester.get(inp.agency_code, frozenset({fold(inp.agency_code)})),
             fields=tuple(inp.expertise_fields),
             council_size=inp.council_size,
             alternates=inp.alternates,
@@ -83,13 +88,13 @@ class CouncilActivities:
             previous: dict[str, set[str]] = {i: set() for i in ids}
             for r in await q.experts_on_requests(conn, ids):
                 previous[r["request_id"]].add(r["expert_code"])
-            batch = [self._request(inp, now, previous[inp.request_id])]
+            batch = [await self._request(conn, inp, now, previous[inp.request_id])]
+            names = await q.agency_identities(conn, [p["agency_code"] for p in peers])
             for p in peers:
                 batch.append(
                     MatchRequest(
                         request_id=p["id"],
-                        agency_code=p["agency_code"],
-                        agency_name=p["agency_name"],
+                        requester=names[p["agency_code"]],
                         fields=tuple(p["expertise_fields"]),
                         council_size=p["council_size"],
                         alternates=p["alternates"] or 0,
@@ -129,7 +134,7 @@ class CouncilActivities:
             c = _candidate(r)
             if await q.holds_place(conn, inp.request_id, code):  # this request's own seat
                 c = replace(c, load=max(0, c.load - 1))
-            req = self._request(inp, now, on_request, excluding=False)
+            req = await self._request(conn, inp, now, on_request, excluding=False)
             why = exclusion(req, c)
             if why:
                 return CouncilProposal(members=[], alternates=[], shortfall=f"{code}: {why}")
@@ -160,7 +165,7 @@ class CouncilActivities:
                 x["expert_code"] for x in await q.experts_on_requests(conn, [req.request_id])
             }
             proposed = {m["expert_code"] for m in (stored["proposal"]["members"] if stored else [])}
-            match = self._request(req, req.now or datetime.now(UTC), on_request)
+            match = await self._request(conn, req, req.now or datetime.now(UTC), on_request)
             problems, members = [], []
             for code in inp.members:
                 r = await q.expert_for_matching(conn, code)

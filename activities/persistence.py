@@ -75,7 +75,6 @@ class PersistenceActivities:
         async with self._pool.acquire() as conn, conn.transaction():
             if t.intake is not None:
                 s = t.intake.submission
-                await q.upsert_agency(conn, s.agency.code, s.agency.name)
                 await q.insert_request(
                     conn,
                     {

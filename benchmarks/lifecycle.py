@@ -92,13 +92,16 @@ async def until(client: Client, rid: str, predicate, timeout: float = 600):
             await asyncio.sleep(POLL)
 
 
-async def one_request(client: Client, field: str, policy, task_queue: str) -> str:
+async def one_request(client: Client, pool, field: str, policy, task_queue: str) -> str:
     rid = (
-        await service.submit(client, f.submission(field), policy, task_queue=task_queue)
+        await service.submit(client, pool, f.submission(field), policy, task_queue=task_queue)
     ).request_id
     await until(client, rid, lambda s: s.stage == Stage.screening)
     await service.request_update(
-        client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+        client,
+        rid,
+        ReviewRequestWorkflow.screen,
+        ScreeningInput(actor=f.COORDINATOR, decision="accept"),
     )
     size = policy.for_kind("advisory").council_size
     state = await until(
@@ -122,7 +125,7 @@ async def one_request(client: Client, field: str, policy, task_queue: str) -> st
         client, rid, ReviewRequestWorkflow.draft_conclusion, f.draft(chair)
     )
     await service.request_update(
-        client, rid, ReviewRequestWorkflow.approve_conclusion, ApproveInput(approved_by="Chủ tịch")
+        client, rid, ReviewRequestWorkflow.approve_conclusion, ApproveInput(actor=f.COORDINATOR)
     )
     await until(client, rid, lambda s: s.stage == Stage.adoption)
     await service.request_update(client, rid, ReviewRequestWorkflow.answer_adoption, f.adoption())
@@ -200,7 +203,7 @@ async def main(n: int) -> None:
     print(f"engine: {n} requests through the whole lifecycle at once ...", flush=True)
     started = time.monotonic()
     rids = await asyncio.gather(
-        *[one_request(client, field, policy, settings.task_queue) for _ in range(n)]
+        *[one_request(client, pool, field, policy, settings.task_queue) for _ in range(n)]
     )
     engine_s = time.monotonic() - started
     costs = [await request_cost(client, pool, rid) for rid in rids]

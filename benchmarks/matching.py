@@ -13,6 +13,7 @@ import time
 from datetime import date, timedelta
 
 from domain.matching import Candidate, MatchRequest, propose_councils
+from domain.models import identities
 
 FIELDS = [f"field-{i:02d}" for i in range(40)]
 ASSOCIATIONS = [f"Hội {i}" for i in range(25)]
@@ -44,8 +45,7 @@ def requests(n: int, rng: random.Random) -> list[MatchRequest]:
     return [
         MatchRequest(
             request_id=f"R-{i:04d}",
-            agency_code=f"A{i % 30}",
-            agency_name=rng.choice(ORGS),
+            requester=identities(f"A{i % 30}", rng.choice(ORGS), []),
             fields=tuple(rng.sample(FIELDS, rng.randint(1, 3))),
             council_size=rng.choice([3, 5, 5, 7]),
             alternates=3,

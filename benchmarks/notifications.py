@@ -24,6 +24,7 @@ from activities.notify import dispatch
 from db import queries as q
 from db.migrate import migrate
 from db.pool import create_pool
+from domain.models import RegisteredAgency
 from infra.settings import Settings
 from starter.mailsink import MailSink
 from starter.notifications import register_webhook
@@ -54,7 +55,7 @@ async def main(rows: int) -> None:
     rid = f"BENCH-{uuid.uuid4().hex[:6]}"
     await register_webhook(pool, agency, receiver.url, settings)
     async with pool.acquire() as conn:
-        await q.upsert_agency(conn, agency, "Sở Đo đạc")
+        await q.upsert_agency(conn, RegisteredAgency(code=agency, name="Sở Đo đạc"))
         await q.insert_request(
             conn,
             {

@@ -7,20 +7,11 @@ from typing import Any
 
 import asyncpg
 
-from domain.models import Expert
+from domain.models import Coordinator, Expert, RegisteredAgency, identities
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 # --- writes ----------------------------------------------------------------------------------
-
-
-async def upsert_agency(conn: Conn, code: str, name: str) -> None:
-    await conn.execute(
-        "INSERT INTO agencies (code, name) VALUES ($1, $2)"
-        " ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name",
-        code,
-        name,
-    )
 
 
 async def insert_request(conn: Conn, row: dict[str, Any]) -> bool:
@@ -188,6 +179,7 @@ async def upsert_conclusion(conn: Conn, request_id: str, c: dict[str, Any], at: 
             returned_comments = COALESCE($7, conclusions.returned_comments),
             returned_at = CASE WHEN $7::text IS NOT NULL THEN $6 ELSE conclusions.returned_at END,
             approved_by = COALESCE($8, conclusions.approved_by),
+            approver_title = COALESCE($9, conclusions.approver_title),
             approved_at = CASE WHEN $8::text IS NOT NULL THEN $6 ELSE conclusions.approved_at END
         """,
         request_id,
@@ -198,6 +190,7 @@ async def upsert_conclusion(conn: Conn, request_id: str, c: dict[str, Any], at: 
         at,
         c.get("returned_comments"),
         c.get("approved_by"),
+        c.get("approver_title"),
     )
 
 
@@ -288,57 +281,122 @@ async def set_assignment_overdue(
     )
 
 
-async def upsert_expert(conn: Conn, e: Expert) -> str:
-    """ "added", "changed" or "unchanged": importing the same data twice changes nothing."""
-    row = await conn.fetchrow(
-        """
-        INSERT INTO experts (code, name, email, organisation, member_association, fields,
-            expertise, languages, load_limit, active, conflicts, unavailable)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-        ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, email = EXCLUDED.email,
-            organisation = EXCLUDED.organisation,
-            member_association = EXCLUDED.member_association, fields = EXCLUDED.fields,
-            expertise = EXCLUDED.expertise, languages = EXCLUDED.languages,
-            load_limit = EXCLUDED.load_limit, active = EXCLUDED.active,
-            conflicts = EXCLUDED.conflicts, unavailable = EXCLUDED.unavailable,
-            updated_at = now()
-        WHERE (experts.name, experts.email, experts.organisation, experts.member_association,
-               experts.expertise, experts.languages, experts.load_limit, experts.active,
-               experts.conflicts, experts.unavailable)
-          IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.email, EXCLUDED.organisation,
-               EXCLUDED.member_association, EXCLUDED.expertise, EXCLUDED.languages,
-               EXCLUDED.load_limit, EXCLUDED.active, EXCLUDED.conflicts, EXCLUDED.unavailable)
+# The registries: what each holds, and the one way rows are written (an import of the same
+# data twice changes nothing) and deactivated (never deleted: the audit trail names them).
+REGISTRIES = ("experts", "agencies", "coordinators")
+
+
+async def upsert_registry_row(conn: Conn, registry: str, row: dict[str, Any]) -> str:
+    """ "added", "changed" or "unchanged". `row` has the table's own column names, `code`
+    first; the names come from our code, never from input."""
+    assert registry in REGISTRIES
+    cols = list(row)
+    rest = [c for c in cols if c != "code"]
+    sql = f"""
+        INSERT INTO {registry} ({", ".join(cols)})
+        VALUES ({", ".join(f"${i}" for i in range(1, len(cols) + 1))})
+        ON CONFLICT (code) DO UPDATE SET
+            {", ".join(f"{c} = EXCLUDED.{c}" for c in rest)}, updated_at = now()
+        WHERE ({", ".join(f"{registry}.{c}" for c in rest)})
+          IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in rest)})
         RETURNING (xmax = 0) AS inserted
-        """,
-        e.code,
-        e.name,
-        str(e.email),
-        e.organisation,
-        e.member_association,
-        e.fields,
-        e.expertise,
-        e.languages,
-        e.load_limit,
-        e.active,
-        e.conflicts,
-        [p.model_dump(mode="json") for p in e.unavailable],
-    )
-    if row is None:
+    """
+    result = await conn.fetchrow(sql, *row.values())
+    if result is None:
         return "unchanged"
-    return "added" if row["inserted"] else "changed"
+    return "added" if result["inserted"] else "changed"
 
 
-async def set_expert_active(conn: Conn, code: str, active: bool) -> bool | None:
-    """None: no such expert; False: it already was; True: changed."""
-    current = await conn.fetchval("SELECT active FROM experts WHERE code = $1", code)
+async def upsert_expert(conn: Conn, e: Expert) -> str:
+    return await upsert_registry_row(
+        conn,
+        "experts",
+        {
+            "code": e.code,
+            "name": e.name,
+            "email": str(e.email),
+            "organisation": e.organisation,
+            "member_association": e.member_association,
+            "fields": e.fields,
+            "expertise": e.expertise,
+            "languages": e.languages,
+            "load_limit": e.load_limit,
+            "active": e.active,
+            "conflicts": e.conflicts,
+            "unavailable": [p.model_dump(mode="json") for p in e.unavailable],
+        },
+    )
+
+
+async def upsert_agency(conn: Conn, a: RegisteredAgency) -> str:
+    return await upsert_registry_row(
+        conn,
+        "agencies",
+        {
+            "code": a.code,
+            "name": a.name,
+            "aliases": a.aliases,
+            "language": a.language,
+            "contacts": [c.model_dump(mode="json", exclude_none=True) for c in a.contacts],
+            "active": a.active,
+        },
+    )
+
+
+async def upsert_coordinator(conn: Conn, c: Coordinator) -> str:
+    return await upsert_registry_row(
+        conn,
+        "coordinators",
+        {
+            "code": c.code,
+            "name": c.name,
+            "title": c.title,
+            "email": str(c.email),
+            "language": c.language,
+            "active": c.active,
+        },
+    )
+
+
+async def set_active(conn: Conn, registry: str, code: str, active: bool) -> bool | None:
+    """None: no such entry; False: it already was; True: changed."""
+    assert registry in REGISTRIES
+    current = await conn.fetchval(f"SELECT active FROM {registry} WHERE code = $1", code)
     if current is None:
         return None
     if current == active:
         return False
     await conn.execute(
-        "UPDATE experts SET active = $2, updated_at = now() WHERE code = $1", code, active
+        f"UPDATE {registry} SET active = $2, updated_at = now() WHERE code = $1", code, active
     )
     return True
+
+
+async def registry_rows(conn: Conn, registry: str, code: str | None = None) -> list[asyncpg.Record]:
+    """A registry's entries by code (one, given its code); an expert's with their load."""
+    assert registry in REGISTRIES
+    load = f", {_LOAD} AS load" if registry == "experts" else ""
+    where = " WHERE e.code = $1" if code is not None else ""
+    return await conn.fetch(
+        f"SELECT e.*{load} FROM {registry} e{where} ORDER BY e.code",
+        *([code] if code is not None else []),
+    )
+
+
+async def get_agency(conn: Conn, code: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM agencies WHERE code = $1", code)
+
+
+async def get_coordinator(conn: Conn, code: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM coordinators WHERE code = $1", code)
+
+
+async def agency_identities(conn: Conn, codes: list[str]) -> dict[str, frozenset[str]]:
+    """Each agency's names as conflict rules compare them (domain.models.identities)."""
+    rows = await conn.fetch(
+        "SELECT code, name, aliases FROM agencies WHERE code = ANY($1::text[])", codes
+    )
+    return {r["code"]: identities(r["code"], r["name"], r["aliases"]) for r in rows}
 
 
 # The load an expert carries: each request they hold a place on counts once — an open
@@ -394,9 +452,9 @@ async def expert_for_matching(conn: Conn, code: str) -> asyncpg.Record | None:
 async def requests_awaiting_council(conn: Conn) -> list[asyncpg.Record]:
     return await conn.fetch(
         """
-        SELECT r.id, r.agency_code, a.name AS agency_name, r.expertise_fields,
+        SELECT r.id, r.agency_code, r.expertise_fields,
             r.council_size, r.alternates, r.review_window_days
-        FROM requests r JOIN agencies a ON a.code = r.agency_code
+        FROM requests r
         WHERE r.stage = 'council' AND r.council_size IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM councils c WHERE c.request_id = r.id)
         ORDER BY r.id
@@ -780,41 +838,61 @@ async def reopen_notifications(conn: Conn, ids: list[int]) -> list[int]:
 
 
 async def inbox(
-    conn: Conn, kind: str, code: str | None, *, unread_only: bool = False, limit: int = 50
+    conn: Conn,
+    kind: str,
+    code: str | None,
+    reader: str,
+    *,
+    unread_only: bool = False,
+    limit: int = 50,
 ) -> list[asyncpg.Record]:
-    """What a recipient has been told, newest first. Withdrawn reminders were never sent."""
+    """What a recipient has been told, newest first, each with when `reader` (role:code of
+    the person) read it. Withdrawn reminders were never sent."""
     return await conn.fetch(
         """
-        SELECT id, request_id, event, payload, language, created_at, read_at
-        FROM outbox
-        WHERE recipient_kind = $1 AND recipient_code IS NOT DISTINCT FROM $2
-          AND status <> 'cancelled' AND (NOT $3 OR read_at IS NULL)
-        ORDER BY id DESC LIMIT $4
+        SELECT o.id, o.request_id, o.event, o.payload, o.language, o.created_at, r.read_at
+        FROM outbox o LEFT JOIN inbox_reads r ON r.outbox_id = o.id AND r.reader = $3
+        WHERE o.recipient_kind = $1 AND o.recipient_code IS NOT DISTINCT FROM $2
+          AND o.status <> 'cancelled' AND (NOT $4 OR r.read_at IS NULL)
+        ORDER BY o.id DESC LIMIT $5
         """,
         kind,
         code,
+        reader,
         unread_only,
         limit,
     )
 
 
 async def mark_read(
-    conn: Conn, kind: str, code: str | None, ids: list[int], *, read: bool = True
+    conn: Conn, kind: str, code: str | None, reader: str, ids: list[int], *, read: bool = True
 ) -> list[int]:
-    """Marks the recipient's own rows among `ids`; returns those that are theirs."""
-    rows = await conn.fetch(
+    """Marks, for `reader` alone, the recipient's rows among `ids`; returns those that are
+    the recipient's. Marking twice changes nothing."""
+    mine = await conn.fetch(
         """
-        UPDATE outbox SET read_at = CASE WHEN $4 THEN COALESCE(read_at, now()) END
-        WHERE id = ANY($3::bigint[]) AND recipient_kind = $1
+        SELECT id FROM outbox WHERE id = ANY($3::bigint[]) AND recipient_kind = $1
           AND recipient_code IS NOT DISTINCT FROM $2 AND status <> 'cancelled'
-        RETURNING id
         """,
         kind,
         code,
         ids,
-        read,
     )
-    return sorted(r["id"] for r in rows)
+    found = sorted(r["id"] for r in mine)
+    if read:
+        await conn.execute(
+            "INSERT INTO inbox_reads (outbox_id, reader) SELECT unnest($1::bigint[]), $2"
+            " ON CONFLICT DO NOTHING",
+            found,
+            reader,
+        )
+    else:
+        await conn.execute(
+            "DELETE FROM inbox_reads WHERE outbox_id = ANY($1::bigint[]) AND reader = $2",
+            found,
+            reader,
+        )
+    return found
 
 
 async def webhook_endpoint(
@@ -1035,7 +1113,7 @@ async def conclusion_of(conn: Conn, request_id: str) -> asyncpg.Record | None:
     """The latest version."""
     return await conn.fetchrow(
         "SELECT version, recommendation, text, drafted_by, drafted_at, returned_comments,"
-        " approved_by, approved_at FROM conclusions WHERE request_id = $1"
+        " approved_by, approver_title, approved_at FROM conclusions WHERE request_id = $1"
         " ORDER BY version DESC LIMIT 1",
         request_id,
     )

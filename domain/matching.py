@@ -26,11 +26,7 @@ from datetime import date
 
 import networkx as nx
 
-from domain.models import CouncilCandidate, CouncilProposal, Role
-
-
-def norm(s: str) -> str:
-    return " ".join(s.casefold().split())
+from domain.models import CouncilCandidate, CouncilProposal, Role, fold
 
 
 @dataclass(frozen=True)
@@ -49,8 +45,9 @@ class Candidate:
 @dataclass(frozen=True)
 class MatchRequest:
     request_id: str
-    agency_code: str
-    agency_name: str
+    # Every name of the requesting agency, folded (RegisteredAgency.identities): its code,
+    # official name and organisation aliases, from the registry.
+    requester: frozenset[str]
     fields: tuple[str, ...]  # the main field first
     council_size: int
     alternates: int
@@ -70,10 +67,9 @@ def exclusion(req: MatchRequest, c: Candidate) -> str | None:
         return "inactive"
     if c.code in req.previous:
         return "already has a role on this request"
-    requester = {norm(req.agency_code), norm(req.agency_name)}
-    if norm(c.organisation) in requester:
+    if fold(c.organisation) in req.requester:
         return "same organisation as the requester"
-    declared = requester & {norm(x) for x in c.conflicts}
+    declared = req.requester & {fold(x) for x in c.conflicts}
     if declared:
         return f"declared a conflict with {sorted(declared)[0]}"
     for start, end in c.unavailable:
@@ -148,7 +144,7 @@ def propose_councils(
                 excluded[req.request_id].append(f"{c.code}: {why}")
                 continue
             eligible[req.request_id].append(c)
-            a = ("assoc", req.request_id, norm(c.member_association))
+            a = ("assoc", req.request_id, fold(c.member_association))
             if a not in g:
                 first, more = ("first", *a[1:]), ("more", *a[1:])
                 g.add_edge(r, first, capacity=1, weight=0)
@@ -166,7 +162,7 @@ def propose_councils(
     for req in reqs:
         chosen = []
         for c in eligible[req.request_id]:
-            a = ("assoc", req.request_id, norm(c.member_association))
+            a = ("assoc", req.request_id, fold(c.member_association))
             if flow.get(a, {}).get(("expert", c.code), 0) > 0:
                 chosen.append(c)
                 seated_count[c.code] += 1

@@ -7,8 +7,10 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from domain.models import (
+    Actor,
     AdoptionAnswer,
     AssignmentState,
     AssignmentView,
@@ -29,7 +31,6 @@ from domain.models import (
 from domain.policy import CalendarPolicy, KindPolicy, ReminderSchedule
 
 Reason = Annotated[str, Field(min_length=3, max_length=5_000)]
-PersonName = Annotated[str, Field(min_length=1, max_length=200)]
 ExpertCode = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")]
 
 # --- workflows -------------------------------------------------------------------------------
@@ -69,11 +70,20 @@ class AssignmentChanged(Model):
 
 # --- updates (people's actions) --------------------------------------------------------------
 
+# Who took a coordinator's action: set by the API from the token, by the CLI from its
+# configured identity; absent from the API's schema, and refused in a body. None only in
+# histories recorded before actors were signed in.
+SignedIn = SkipJsonSchema[Actor | None]
+
+
+def actor_ref(actor: Actor | None) -> str:
+    return actor.ref if actor is not None else "coordinator"
+
 
 class ScreeningInput(Model):
     decision: Literal["accept", "supplement", "decline"]
     note: Annotated[str, Field(max_length=5_000)] = ""
-    screened_by: PersonName = "coordinator"
+    actor: SignedIn = None
 
 
 class SupplementInput(Model):
@@ -101,12 +111,14 @@ class DraftConclusionInput(Model):
 
 
 class ApproveInput(Model):
-    approved_by: PersonName
+    """The signer is the actor: their registered name and title go under the conclusion."""
+
+    actor: SignedIn = None
 
 
 class ReturnConclusionInput(Model):
     comments: Reason
-    returned_by: PersonName = "coordinator"
+    actor: SignedIn = None
 
 
 class AdoptionInput(Model):
@@ -119,6 +131,7 @@ class WithdrawInput(Model):
 
 class AddExpertInput(Model):
     expert_code: ExpertCode
+    actor: SignedIn = None
 
 
 class ConfirmCouncilInput(Model):
@@ -127,7 +140,7 @@ class ConfirmCouncilInput(Model):
 
     members: Annotated[list[ExpertCode], Field(min_length=1, max_length=25)] | None = None
     chair: ExpertCode | None = None
-    confirmed_by: PersonName = "coordinator"
+    actor: SignedIn = None
 
     @model_validator(mode="after")
     def _chair_is_member(self) -> ConfirmCouncilInput:
@@ -287,6 +300,7 @@ class ConclusionRecord(Model):
     drafted_by: str
     returned_comments: str | None = None
     approved_by: str | None = None
+    approver_title: str | None = None
 
 
 class TransitionInput(Model):
@@ -327,8 +341,7 @@ class TransitionResult(Model):
 
 class ProposeCouncilInput(Model):
     request_id: str
-    agency_code: str
-    agency_name: str
+    agency_code: str  # the registry's names for it are what conflict rules compare
     expertise_fields: list[str]
     council_size: int
     alternates: int
@@ -382,7 +395,7 @@ class ReminderPlanResult(Model):
 class ExtendInput(Model):
     days: Annotated[int, Field(ge=1, le=120)]
     reason: Reason
-    extended_by: PersonName = "coordinator"
+    actor: SignedIn = None
 
 
 class ExtendAssignmentInput(ExtendInput):
@@ -394,3 +407,4 @@ class ReplaceExpertInput(Model):
     # None: the next ranked alternate.
     replacement: ExpertCode | None = None
     reason: Reason
+    actor: SignedIn = None

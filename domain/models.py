@@ -148,8 +148,48 @@ class Contact(Model):
 
 
 class Agency(Model):
+    """The requesting agency as a request carries it: its code (from the signed-in agency)
+    and its official name, which the front door copies from the registry; a name typed in a
+    submission is never used."""
+
+    code: Code
+    name: ShortText | None = None
+
+
+class RegisteredAgency(Model):
+    """An agency of the registry. `aliases` are the organisation names under which its staff
+    appear in the expert registry: conflict rules compare them, never a submission's text."""
+
     code: Code
     name: ShortText
+    aliases: list[ShortText] = []
+    language: Literal["vi", "en"] = "vi"
+    contacts: list[Contact] = []
+    active: bool = True
+
+    def identities(self) -> frozenset[str]:
+        return identities(self.code, self.name, self.aliases)
+
+
+def identities(code: str, name: str, aliases: list[str]) -> frozenset[str]:
+    """Every name that means an agency (its code, official name and aliases), folded."""
+    return frozenset(fold(x) for x in (code, name, *aliases))
+
+
+class Coordinator(Model):
+    """A member of the Union's office: screens, forms councils, signs conclusions."""
+
+    code: Code
+    name: ShortText
+    title: ShortText  # as signed under a conclusion, e.g. "Chánh Văn phòng"
+    email: EmailStr
+    language: Literal["vi", "en"] = "vi"
+    active: bool = True
+
+
+def fold(s: str) -> str:
+    """A name as compared: case and runs of spaces do not matter."""
+    return " ".join(s.casefold().split())
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -312,6 +352,21 @@ class AdoptionAnswer(Model):
     answered_by: Contact
 
 
+class Actor(Model):
+    """Who took an action, as they signed in: role and code, with the name (and a
+    coordinator's title) the registry gives them. Front doors set it; no request body can."""
+
+    role: Literal["agency", "expert", "coordinator", "operator"]
+    code: str
+    name: str
+    title: str = ""
+
+    @property
+    def ref(self) -> str:
+        """As the audit log records it: "coordinator:VP01"."""
+        return f"{self.role}:{self.code}"
+
+
 class Recipient(Model):
     """Who an outbox row is for. Addresses are resolved from PostgreSQL by the activity, so
     workflow histories carry codes, not e-mail addresses."""
@@ -358,4 +413,5 @@ class ConclusionView(Model):
     text: str
     drafted_by: str
     returned_comments: str | None = None
-    approved_by: str | None = None
+    approved_by: str | None = None  # the signer's registered name
+    approver_title: str | None = None

@@ -36,9 +36,19 @@ class Settings(BaseSettings):
     experts_file: Path = Field(
         default=CONFIG / "experts.sample.json", validation_alias="ADVISORY_EXPERTS_FILE"
     )
+    agencies_file: Path = Field(
+        default=CONFIG / "agencies.sample.csv", validation_alias="ADVISORY_AGENCIES_FILE"
+    )
+    coordinators_file: Path = Field(
+        default=CONFIG / "coordinators.sample.csv", validation_alias="ADVISORY_COORDINATORS_FILE"
+    )
     coordinator_email: str = Field(
         default="vanphong@lienhiephoi.example.vn", validation_alias="ADVISORY_COORDINATOR_EMAIL"
     )
+    # Who the CLI acts as, role:code: coordinators' actions from the CLI are recorded and
+    # signed as this registered coordinator ("coordinator:VP01"); staff inbox read marks are
+    # theirs. An operator is "operator:<name>".
+    cli_as: str | None = Field(default=None, validation_alias="ADVISORY_CLI_AS")
     # The task queue workers poll and work is started on; one per deployment.
     task_queue: str = Field(default=TASK_QUEUE, validation_alias="ADVISORY_TASK_QUEUE")
     log_format: Literal["auto", "json", "console"] = Field(

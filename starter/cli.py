@@ -37,9 +37,10 @@ from domain.messages import (
     SupplementInput,
     WithdrawInput,
 )
-from domain.models import RequestSubmission
+from domain.models import Actor, RequestSubmission
 from infra.settings import Settings, get_settings
 from starter import service
+from starter.registry import REGISTRIES
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -127,6 +128,25 @@ async def _pool(settings: Settings):
     return await create_pool(settings.resolve_database_url(), max_size=2)
 
 
+async def _signed_in(settings: Settings, role: str = "coordinator") -> Actor:
+    """The person the CLI acts as (ADVISORY_CLI_AS), as the registry names them."""
+    configured = settings.cli_as or ""
+    as_role, _, code = configured.partition(":")
+    if as_role != role or not code:
+        raise UsageError(
+            f"ADVISORY_CLI_AS: {'an' if role[0] in 'aeiou' else 'a'} {role}'s action from the "
+            f"CLI needs ADVISORY_CLI_AS={role}:<code>"
+            + (f" (it is {configured!r})" if configured else "")
+        )
+    pool = await _pool(settings)
+    try:
+        return await service.signed_in(pool, role, code)
+    except service.ActionError as err:
+        raise UsageError(f"ADVISORY_CLI_AS: {err}") from err
+    finally:
+        await pool.close()
+
+
 def _model(cls: type[BaseModel], data: Any) -> Any:
     try:
         return cls.model_validate(data)
@@ -137,7 +157,13 @@ def _model(cls: type[BaseModel], data: Any) -> Any:
 async def cmd_submit(args, settings: Settings) -> None:
     submission = _model(RequestSubmission, _read_json(args.file))
     client = await _client()
-    result = await service.submit(client, submission, settings.load_policy())
+    pool = await _pool(settings)
+    try:
+        result = await service.submit(
+            client, pool, submission, settings.load_policy(), task_queue=settings.task_queue
+        )
+    finally:
+        await pool.close()
     if args.json:
         _print_json({"request_id": result.request_id, "created": result.created})
     elif result.created:
@@ -165,9 +191,8 @@ async def _assignment_action(args, update: Any, inp: BaseModel) -> None:
 async def cmd_screen(args, settings: Settings) -> None:
     from workflows.review import ReviewRequestWorkflow
 
-    inp = _model(
-        ScreeningInput, {"decision": args.decision, "note": args.note or "", "screened_by": args.by}
-    )
+    data = {"decision": args.decision, "note": args.note or ""}
+    inp = _model(ScreeningInput, {**data, "actor": await _signed_in(settings)})
     await _request_action(args, ReviewRequestWorkflow.screen, inp)
 
 
@@ -185,12 +210,12 @@ async def cmd_supplement(args, settings: Settings) -> None:
 async def cmd_add_expert(args, settings: Settings) -> None:
     from workflows.review import ReviewRequestWorkflow
 
-    inp = _model(AddExpertInput, {"expert_code": args.expert})
+    inp = _model(AddExpertInput, {"expert_code": args.expert, "actor": await _signed_in(settings)})
     await _request_action(args, ReviewRequestWorkflow.add_expert, inp)
 
 
 async def cmd_extend(args, settings: Settings) -> None:
-    data = {"days": args.days, "reason": args.reason, "extended_by": args.by}
+    data = {"days": args.days, "reason": args.reason, "actor": await _signed_in(settings)}
     if args.expert:
         from workflows.assignment import ExpertAssignmentWorkflow
 
@@ -209,7 +234,12 @@ async def cmd_replace(args, settings: Settings) -> None:
 
     inp = _model(
         ReplaceExpertInput,
-        {"expert_code": args.expert, "replacement": args.by_expert, "reason": args.reason},
+        {
+            "expert_code": args.expert,
+            "replacement": args.by_expert,
+            "reason": args.reason,
+            "actor": await _signed_in(settings),
+        },
     )
     await _request_action(args, ReviewRequestWorkflow.replace_expert, inp)
 
@@ -259,14 +289,15 @@ async def cmd_draft(args, settings: Settings) -> None:
 async def cmd_approve(args, settings: Settings) -> None:
     from workflows.review import ReviewRequestWorkflow
 
-    inp = _model(ApproveInput, {"approved_by": args.by})
+    inp = _model(ApproveInput, {"actor": await _signed_in(settings)})
     await _request_action(args, ReviewRequestWorkflow.approve_conclusion, inp)
 
 
 async def cmd_return(args, settings: Settings) -> None:
     from workflows.review import ReviewRequestWorkflow
 
-    inp = _model(ReturnConclusionInput, {"comments": args.comments, "returned_by": args.by})
+    data = {"comments": args.comments, "actor": await _signed_in(settings)}
+    inp = _model(ReturnConclusionInput, data)
     await _request_action(args, ReviewRequestWorkflow.return_conclusion, inp)
 
 
@@ -421,16 +452,21 @@ async def cmd_tasks(args, settings: Settings) -> None:
         print(f"{r['request_id']:<13} {todo:<30} due {_when(due):<16}  {r['title'][:50]}")
 
 
-async def cmd_experts(args, settings: Settings) -> None:
+async def cmd_registry(args, settings: Settings) -> None:
+    """experts | agencies | coordinators: import, list, show, deactivate."""
     from db import queries as q
-    from starter.registry import RegistryFileError, import_experts, list_experts
+    from starter.registry import RegistryFileError, import_file
 
+    registry = REGISTRIES[args.command]
+    one = registry.one
     pool = await _pool(settings)
     try:
         if args.action in ("import", "seed"):
+            if not args.target and registry.name != "experts":
+                raise UsageError(f"{args.command} import: name the .csv or .json file")
             path = Path(args.target) if args.target else settings.experts_file
             try:
-                report = await import_experts(pool, path)
+                report = await import_file(pool, registry, path)
             except RegistryFileError as err:
                 raise UsageError(str(err)) from err
             if args.json:
@@ -439,50 +475,70 @@ async def cmd_experts(args, settings: Settings) -> None:
                 print(report.summary())
             if report.errors:
                 raise UsageError(f"{len(report.errors)} row(s) rejected; the others applied")
-        elif args.action == "list":
-            rows = await list_experts(pool)
+            return
+        if args.action == "list":
+            async with pool.acquire() as conn:
+                rows = await q.registry_rows(conn, registry.name)
             if args.json:
                 _print_json([dict(r) for r in rows])
+            for r in [] if args.json else rows:
+                print(_registry_line(registry.name, r) + ("" if r["active"] else "  (inactive)"))
+            return
+        if not args.target:
+            raise UsageError(f"{args.command} {args.action}: name the {one}'s code")
+        async with pool.acquire() as conn:
+            if args.action == "deactivate":
+                changed = await q.set_active(conn, registry.name, args.target, False)
+                if changed is None:
+                    raise UsageError(f"no {one} {args.target}")
+                print(f"{args.target} " + ("deactivated" if changed else "was already inactive"))
                 return
-            for r in rows:
-                flag = "" if r["active"] else "  (inactive)"
-                levels = ", ".join(f"{f}:{lv}" for f, lv in sorted(r["expertise"].items()))
-                print(
-                    f"{r['code']:<10} {r['load']}/{r['load_limit']}  {levels:<40} "
-                    f"{r['organisation']}{flag}"
-                )
-        else:
-            if not args.target:
-                raise UsageError(f"experts {args.action}: name the expert code")
-            async with pool.acquire() as conn:
-                if args.action == "deactivate":
-                    changed = await q.set_expert_active(conn, args.target, False)
-                    if changed is None:
-                        raise UsageError(f"no expert {args.target}")
-                    print(
-                        f"{args.target} " + ("deactivated" if changed else "was already inactive")
-                    )
-                    return
-                r = await q.get_expert(conn, args.target)
-            if r is None:
-                raise UsageError(f"no expert {args.target}")
-            if args.json:
-                _print_json(dict(r))
-                return
-            print(
-                f"{r['code']}  {r['name']} <{r['email']}>" + ("" if r["active"] else "  (inactive)")
+            rows = await q.registry_rows(conn, registry.name, args.target)
+            webhook = (
+                await q.webhook_endpoint(conn, args.target) if registry.name == "agencies" else None
             )
-            print(f"  {r['organisation']} · {r['member_association']}")
-            print(
-                "  expertise: " + ", ".join(f"{f} (level {lv})" for f, lv in r["expertise"].items())
-            )
-            print(f"  languages: {', '.join(r['languages'])}; load {r['load']}/{r['load_limit']}")
-            if r["conflicts"]:
-                print(f"  declared conflicts: {'; '.join(r['conflicts'])}")
-            for p in r["unavailable"]:
-                print(f"  unavailable {p['start']} to {p['end']}")
     finally:
         await pool.close()
+    if not rows:
+        raise UsageError(f"no {one} {args.target}")
+    r = rows[0]
+    if args.json:
+        _print_json(dict(r))
+        return
+    print(_registry_show(registry.name, r) + ("" if r["active"] else "\n  (inactive)"))
+    if webhook is not None:
+        state = "enabled" if webhook["enabled"] else "disabled"
+        print(f"  webhook: {webhook['url']} ({state})")
+
+
+def _registry_line(name: str, r) -> str:
+    if name == "experts":
+        levels = ", ".join(f"{f}:{lv}" for f, lv in sorted(r["expertise"].items()))
+        return f"{r['code']:<10} {r['load']}/{r['load_limit']}  {levels:<40} {r['organisation']}"
+    if name == "agencies":
+        aliases = f"  (also: {'; '.join(r['aliases'])})" if r["aliases"] else ""
+        return f"{r['code']:<10} {r['name']}{aliases}"
+    return f"{r['code']:<10} {r['name']}, {r['title']} <{r['email']}>"
+
+
+def _registry_show(name: str, r) -> str:
+    if name == "agencies":
+        lines = [f"{r['code']}  {r['name']}  (notifications in {r['language']})"]
+        lines += [f"  also known as: {a}" for a in r["aliases"]]
+        lines += [f"  contact: {c['name']} <{c['email']}>" for c in r["contacts"]]
+        return "\n".join(lines)
+    if name == "coordinators":
+        return f"{r['code']}  {r['name']}, {r['title']} <{r['email']}> ({r['language']})"
+    lines = [
+        f"{r['code']}  {r['name']} <{r['email']}>",
+        f"  {r['organisation']} · {r['member_association']}",
+        "  expertise: " + ", ".join(f"{f} (level {lv})" for f, lv in r["expertise"].items()),
+        f"  languages: {', '.join(r['languages'])}; load {r['load']}/{r['load_limit']}",
+    ]
+    if r["conflicts"]:
+        lines.append(f"  declared conflicts: {'; '.join(r['conflicts'])}")
+    lines += [f"  unavailable {p['start']} to {p['end']}" for p in r["unavailable"]]
+    return "\n".join(lines)
 
 
 async def cmd_council(args, settings: Settings) -> None:
@@ -491,7 +547,7 @@ async def cmd_council(args, settings: Settings) -> None:
     if args.action == "confirm":
         from workflows.review import ReviewRequestWorkflow
 
-        data: dict = {"confirmed_by": args.by}
+        data: dict = {"actor": await _signed_in(settings)}
         if args.members:
             data["members"] = [m.strip() for m in args.members.split(",") if m.strip()]
         if args.chair:
@@ -566,6 +622,8 @@ async def cmd_inbox(args, settings: Settings) -> None:
 
     kind, code = _recipient(args)
     who = f"{kind} {code}" if code else kind
+    # The office's notifications are shared; each coordinator (operator) reads them alone.
+    reader = f"{kind}:{code}" if code else (await _signed_in(settings, kind)).ref
     pool = await _pool(settings)
     try:
         async with pool.acquire() as conn:
@@ -573,7 +631,8 @@ async def cmd_inbox(args, settings: Settings) -> None:
                 if not args.ids:
                     raise UsageError(f"inbox {args.action}: name the notification ids")
                 ids = _ids(args.ids)
-                marked = await q.mark_read(conn, kind, code, ids, read=args.action == "read")
+                read = args.action == "read"
+                marked = await q.mark_read(conn, kind, code, reader, ids, read=read)
                 missing = sorted(set(ids) - set(marked))
                 if marked:
                     print(f"marked {args.action}: {', '.join(map(str, marked))}")
@@ -582,7 +641,9 @@ async def cmd_inbox(args, settings: Settings) -> None:
                         f"id: no notification {', '.join(map(str, missing))} for {who}"
                     )
                 return
-            rows = await q.inbox(conn, kind, code, unread_only=args.unread, limit=args.limit)
+            rows = await q.inbox(
+                conn, kind, code, reader, unread_only=args.unread, limit=args.limit
+            )
     finally:
         await pool.close()
     if args.json:
@@ -842,10 +903,14 @@ async def cmd_demo(args, settings: Settings) -> None:
     from starter.demo import park_requests, run_demo
 
     client = await _client()
-    await run_demo(client, settings, out=print)
-    print("\nRequests left for the operators' board (find them in the UI by ReviewStage,")
-    print("AgencyCode, OpinionsReceived; or `advisory list --stage …`):")
-    await park_requests(client, settings, out=print)
+    pool = await _pool(settings)
+    try:
+        await run_demo(client, pool, settings, out=print)
+        print("\nRequests left for the operators' board (find them in the UI by ReviewStage,")
+        print("AgencyCode, OpinionsReceived; or `advisory list --stage …`):")
+        await park_requests(client, pool, settings, out=print)
+    finally:
+        await pool.close()
 
 
 async def cmd_worker(args, settings: Settings) -> None:
@@ -876,7 +941,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("request")
     c.add_argument("decision", choices=["accept", "supplement", "decline"])
     c.add_argument("--note", help="what to supplement, or why it is declined")
-    c.add_argument("--by", default="coordinator", help="who screened")
     c = cmd("supplement", cmd_supplement, "add the documents asked for (agency)")
     c.add_argument("request")
     c.add_argument("file", help="JSON: a list of documents, or {documents, note}")
@@ -889,7 +953,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--expert", help="extend this expert's respond-by or review-due date")
     c.add_argument("--days", type=int, required=True, help="working days to add")
     c.add_argument("--reason", required=True)
-    c.add_argument("--by", default="coordinator")
     c = cmd("replace", cmd_replace, "replace an expert who has not delivered (coordinator)")
     c.add_argument("request")
     c.add_argument("expert", help="the expert to replace")
@@ -922,11 +985,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--text")
     c = cmd("approve", cmd_approve, "approve and sign the conclusion (coordinator)")
     c.add_argument("request")
-    c.add_argument("--by", required=True, help="who signs")
     c = cmd("return", cmd_return, "return the draft to the chair with comments (coordinator)")
     c.add_argument("request")
     c.add_argument("--comments", required=True)
-    c.add_argument("--by", default="coordinator")
     c = cmd("answer", cmd_answer, "answer on adoption of the conclusion (agency)")
     c.add_argument("request")
     c.add_argument("--file")
@@ -959,15 +1020,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("request")
     c = cmd("tasks", cmd_tasks, "an expert's open tasks")
     c.add_argument("expert")
-    c = cmd("experts", cmd_experts, "the expert registry: import, list, show, deactivate")
-    c.add_argument("action", choices=["import", "list", "show", "deactivate", "seed"])
-    c.add_argument("target", nargs="?", help="a .csv/.json file to import, or an expert code")
+    for name, one in (
+        ("experts", "expert"),
+        ("agencies", "agency"),
+        ("coordinators", "coordinator"),
+    ):
+        c = cmd(name, cmd_registry, f"the {one} registry: import, list, show, deactivate")
+        c.add_argument("action", choices=["import", "list", "show", "deactivate", "seed"])
+        c.add_argument("target", nargs="?", help=f"a .csv/.json file to import, or {one}'s code")
     c = cmd("council", cmd_council, "a request's council: show the proposal, or confirm it")
     c.add_argument("action", choices=["show", "confirm"])
     c.add_argument("request")
     c.add_argument("--members", help="confirm: the council, as codes separated by commas")
     c.add_argument("--chair", help="confirm: which member chairs")
-    c.add_argument("--by", default="coordinator")
     c = cmd("inbox", cmd_inbox, "a recipient's notifications; mark them read or unread")
     c.add_argument("action", nargs="?", choices=["list", "read", "unread"], default="list")
     c.add_argument("ids", nargs="*", help="read/unread: notification ids")

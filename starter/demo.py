@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import asyncpg
 from temporalio.client import Client
 
 from domain.messages import (
@@ -26,6 +27,9 @@ from starter import service
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
 
+# The Union's office as config/coordinators.sample.csv has it: who screens, and who signs.
+SCREENS, SIGNS = "VP02", "PCT01"
+
 RECOMMENDATIONS = ["endorse_with_changes", "endorse", "endorse_with_changes", "do_not_endorse"]
 
 
@@ -42,6 +46,7 @@ async def _until(
 
 async def run_demo(
     client: Client,
+    pool: asyncpg.Pool,
     settings: Settings,
     out: Callable[[str], None] = print,
     task_queue: str | None = None,
@@ -60,17 +65,19 @@ async def run_demo(
         f"council of {kind_policy.council_size}"
     )
     kwargs = {"task_queue": task_queue} if task_queue else {}
-    submitted = await service.submit(client, submission, policy, **kwargs)
+    screener = await service.signed_in(pool, "coordinator", SCREENS)
+    signer = await service.signed_in(pool, "coordinator", SIGNS)
+    submitted = await service.submit(client, pool, submission, policy, **kwargs)
     rid = submitted.request_id
     out(f"[intake]     {rid} submitted by {submission.agency.code}: {submission.title}")
 
     state = await _until(client, rid, lambda s: s.stage == Stage.screening)
-    out(f"[screening]  due {state.stage_deadline:%Y-%m-%d}; the coordinator accepts it")
+    out(f"[screening]  due {state.stage_deadline:%Y-%m-%d}; {screener.name} accepts it")
     await service.request_update(
         client,
         rid,
         ReviewRequestWorkflow.screen,
-        ScreeningInput(decision="accept", note="Hồ sơ đầy đủ.", screened_by="Văn phòng"),
+        ScreeningInput(decision="accept", note="Hồ sơ đầy đủ.", actor=screener),
     )
     state = await _until(
         client,
@@ -135,20 +142,20 @@ async def run_demo(
         }
     )
     await service.request_update(client, rid, ReviewRequestWorkflow.draft_conclusion, draft)
-    out("[approval]   the coordinator returns the draft once with comments")
+    out(f"[approval]   {signer.name} returns the draft once with comments")
     await service.request_update(
         client,
         rid,
         ReviewRequestWorkflow.return_conclusion,
-        ReturnConclusionInput(comments="Nêu rõ kiến nghị về nguồn lực thực hiện."),
+        ReturnConclusionInput(comments="Nêu rõ kiến nghị về nguồn lực thực hiện.", actor=signer),
     )
     await service.request_update(client, rid, ReviewRequestWorkflow.draft_conclusion, draft)
-    out("[approval]   redrafted; the coordinator approves and signs")
+    out(f"[approval]   redrafted; {signer.name}, {signer.title}, approves and signs")
     await service.request_update(
         client,
         rid,
         ReviewRequestWorkflow.approve_conclusion,
-        ApproveInput(approved_by="Chủ tịch Liên hiệp hội"),
+        ApproveInput(actor=signer),
     )
     out("[delivered]  conclusion sent to the agency")
     state = await _until(client, rid, lambda s: s.stage == Stage.adoption)
@@ -173,15 +180,16 @@ async def run_demo(
 
 
 PARKED = [
-    # (agency code, agency name, where the request is left)
-    ("SXD", "Sở Xây dựng", Stage.screening),
-    ("SNNMT", "Sở Nông nghiệp và Môi trường", Stage.supplement),
-    ("SYT", "Sở Y tế", Stage.review),
+    # (agency code, where the request is left); names come from the agency registry
+    ("SXD", Stage.screening),
+    ("SNNMT", Stage.supplement),
+    ("SYT", Stage.review),
 ]
 
 
 async def park_requests(
     client: Client,
+    pool: asyncpg.Pool,
     settings: Settings,
     out: Callable[[str], None] = print,
     task_queue: str | None = None,
@@ -192,14 +200,17 @@ async def park_requests(
     policy = settings.load_policy()
     kwargs = {"task_queue": task_queue} if task_queue else {}
     stamp = f"{datetime.now(UTC):%Y%m%d%H%M%S%f}"
+    screener = await service.signed_in(pool, "coordinator", SCREENS)
     ids = []
-    for code, name, stage in PARKED:
+    for code, stage in PARKED:
         data = json.loads((CONFIG / "request.sample.json").read_text(encoding="utf-8"))
-        data["agency"] = {"code": code, "name": name}
+        data["agency"] = {"code": code}
         data["agency_reference"] = f"{code}/DEMO-{stamp}"
         data["kind"] = "advisory"  # a council of three
         rid = (
-            await service.submit(client, RequestSubmission.model_validate(data), policy, **kwargs)
+            await service.submit(
+                client, pool, RequestSubmission.model_validate(data), policy, **kwargs
+            )
         ).request_id
         await _until(client, rid, lambda s: s.stage == Stage.screening)
         if stage == Stage.supplement:
@@ -207,11 +218,18 @@ async def park_requests(
                 client,
                 rid,
                 ReviewRequestWorkflow.screen,
-                ScreeningInput(decision="supplement", note="Bổ sung báo cáo đánh giá tác động."),
+                ScreeningInput(
+                    decision="supplement",
+                    note="Bổ sung báo cáo đánh giá tác động.",
+                    actor=screener,
+                ),
             )
         elif stage == Stage.review:
             await service.request_update(
-                client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+                client,
+                rid,
+                ReviewRequestWorkflow.screen,
+                ScreeningInput(decision="accept", actor=screener),
             )
             state = await _until(
                 client,

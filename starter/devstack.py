@@ -26,7 +26,7 @@ from infra.logging import configure_logging
 from infra.settings import DATABASE_NAME, ROOT, get_settings
 from infra.temporal import connect
 from starter.mailsink import MailSink
-from starter.registry import seed_experts
+from starter.registry import AGENCIES, COORDINATORS, EXPERTS, seed
 from starter.search_attributes import ensure_search_attributes
 
 TEMPORAL_PORT = int(os.environ.get("ADVISORY_TEMPORAL_PORT", "7233"))
@@ -148,7 +148,9 @@ async def main() -> None:
             where_temporal = f"127.0.0.1:{TEMPORAL_PORT} (dev server, {data_dir / 'temporal.db'})"
             ui = f"http://localhost:{UI_PORT}"
 
-        changed, total = await seed_experts(pool, settings.experts_file)
+        changed, total = await seed(pool, EXPERTS, settings.experts_file)
+        await seed(pool, AGENCIES, settings.agencies_file)
+        await seed(pool, COORDINATORS, settings.coordinators_file)
         await pool.close()
 
         if settings.smtp_host:
@@ -195,7 +197,10 @@ async def main() -> None:
             f"  worker          pid {worker.pid}, log {data_dir / 'worker.log'}\n"
             f"  HTTP API        http://127.0.0.1:{API_PORT}/docs, log {data_dir / 'api.log'}\n"
             "                  a token: .venv/bin/advisory tokens create --role coordinator "
-            "--subject 'Văn phòng'\n"
+            "--subject VP01\n"
+            f"  registries      agencies from {settings.agencies_file.name}, coordinators from "
+            f"{settings.coordinators_file.name}\n"
+            "                  the CLI acts as: export ADVISORY_CLI_AS=coordinator:VP01\n"
             f"  mail            {where_mail}\n"
             f"  payload key     {where_keys} (what Temporal stores is encrypted)\n"
             f"  metrics         http://{settings.metrics_address}/metrics (engine), "

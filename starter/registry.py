@@ -1,7 +1,8 @@
-"""The expert registry from CSV or JSON: every row validated, bad rows reported by line with
-the reason, good rows applied, and importing the same file again changes nothing.
+"""The registries from CSV or JSON: experts, agencies and the Union's coordinators. Every row
+is validated, bad rows are reported by line with the reason, good rows applied, and importing
+the same file again changes nothing. Entries are deactivated, never deleted.
 
-CSV columns (header row required; the order is free):
+Experts, CSV columns (header row required; the order is free):
 
     code,name,email,organisation,member_association,expertise,languages,load_limit,active,
     conflicts,unavailable
@@ -12,8 +13,16 @@ CSV columns (header row required; the order is free):
     conflicts     "STNMT; Sở Tài nguyên và Môi trường"   agency codes or organisation names
     unavailable   "2027-01-04..2027-01-15; 2027-03-01..2027-03-05"
 
-JSON: a list of objects with the same names (expertise as an object, the others as lists;
-unavailable as [{"start": ..., "end": ...}]); `fields` (a list) is read as level-3 expertise.
+Agencies:  code,name,aliases,language,contacts,active
+
+    aliases       "Sở Xây dựng Bắc Giang; SXD Bắc Giang"   names its staff appear under as experts
+    contacts      "Trần Văn Khánh <khanh@sxd.example.gov.vn>; ..."
+
+Coordinators:  code,name,title,email,language,active
+
+JSON: a list of objects with the same names (lists as lists; an expert's expertise as an
+object, unavailable as [{"start": ..., "end": ...}], `fields` read as level-3 expertise;
+contacts as [{"name": ..., "email": ...}]).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +39,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from db import queries as q
-from domain.models import Expert
+from domain.models import Coordinator, Expert, Model, RegisteredAgency
 
 
 class RegistryFileError(RuntimeError):
@@ -56,19 +66,15 @@ class ImportReport:
         return text
 
 
-def _split(value: str) -> list[str]:
-    return [x.strip() for x in value.replace(",", ";").split(";") if x.strip()]
+def _split(value: str, commas: bool = True) -> list[str]:
+    """A list cell: items separated by ";" (or "," where names hold no commas)."""
+    if commas:
+        value = value.replace(",", ";")
+    return [x.strip() for x in value.split(";") if x.strip()]
 
 
-def _csv_row(row: dict[str, str]) -> dict[str, Any]:
+def _cells(row: dict[str, str]) -> dict[str, Any]:
     data: dict[str, Any] = {k: (v or "").strip() for k, v in row.items() if k}
-    expertise: dict[str, Any] = {}
-    for item in _split(data.pop("expertise", "")):
-        name, _, level = item.partition(":")
-        expertise[name.strip()] = level.strip() or 3
-    data["expertise"] = expertise
-    if langs := data.pop("languages", ""):
-        data["languages"] = _split(langs)
     active = data.pop("active", "").lower()
     if active:
         data["active"] = {
@@ -79,6 +85,29 @@ def _csv_row(row: dict[str, str]) -> dict[str, Any]:
             "no": False,
             "0": False,
         }.get(active, active)
+    return data
+
+
+def _agency_row(row: dict[str, str]) -> dict[str, Any]:
+    data = _cells(row)
+    data["aliases"] = _split(data.pop("aliases", ""), commas=False)
+    contacts = []
+    for item in _split(data.pop("contacts", ""), commas=False):
+        name, sep, email = item.partition("<")
+        contacts.append({"name": name.strip(), "email": email.rstrip(">").strip()} if sep else item)
+    data["contacts"] = contacts
+    return data
+
+
+def _expert_row(row: dict[str, str]) -> dict[str, Any]:
+    data = _cells(row)
+    expertise: dict[str, Any] = {}
+    for item in _split(data.pop("expertise", "")):
+        name, _, level = item.partition(":")
+        expertise[name.strip()] = level.strip() or 3
+    data["expertise"] = expertise
+    if langs := data.pop("languages", ""):
+        data["languages"] = _split(langs)
     data["conflicts"] = _split(data.pop("conflicts", ""))
     periods = []
     for item in _split(data.pop("unavailable", "")):
@@ -96,8 +125,23 @@ def _describe(err: ValidationError) -> str:
     return f"{loc}: {first['msg'].removeprefix('Value error, ')}"
 
 
-def read_experts(path: Path) -> tuple[list[tuple[int, Expert]], list[str]]:
-    """(line or entry number, expert) for the good rows, and one message per bad row."""
+@dataclass(frozen=True)
+class Registry:
+    name: str  # the table, and the command: "experts"
+    one: str  # one entry: "expert"
+    entry: type[Model]
+    csv_row: Callable[[dict[str, str]], dict[str, Any]]
+    upsert: Callable[[Any, Any], Awaitable[str]]
+
+
+EXPERTS = Registry("experts", "expert", Expert, _expert_row, q.upsert_expert)
+AGENCIES = Registry("agencies", "agency", RegisteredAgency, _agency_row, q.upsert_agency)
+COORDINATORS = Registry("coordinators", "coordinator", Coordinator, _cells, q.upsert_coordinator)
+REGISTRIES = {r.name: r for r in (EXPERTS, AGENCIES, COORDINATORS)}
+
+
+def read_entries(registry: Registry, path: Path) -> tuple[list[tuple[int, Any]], list[str]]:
+    """(line or entry number, entry) for the good rows, and one message per bad row."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as err:
@@ -111,21 +155,21 @@ def read_experts(path: Path) -> tuple[list[tuple[int, Expert]], list[str]]:
                 f"{path}: not valid JSON (line {err.lineno}: {err.msg})"
             ) from err
         if not isinstance(data, list):
-            raise RegistryFileError(f"{path}: must hold a JSON list of experts")
+            raise RegistryFileError(f"{path}: must hold a JSON list of {registry.name}")
         rows = list(enumerate(data, start=1))
         label = "entry"
     elif path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or "code" not in reader.fieldnames:
             raise RegistryFileError(f"{path}: the first line must be a header naming 'code', ...")
-        rows = [(reader.line_num, _csv_row(r)) for r in reader]
+        rows = [(reader.line_num, registry.csv_row(r)) for r in reader]
         label = "line"
     else:
         raise RegistryFileError(f"{path}: import reads .csv or .json files")
-    experts, errors, seen = [], [], {}
-    for n, entry in rows:
+    entries, errors, seen = [], [], {}
+    for n, raw in rows:
         try:
-            e = Expert.model_validate(entry)
+            e = registry.entry.model_validate(raw)
         except ValidationError as err:
             errors.append(f"{label} {n}: {_describe(err)}")
             continue
@@ -133,36 +177,23 @@ def read_experts(path: Path) -> tuple[list[tuple[int, Expert]], list[str]]:
             errors.append(f"{label} {n}: code: {e.code} already given on {label} {seen[e.code]}")
             continue
         seen[e.code] = n
-        experts.append((n, e))
-    return experts, errors
+        entries.append((n, e))
+    return entries, errors
 
 
-async def import_experts(pool: asyncpg.Pool, path: Path) -> ImportReport:
-    experts, errors = read_experts(path)
+async def import_file(pool: asyncpg.Pool, registry: Registry, path: Path) -> ImportReport:
+    entries, errors = read_entries(registry, path)
     report = ImportReport(errors=errors)
     async with pool.acquire() as conn, conn.transaction():
-        for _, e in experts:
-            outcome = await q.upsert_expert(conn, e)
+        for _, e in entries:
+            outcome = await registry.upsert(conn, e)
             getattr(report, outcome).append(e.code)
     return report
 
 
-async def seed_experts(pool: asyncpg.Pool, path: Path) -> tuple[int, int]:
+async def seed(pool: asyncpg.Pool, registry: Registry, path: Path) -> tuple[int, int]:
     """The dev stack's seeding: (added or changed, total)."""
-    report = await import_experts(pool, path)
+    report = await import_file(pool, registry, path)
     if report.errors:
         raise RegistryFileError(f"{path}: " + report.summary())
     return len(report.added) + len(report.changed), report.total
-
-
-async def list_experts(pool: asyncpg.Pool) -> list[asyncpg.Record]:
-    async with pool.acquire() as conn:
-        return await conn.fetch(
-            """
-            SELECT e.code, e.organisation, e.member_association, e.fields, e.expertise,
-                e.load_limit, e.active,
-                (SELECT count(*) FROM assignments a WHERE a.expert_code = e.code
-                   AND a.state IN ('invited', 'accepted')) AS load
-            FROM experts e ORDER BY e.code
-            """
-        )

@@ -8,6 +8,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import (
@@ -20,10 +21,11 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from db import queries as q
 from domain import search_attributes as sa
 from domain.ids import TASK_QUEUE, assignment_workflow_id, review_workflow_id
 from domain.messages import RequestState, ReviewRequestInput
-from domain.models import AssignmentView, RequestSubmission, Stage
+from domain.models import Actor, Agency, AssignmentView, RequestSubmission, Stage
 from domain.policy import Policy
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
@@ -46,12 +48,15 @@ def _summary(s: RequestSubmission) -> str:
 
 async def submit(
     client: Client,
+    pool: asyncpg.Pool,
     submission: RequestSubmission,
     policy: Policy,
     task_queue: str = TASK_QUEUE,
     history_limit: int | None = None,
     assignment_history_limit: int | None = None,
 ) -> Submitted:
+    """Opens a request for a registered, active agency; its name is the registry's."""
+    submission = await _as_registered(pool, submission)
     request_id = submission.request_id()
     try:
         await client.start_workflow(
@@ -84,6 +89,38 @@ async def submit(
         return Submitted(request_id=request_id, created=False)
     await _intake_recorded(request_handle(client, request_id))
     return Submitted(request_id=request_id, created=True)
+
+
+async def _as_registered(pool: asyncpg.Pool, submission: RequestSubmission) -> RequestSubmission:
+    code = submission.agency.code
+    async with pool.acquire() as conn:
+        row = await q.get_agency(conn, code)
+    if row is None:
+        raise ActionError(
+            f"agency.code: {code} is not in the agency registry; "
+            "an operator registers agencies (advisory agencies import)"
+        )
+    if not row["active"]:
+        raise ActionError(
+            f"agency.code: {code} is inactive in the agency registry: it may not submit"
+        )
+    return submission.model_copy(update={"agency": Agency(code=code, name=row["name"])})
+
+
+async def signed_in(pool: asyncpg.Pool, role: str, code: str) -> Actor:
+    """Who acts, as the registries name them: a coordinator with their title, an agency by its
+    official name, an expert by name; an operator by the name they were given. Someone not
+    registered, or no longer active, is refused."""
+    if role == "operator":
+        return Actor(role="operator", code=code, name=code)
+    table = {"coordinator": "coordinators", "agency": "agencies", "expert": "experts"}[role]
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(f"SELECT * FROM {table} WHERE code = $1", code)
+    if row is None:
+        raise ActionError(f"no {role} {code} in the {role} registry")
+    if not row["active"]:
+        raise ActionError(f"{role} {code} is inactive in the {role} registry")
+    return Actor(role=role, code=code, name=row["name"], title=row.get("title") or "")
 
 
 def content_digest(submission: RequestSubmission) -> str:

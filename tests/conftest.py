@@ -24,9 +24,10 @@ from db import queries as q
 from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
-from domain.models import Expert
+from domain.models import Expert, RegisteredAgency
 from infra.codec import data_converter, parse_keys
 from infra.settings import CONFIG, Settings, load_policy
+from starter.registry import AGENCIES, COORDINATORS, seed
 from starter.search_attributes import ensure_search_attributes
 from worker import build_worker
 
@@ -78,9 +79,23 @@ async def database_url(pg_url: str) -> str:
 
 @pytest_asyncio.fixture(scope="session")
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """The session's database, with the sample agencies and coordinators registered (the
+    factories submit as SGTVT; coordinators act as VP01)."""
     p = await create_pool(database_url, max_size=10)
+    await seed(p, AGENCIES, CONFIG / "agencies.sample.csv")
+    await seed(p, COORDINATORS, CONFIG / "coordinators.sample.csv")
     yield p
     await p.close()
+
+
+async def register_agency(
+    pool: asyncpg.Pool, code: str, name: str | None = None, **fields
+) -> RegisteredAgency:
+    """An agency of the registry, for a test that submits as its own agency."""
+    agency = RegisteredAgency(code=code, name=name or f"Sở {code}", **fields)
+    async with pool.acquire() as conn:
+        await q.upsert_agency(conn, agency)
+    return agency
 
 
 async def start_time_skipping() -> WorkflowEnvironment:
@@ -178,7 +193,8 @@ def advisory(*args: str, env_vars: dict[str, str]) -> subprocess.CompletedProces
         text=True,
         cwd=ROOT,
         timeout=60,
-        env={**os.environ, **env_vars},
+        # The CLI acts as a coordinator of the sample registry unless a test says otherwise.
+        env={**os.environ, "ADVISORY_CLI_AS": "coordinator:VP01", **env_vars},
     )
 
 

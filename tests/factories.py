@@ -6,11 +6,18 @@ import uuid
 
 from domain.messages import AdoptionInput, DraftConclusionInput, SubmitOpinionInput
 from domain.models import (
+    Actor,
     AdoptionAnswer,
     ConclusionDraft,
     OpinionInput,
     Recommendation,
     RequestSubmission,
+)
+
+# A coordinator of config/coordinators.sample.csv (which the test database registers): who
+# acts when a test screens, confirms, extends or signs.
+COORDINATOR = Actor(
+    role="coordinator", code="VP01", name="Nguyễn Thị Lan", title="Chánh Văn phòng Liên hiệp hội"
 )
 
 

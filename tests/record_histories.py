@@ -33,7 +33,7 @@ from infra.settings import CONFIG, Settings, load_policy
 from starter import service
 from starter.search_attributes import ensure_search_attributes
 from tests import factories as f
-from tests.conftest import CONVERTER, Registry, _binary
+from tests.conftest import CONVERTER, Registry, _binary, register_agency
 from tests.test_deadlines import policy_with, skip
 from tests.test_lifecycle import accept_and_submit, review_to_synthesis, until
 from worker import build_worker
@@ -69,6 +69,7 @@ class Recorder:
         rid = (
             await service.submit(
                 self.env.client,
+                self.pool,
                 f.submission(registry.field),
                 pol,
                 task_queue=self.task_queue,
@@ -96,7 +97,7 @@ class Recorder:
         await until(lambda s: s.stage == Stage.synthesis, handle)
         await self.act(rid, ReviewRequestWorkflow.draft_conclusion, f.draft(chair))
         await self.act(
-            rid, ReviewRequestWorkflow.approve_conclusion, ApproveInput(approved_by="Chủ tịch")
+            rid, ReviewRequestWorkflow.approve_conclusion, ApproveInput(actor=f.COORDINATOR)
         )
         await until(lambda s: s.stage == Stage.adoption, handle)
         await self.act(rid, ReviewRequestWorkflow.answer_adoption, f.adoption())
@@ -117,7 +118,7 @@ class Recorder:
         await self.act(
             rid,
             ReviewRequestWorkflow.screen,
-            ScreeningInput(decision="decline", note="Ngoài phạm vi."),
+            ScreeningInput(actor=f.COORDINATOR, decision="decline", note="Ngoài phạm vi."),
         )
         await handle.result()
         await save_runs(self.env.client, handle.id, "review-declined")
@@ -138,7 +139,9 @@ class Recorder:
         await self.act(
             rid,
             ReviewRequestWorkflow.replace_expert,
-            ReplaceExpertInput(expert_code=members[1], reason="Không phản hồi."),
+            ReplaceExpertInput(
+                actor=f.COORDINATOR, expert_code=members[1], reason="Không phản hồi."
+            ),
         )
         await self.withdraw(rid, handle, "review-replaced")
 
@@ -149,7 +152,7 @@ class Recorder:
             await self.act(
                 rid,
                 ReviewRequestWorkflow.extend_deadline,
-                ExtendInput(days=1, reason=f"Gia hạn {i}."),
+                ExtendInput(actor=f.COORDINATOR, days=1, reason=f"Gia hạn {i}."),
             )
         await self.withdraw(rid, handle, "review-continued-in-review")
 
@@ -162,10 +165,16 @@ class Recorder:
             alternates=1,
             council_confirmation="coordinator",
         )
-        await self.act(rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept"))
+        await self.act(
+            rid,
+            ReviewRequestWorkflow.screen,
+            ScreeningInput(actor=f.COORDINATOR, decision="accept"),
+        )
         await until(lambda s: s.council is not None, handle)
         await asyncio.sleep(1.0)  # the run continues as new while the council waits
-        await self.act(rid, ReviewRequestWorkflow.confirm_council, ConfirmCouncilInput())
+        await self.act(
+            rid, ReviewRequestWorkflow.confirm_council, ConfirmCouncilInput(actor=f.COORDINATOR)
+        )
         await until(
             lambda s: len(s.assignments) == 2 and all(a.respond_by for a in s.assignments), handle
         )
@@ -190,7 +199,7 @@ class Recorder:
         await self.act(
             rid,
             ReviewRequestWorkflow.screen,
-            ScreeningInput(decision="supplement", note="Thiếu phụ lục."),
+            ScreeningInput(actor=f.COORDINATOR, decision="supplement", note="Thiếu phụ lục."),
         )
         await skip(self.env, 30)
         await handle.result()
@@ -255,11 +264,14 @@ async def record_notifications(env: WorkflowEnvironment, pool, registry: Registr
             delivery_attempts=2,
         )
         agency = f"REC{uuid.uuid4().hex[:5].upper()}"
+        await register_agency(pool, agency, "Sở Ghi")
         await register_webhook(pool, agency, receiver.url, settings)
         task_queue = f"rec-{uuid.uuid4().hex}"
         async with build_worker(env.client, pool, settings, task_queue=task_queue):
             sub = f.submission(registry.field, agency={"code": agency, "name": "Sở Ghi"})
-            rid = (await service.submit(env.client, sub, policy, task_queue=task_queue)).request_id
+            rid = (
+                await service.submit(env.client, pool, sub, policy, task_queue=task_queue)
+            ).request_id
             oid = None
             while oid is None:  # noqa: ASYNC110 (waits for a row, not an event)
                 async with pool.acquire() as conn:

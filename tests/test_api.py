@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
+from db import queries as q
+from domain.models import Expert
 from starter.api import create_app
 from starter.api.auth import create_token
 from tests import factories as f
-from tests.conftest import advisory
+from tests.conftest import advisory, register_agency
 from tests.test_deadlines import open_review
 
 
@@ -28,6 +30,23 @@ async def api(env, pool, settings, worker):
 
 
 async def token(pool, role: str, subject: str) -> dict[str, str]:
+    """A token for a registered party: an agency or expert this test names is registered
+    first (a coordinator is one of the sample registry's)."""
+    async with pool.acquire() as conn:
+        if role == "agency" and await q.get_agency(conn, subject) is None:
+            await register_agency(pool, subject)
+        if role == "expert" and await q.get_expert(conn, subject) is None:
+            await q.upsert_expert(
+                conn,
+                Expert(
+                    code=subject,
+                    name=f"Chuyên gia {subject}",
+                    email=f"{subject.lower()}@experts.example.vn",
+                    organisation="Viện Nghiên cứu",
+                    member_association="Hội Khoa học",
+                    fields=["khac"],
+                ),
+            )
     _, t = await create_token(pool, role, subject)
     return {"Authorization": f"Bearer {t}"}
 
@@ -54,7 +73,7 @@ async def test_a_whole_lifecycle_through_http_as_three_parties(
     experts = await registry.add(3)
     agency_code = f"AG{uuid.uuid4().hex[:6].upper()}"
     agency = await token(pool, "agency", agency_code)
-    coordinator = await token(pool, "coordinator", "Văn phòng Liên hiệp hội")
+    coordinator = await token(pool, "coordinator", "VP01")
     by_code = {e.code: await token(pool, "expert", e.code) for e in experts}
     sub = f.submission(registry.field, agency={"code": agency_code, "name": "Sở Tư pháp"})
 
@@ -107,7 +126,7 @@ async def test_a_whole_lifecycle_through_http_as_three_parties(
         assert r.status_code == 200 and r.json()["stage"] == "approval", r.text
         r = await http.post(
             f"/requests/{rid}/conclusion/approve",
-            json={"approved_by": "Phó Chủ tịch"},
+            json={},
             headers=coordinator,
         )
         assert r.status_code == 200, r.text
@@ -133,7 +152,7 @@ async def test_each_party_is_refused_what_is_not_theirs(env, worker, pool, setti
     stranger = await token(pool, "agency", other)
     operator = await token(pool, "operator", "Trực vận hành")
     outsider = await token(pool, "expert", "E-NOT-ON-IT")
-    coordinator = await token(pool, "coordinator", "Văn phòng")
+    coordinator = await token(pool, "coordinator", "VP01")
     sub = f.submission(registry.field, agency={"code": mine, "name": "Sở Tư pháp"})
 
     async with api(env, pool, settings, worker) as http:
@@ -202,7 +221,7 @@ async def test_an_idempotency_key_returns_the_first_answer_and_changes_nothing(
     await registry.add(3)
     code = f"AG{uuid.uuid4().hex[:6].upper()}"
     agency = await token(pool, "agency", code)
-    coordinator = await token(pool, "coordinator", "Văn phòng")
+    coordinator = await token(pool, "coordinator", "VP01")
     sub = f.submission(registry.field, agency={"code": code, "name": "Sở Tư pháp"})
     async with api(env, pool, settings, worker) as http:
         key = {"Idempotency-Key": f"submit-{uuid.uuid4()}"}
@@ -275,7 +294,7 @@ async def test_an_extension_retried_after_its_answer_was_lost_extends_once(
     update and Temporal applies it once. Past the policy's bound an extension is refused."""
     rid, handle, state = await open_review(env, worker, policy, registry, n_experts=3)
     expert = state.assignments[0].expert_code
-    coordinator = await token(pool, "coordinator", "Văn phòng")
+    coordinator = await token(pool, "coordinator", "VP01")
     extend = {"expert_code": expert, "days": 20, "reason": "Chờ số liệu bổ sung."}
     headers = {**coordinator, "Idempotency-Key": "extend-1"}
     async with api(env, pool, settings, worker) as http:
@@ -308,7 +327,7 @@ async def test_an_extension_retried_after_its_answer_was_lost_extends_once(
     ],
 )
 async def test_bad_input_names_each_field(env, worker, pool, settings, payload, field):
-    coordinator = await token(pool, "coordinator", "Văn phòng")
+    coordinator = await token(pool, "coordinator", "VP01")
     async with api(env, pool, settings, worker) as http:
         r = await http.post("/requests/R-0000000000/screening", json=payload, headers=coordinator)
         assert r.status_code == 422
@@ -423,7 +442,7 @@ async def test_fuzzing_the_openapi_document_finds_no_server_error(dev_env, pool,
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.1)
-        coordinator = await token(pool, "coordinator", "Văn phòng")
+        coordinator = await token(pool, "coordinator", "VP01")
         agency = await token(pool, "agency", "SGTVT")
         for headers in (coordinator, agency):
             calls, failures = await asyncio.to_thread(fuzz, base, headers, 15)
@@ -433,19 +452,23 @@ async def test_fuzzing_the_openapi_document_finds_no_server_error(dev_env, pool,
         proc.wait(20)
 
 
-def test_tokens_from_the_cli_are_shown_once_and_revocable(database_url):
+def test_tokens_from_the_cli_are_shown_once_and_revocable(database_url, pool):
     import json
 
     def tokens(*args: str):
         return advisory(*args, env_vars={"DATABASE_URL": database_url})
 
-    made = tokens("--json", "tokens", "create", "--role", "expert", "--subject", "E-099")
+    # A token signs in someone of a registry: an unknown code gets none.
+    unknown = tokens("tokens", "create", "--role", "coordinator", "--subject", "VP99")
+    assert unknown.returncode == 2
+    assert "subject: no coordinator VP99 in the coordinator registry" in unknown.stderr
+    made = tokens("--json", "tokens", "create", "--role", "coordinator", "--subject", "VP02")
     assert made.returncode == 0, made.stderr
     created = json.loads(made.stdout)
     assert created["token"].startswith("adv_")
     listed = tokens("--json", "tokens", "list")
     row = next(t for t in json.loads(listed.stdout) if t["id"] == created["id"])
-    assert row["role"] == "expert" and row["subject"] == "E-099" and "token" not in row
+    assert row["role"] == "coordinator" and row["subject"] == "VP02" and "token" not in row
     assert created["token"] not in listed.stdout
     assert tokens("tokens", "revoke", str(created["id"])).returncode == 0
     again = tokens("tokens", "revoke", str(created["id"]))

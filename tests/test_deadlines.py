@@ -125,6 +125,7 @@ async def open_review(
     rid = (
         await service.submit(
             env.client,
+            registry.pool,
             sub,
             pol,
             task_queue=worker.task_queue,
@@ -135,7 +136,10 @@ async def open_review(
     handle = service.request_handle(env.client, rid)
     await until(lambda s: s.stage == Stage.screening, handle)
     await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+        env.client,
+        rid,
+        ReviewRequestWorkflow.screen,
+        ScreeningInput(actor=f.COORDINATOR, decision="accept"),
     )
     size = pol.kinds["advisory"].council_size
     state = await until(
@@ -370,7 +374,9 @@ async def test_extension_moves_every_pending_reminder(env, worker, policy, regis
         rid,
         a.expert_code,
         ExpertAssignmentWorkflow.extend,
-        ExtendAssignmentInput(expert_code=a.expert_code, days=5, reason="Bổ sung tài liệu"),
+        ExtendAssignmentInput(
+            actor=f.COORDINATOR, expert_code=a.expert_code, days=5, reason="Bổ sung tài liệu"
+        ),
     )
     new_due = CAL.add_working_days(old_due, 5)
     assert view.due_at == new_due
@@ -390,7 +396,7 @@ async def test_extension_moves_every_pending_reminder(env, worker, policy, regis
         env.client,
         rid,
         ReviewRequestWorkflow.extend_deadline,
-        ExtendInput(days=10, reason="Chờ ý kiến chuyên gia"),
+        ExtendInput(actor=f.COORDINATOR, days=10, reason="Chờ ý kiến chuyên gia"),
     )
     assert state.stage == Stage.review
     # Counted from the old deadline, or from today when that has already passed.
@@ -427,7 +433,9 @@ async def test_replacement_cancels_the_old_assignment_and_its_reminders(
         env.client,
         rid,
         ReviewRequestWorkflow.replace_expert,
-        ReplaceExpertInput(expert_code=member.expert_code, reason="Không liên lạc được"),
+        ReplaceExpertInput(
+            actor=f.COORDINATOR, expert_code=member.expert_code, reason="Không liên lạc được"
+        ),
     )
     assert state.assignment(member.expert_code).state == AssignmentState.cancelled
     assert state.assignment(alternate).role == "member"
@@ -454,7 +462,9 @@ async def test_replacement_cancels_the_old_assignment_and_its_reminders(
             env.client,
             rid,
             ReviewRequestWorkflow.replace_expert,
-            ReplaceExpertInput(expert_code=member.expert_code, reason="Lần nữa"),
+            ReplaceExpertInput(
+                actor=f.COORDINATOR, expert_code=member.expert_code, reason="Lần nữa"
+            ),
         )
 
 
@@ -518,7 +528,7 @@ async def test_supplement_that_never_comes_lapses_and_closes(env, worker, policy
     )
     rid = (
         await service.submit(
-            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
+            env.client, pool, f.submission(registry.field), pol, task_queue=worker.task_queue
         )
     ).request_id
     handle = service.request_handle(env.client, rid)
@@ -527,7 +537,7 @@ async def test_supplement_that_never_comes_lapses_and_closes(env, worker, policy
         env.client,
         rid,
         ReviewRequestWorkflow.screen,
-        ScreeningInput(decision="supplement", note="Thiếu phụ lục kinh phí"),
+        ScreeningInput(actor=f.COORDINATOR, decision="supplement", note="Thiếu phụ lục kinh phí"),
     )
     due = state.stage_deadline
     assert due == CAL.add_working_days(start, 5)
@@ -558,7 +568,7 @@ async def test_overdue_screening_escalates_and_lists_as_overdue(
     )
     rid = (
         await service.submit(
-            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
+            env.client, pool, f.submission(registry.field), pol, task_queue=worker.task_queue
         )
     ).request_id
     handle = service.request_handle(env.client, rid)
@@ -576,7 +586,10 @@ async def test_overdue_screening_escalates_and_lists_as_overdue(
     assert rid in listed
     # Screening it clears the flag.
     await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+        env.client,
+        rid,
+        ReviewRequestWorkflow.screen,
+        ScreeningInput(actor=f.COORDINATOR, decision="accept"),
     )
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT overdue FROM requests WHERE id = $1", rid) is False
@@ -596,7 +609,7 @@ async def test_withdrawal_in_each_stage_stops_every_timer(
     pol = policy_with(policy, council_size=2, quorum=2, alternates=0)
     rid = (
         await service.submit(
-            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
+            env.client, pool, f.submission(registry.field), pol, task_queue=worker.task_queue
         )
     ).request_id
     handle = service.request_handle(env.client, rid)
@@ -607,11 +620,14 @@ async def test_withdrawal_in_each_stage_stops_every_timer(
             env.client,
             rid,
             ReviewRequestWorkflow.screen,
-            ScreeningInput(decision="supplement", note="Thiếu phụ lục"),
+            ScreeningInput(actor=f.COORDINATOR, decision="supplement", note="Thiếu phụ lục"),
         )
     elif stage != "screening":
         await service.request_update(
-            env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+            env.client,
+            rid,
+            ReviewRequestWorkflow.screen,
+            ScreeningInput(actor=f.COORDINATOR, decision="accept"),
         )
         state = await until(
             lambda s: len(s.assignments) == 2 and all(a.respond_by for a in s.assignments),
@@ -675,7 +691,7 @@ async def test_withdrawal_after_delivery_is_refused(env, worker, policy, registr
         env.client,
         rid,
         ReviewRequestWorkflow.approve_conclusion,
-        ApproveInput(approved_by="Chủ tịch"),
+        ApproveInput(actor=f.COORDINATOR),
     )
     await until(lambda s: s.stage == Stage.adoption, handle)
     with pytest.raises(service.ActionError, match="only before the conclusion is delivered"):
@@ -756,13 +772,15 @@ async def test_a_long_review_continues_as_new_and_still_completes(
                 rid,
                 chair,
                 ExpertAssignmentWorkflow.extend,
-                ExtendAssignmentInput(expert_code=chair, days=3, reason=f"Gia hạn {month}.{week}"),
+                ExtendAssignmentInput(
+                    actor=f.COORDINATOR, expert_code=chair, days=3, reason=f"Gia hạn {month}.{week}"
+                ),
             )
         await service.request_update(
             env.client,
             rid,
             ReviewRequestWorkflow.replace_expert,
-            ReplaceExpertInput(expert_code=member, reason="Không phản hồi"),
+            ReplaceExpertInput(actor=f.COORDINATOR, expert_code=member, reason="Không phản hồi"),
         )
         replaced.append(member)
     member = await current_member()
@@ -781,7 +799,7 @@ async def test_a_long_review_continues_as_new_and_still_completes(
         env.client,
         rid,
         ReviewRequestWorkflow.approve_conclusion,
-        ApproveInput(approved_by="Chủ tịch"),
+        ApproveInput(actor=f.COORDINATOR),
     )
     await until(lambda s: s.stage == Stage.adoption, handle)
     state = await service.request_update(

@@ -16,7 +16,7 @@ from domain import search_attributes as sa
 from domain.models import Stage
 from infra.settings import CONFIG
 from starter.demo import park_requests, run_demo
-from starter.registry import seed_experts
+from starter.registry import EXPERTS, seed
 from tests.conftest import advisory, run_cli
 from worker import build_worker
 
@@ -24,14 +24,14 @@ from worker import build_worker
 @pytest_asyncio.fixture(scope="module")
 async def stack(dev_env, pool, settings):
     """A worker on the default task queue, as `make up` runs it, and the sample registry."""
-    await seed_experts(pool, CONFIG / "experts.sample.json")
+    await seed(pool, EXPERTS, CONFIG / "experts.sample.json")
     async with build_worker(dev_env.client, pool, settings):
         yield dev_env
 
 
 async def test_demo_reaches_closed_and_is_found_by_search_attributes(stack, settings, pool):
     lines: list[str] = []
-    rid = await run_demo(stack.client, settings, out=lines.append)
+    rid = await run_demo(stack.client, pool, settings, out=lines.append)
     stages = [line.split("]")[0].strip("[ ") for line in lines if line.startswith("[")]
     assert stages == [
         "intake",
@@ -98,10 +98,31 @@ async def test_demo_reaches_closed_and_is_found_by_search_attributes(stack, sett
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT stage FROM requests WHERE id = $1", rid) == "closed"
         assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE request_id = $1", rid) > 10
+        # The audit trail names the registered people who acted, and the conclusion is signed
+        # by the approving coordinator's registered name and title.
+        actors = dict(
+            await conn.fetch(
+                "SELECT action, actor FROM audit_log WHERE request_id = $1"
+                " AND action IN ('screening_accepted', 'conclusion_returned',"
+                " 'conclusion_approved')",
+                rid,
+            )
+        )
+        signed = await conn.fetchrow(
+            "SELECT approved_by, approver_title FROM conclusions"
+            " WHERE request_id = $1 AND approved_at IS NOT NULL",
+            rid,
+        )
+    assert actors == {
+        "screening_accepted": "coordinator:VP02",
+        "conclusion_returned": "coordinator:PCT01",
+        "conclusion_approved": "coordinator:PCT01",
+    }
+    assert tuple(signed) == ("Vũ Quang Hải", "Phó Chủ tịch Liên hiệp hội")
 
 
-async def test_demo_leaves_a_board_found_by_stage_agency_and_opinions(stack, settings):
-    screening, supplement, review = await park_requests(stack.client, settings, out=print)
+async def test_demo_leaves_a_board_found_by_stage_agency_and_opinions(stack, settings, pool):
+    screening, supplement, review = await park_requests(stack.client, pool, settings, out=print)
     for rid, query in [
         (screening, "ReviewStage = 'screening' AND AgencyCode = 'SXD'"),
         (supplement, "ReviewStage = 'supplement' AND AgencyCode = 'SNNMT'"),
@@ -158,7 +179,7 @@ async def test_cli_against_the_stack(stack, database_url, tmp_path):
     declined = await run_cli("screen", rid, "decline", "--note", "Ngoài phạm vi", env_vars=env_vars)
     assert declined.returncode == 0, declined.stderr
     assert "[declined]" in declined.stdout
-    after = await run_cli("approve", rid, "--by", "Chủ tịch", env_vars=env_vars)
+    after = await run_cli("approve", rid, env_vars=env_vars)
     assert after.returncode == 2 and "nothing more can be done" in after.stderr
 
 
@@ -218,12 +239,15 @@ async def test_request_continues_as_new_with_live_assignments(stack, policy, reg
     # Twelve extensions of the review deadline: more than the shipped policy allows.
     pol = policy_with(policy, council_size=2, quorum=2, alternates=4, max_extensions=20)
     rid = (
-        await service.submit(client, f.submission(registry.field), pol, history_limit=120)
+        await service.submit(client, pool, f.submission(registry.field), pol, history_limit=120)
     ).request_id
     handle = service.request_handle(client, rid)
     await until(lambda s: s.stage == Stage.screening, handle)
     await service.request_update(
-        client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+        client,
+        rid,
+        ReviewRequestWorkflow.screen,
+        ScreeningInput(actor=f.COORDINATOR, decision="accept"),
     )
     state = await until(
         lambda s: len(s.assignments) == 2 and all(a.respond_by for a in s.assignments), handle
@@ -239,7 +263,7 @@ async def test_request_continues_as_new_with_live_assignments(stack, policy, reg
                     client,
                     rid,
                     ReviewRequestWorkflow.extend_deadline,
-                    ExtendInput(days=1, reason=f"Gia hạn {round_}.{i}"),
+                    ExtendInput(actor=f.COORDINATOR, days=1, reason=f"Gia hạn {round_}.{i}"),
                 )
                 for i in range(4)
             ]
@@ -253,7 +277,7 @@ async def test_request_continues_as_new_with_live_assignments(stack, policy, reg
             client,
             rid,
             ReviewRequestWorkflow.replace_expert,
-            ReplaceExpertInput(expert_code=member, reason="Thay chuyên gia"),
+            ReplaceExpertInput(actor=f.COORDINATOR, expert_code=member, reason="Thay chuyên gia"),
         )
     state = await until(
         lambda s: any(
@@ -277,7 +301,7 @@ async def test_request_continues_as_new_with_live_assignments(stack, policy, reg
         client, rid, ReviewRequestWorkflow.draft_conclusion, f.draft(chair)
     )
     await service.request_update(
-        client, rid, ReviewRequestWorkflow.approve_conclusion, ApproveInput(approved_by="Chủ tịch")
+        client, rid, ReviewRequestWorkflow.approve_conclusion, ApproveInput(actor=f.COORDINATOR)
     )
     await until(lambda s: s.stage == Stage.adoption, handle)
     state = await service.request_update(

@@ -53,11 +53,16 @@ async def test_retry_after_commit_writes_nothing_twice(env, pool, settings, poli
         activities=[flaky.record_transition, *acts],
     ):
         sub = f.submission(registry.field)
-        rid = (await service.submit(env.client, sub, policy, task_queue=task_queue)).request_id
+        rid = (
+            await service.submit(env.client, pool, sub, policy, task_queue=task_queue)
+        ).request_id
         handle = service.request_handle(env.client, rid)
         await until(lambda s: s.stage == Stage.screening, handle)
         state = await service.request_update(
-            env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+            env.client,
+            rid,
+            ReviewRequestWorkflow.screen,
+            ScreeningInput(actor=f.COORDINATOR, decision="accept"),
         )
         assert state.stage == Stage.council
         await until(lambda s: s.stage == Stage.review, handle)

@@ -128,7 +128,9 @@ async def test_a_request_started_under_the_old_key_completes_after_rotation(
     queue = f"tq-{uuid.uuid4().hex}"
     async with build_worker(before, pool, settings, task_queue=queue):
         rid = (
-            await service.submit(before, f.submission(registry.field), policy, task_queue=queue)
+            await service.submit(
+                before, pool, f.submission(registry.field), policy, task_queue=queue
+            )
         ).request_id
         await until(lambda s: s.stage == Stage.screening, service.request_handle(before, rid))
 
@@ -136,7 +138,10 @@ async def test_a_request_started_under_the_old_key_completes_after_rotation(
     async with build_worker(after, pool, settings, task_queue=queue):
         handle = service.request_handle(after, rid)
         await service.request_update(
-            after, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+            after,
+            rid,
+            ReviewRequestWorkflow.screen,
+            ScreeningInput(actor=f.COORDINATOR, decision="accept"),
         )
         state = await until(lambda s: s.stage == Stage.review and len(s.assignments) == 3, handle)
         assert state.request_id == rid

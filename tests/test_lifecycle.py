@@ -38,7 +38,9 @@ async def until(predicate, handle: WorkflowHandle, timeout: float = 20.0):
 async def start(env, worker, policy, registry, n_experts=3, **changes):
     await registry.add(n_experts)
     sub = f.submission(registry.field, **changes)
-    result = await service.submit(env.client, sub, policy, task_queue=worker.task_queue)
+    result = await service.submit(
+        env.client, registry.pool, sub, policy, task_queue=worker.task_queue
+    )
     handle = service.request_handle(env.client, result.request_id)
     await until(lambda s: s.stage == Stage.screening, handle)
     return result.request_id, handle
@@ -46,7 +48,10 @@ async def start(env, worker, policy, registry, n_experts=3, **changes):
 
 async def review_to_synthesis(env, rid, handle, accept_all=True):
     await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+        env.client,
+        rid,
+        ReviewRequestWorkflow.screen,
+        ScreeningInput(actor=f.COORDINATOR, decision="accept"),
     )
     state = await until(
         lambda s: (
@@ -89,7 +94,7 @@ async def test_full_lifecycle_reaches_closed_with_rows(env, worker, policy, regi
         env.client,
         rid,
         ReviewRequestWorkflow.return_conclusion,
-        ReturnConclusionInput(comments="Bổ sung kiến nghị về nguồn vốn."),
+        ReturnConclusionInput(actor=f.COORDINATOR, comments="Bổ sung kiến nghị về nguồn vốn."),
     )
     assert state.stage == Stage.synthesis
     await service.request_update(
@@ -99,7 +104,7 @@ async def test_full_lifecycle_reaches_closed_with_rows(env, worker, policy, regi
         env.client,
         rid,
         ReviewRequestWorkflow.approve_conclusion,
-        ApproveInput(approved_by="Phó Chủ tịch Liên hiệp hội"),
+        ApproveInput(actor=f.COORDINATOR),
     )
     assert state.stage == Stage.delivered
     await until(lambda s: s.stage == Stage.adoption, handle)
@@ -266,11 +271,14 @@ async def test_alternates_exhausted_waits_for_the_coordinator_to_add_an_expert(
             env.client,
             rid,
             ReviewRequestWorkflow.add_expert,
-            AddExpertInput(expert_code=own.code),
+            AddExpertInput(actor=f.COORDINATOR, expert_code=own.code),
         )
     [extra] = await registry.add(1)
     state = await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.add_expert, AddExpertInput(expert_code=extra.code)
+        env.client,
+        rid,
+        ReviewRequestWorkflow.add_expert,
+        AddExpertInput(actor=f.COORDINATOR, expert_code=extra.code),
     )
     assert state.assignment(extra.code) is not None
     await until(lambda s: s.assignment(extra.code).respond_by is not None, handle)
@@ -345,7 +353,10 @@ async def test_withdrawal_during_screening(env, worker, policy, registry, pool):
     # Refused by the workflow while it finishes, or by the server once it has ended.
     with pytest.raises(service.ActionError, match="nothing more can be done"):
         await service.request_update(
-            env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+            env.client,
+            rid,
+            ReviewRequestWorkflow.screen,
+            ScreeningInput(actor=f.COORDINATOR, decision="accept"),
         )
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT stage FROM requests WHERE id = $1", rid) == "withdrawn"
@@ -357,7 +368,9 @@ async def test_supplement_loop_then_accept(env, worker, policy, registry, pool):
         env.client,
         rid,
         ReviewRequestWorkflow.screen,
-        ScreeningInput(decision="supplement", note="Thiếu báo cáo đánh giá tác động."),
+        ScreeningInput(
+            actor=f.COORDINATOR, decision="supplement", note="Thiếu báo cáo đánh giá tác động."
+        ),
     )
     assert state.stage == Stage.supplement and state.stage_deadline is not None
     doc = {"name": "ĐTM.pdf", "uri": "https://vanban.example.gov.vn/dtm.pdf", "sha256": "cd" * 32}
@@ -369,7 +382,10 @@ async def test_supplement_loop_then_accept(env, worker, policy, registry, pool):
     )
     assert state.stage == Stage.screening and state.supplement_round == 1
     await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+        env.client,
+        rid,
+        ReviewRequestWorkflow.screen,
+        ScreeningInput(actor=f.COORDINATOR, decision="accept"),
     )
     await until(lambda s: s.stage == Stage.review, handle)
     async with pool.acquire() as conn:
@@ -398,7 +414,11 @@ async def test_declined_at_screening(env, worker, policy, registry, pool):
         env.client,
         rid,
         ReviewRequestWorkflow.screen,
-        ScreeningInput(decision="decline", note="Không thuộc phạm vi phản biện của Liên hiệp hội."),
+        ScreeningInput(
+            actor=f.COORDINATOR,
+            decision="decline",
+            note="Không thuộc phạm vi phản biện của Liên hiệp hội.",
+        ),
     )
     assert state.stage == Stage.declined
     assert (await handle.result()).stage == Stage.declined
@@ -408,9 +428,9 @@ async def test_declined_at_screening(env, worker, policy, registry, pool):
 async def test_duplicate_submission_gives_the_same_request(env, worker, policy, registry, pool):
     await registry.add(3)
     sub = f.submission(registry.field)
-    first = await service.submit(env.client, sub, policy, task_queue=worker.task_queue)
+    first = await service.submit(env.client, pool, sub, policy, task_queue=worker.task_queue)
     again = sub.model_copy(update={"agency_reference": f"  {sub.agency_reference.upper()} "})
-    second = await service.submit(env.client, again, policy, task_queue=worker.task_queue)
+    second = await service.submit(env.client, pool, again, policy, task_queue=worker.task_queue)
     assert first.created and not second.created
     assert first.request_id == second.request_id
     handle = service.request_handle(env.client, first.request_id)
@@ -422,7 +442,7 @@ async def test_duplicate_submission_gives_the_same_request(env, worker, policy, 
         ReviewRequestWorkflow.withdraw,
         WithdrawInput(reason="Kiểm tra trùng lặp."),
     )
-    third = await service.submit(env.client, sub, policy, task_queue=worker.task_queue)
+    third = await service.submit(env.client, pool, sub, policy, task_queue=worker.task_queue)
     assert third.request_id == first.request_id and not third.created
     async with pool.acquire() as conn:
         assert (

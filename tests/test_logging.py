@@ -23,7 +23,9 @@ async def test_lines_name_their_workflow_and_request_and_no_person(env, worker, 
         await registry.add(3)
         sub = f.submission(registry.field)
         rid = (
-            await service.submit(env.client, sub, policy, task_queue=worker.task_queue)
+            await service.submit(
+                env.client, registry.pool, sub, policy, task_queue=worker.task_queue
+            )
         ).request_id
         await until(lambda s: s.stage == Stage.screening, service.request_handle(env.client, rid))
     finally:

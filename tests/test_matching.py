@@ -11,7 +11,8 @@ from datetime import date, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain.matching import Candidate, MatchRequest, exclusion, norm, propose_councils
+from domain.matching import Candidate, MatchRequest, exclusion, propose_councils
+from domain.models import fold, identities
 
 FIELDS = ["moi-truong", "quy-hoach", "giao-thong", "kinh-te", "y-te", "thuy-loi"]
 ORGS = [f"Tổ chức {i}" for i in range(8)] + ["Sở Giao thông Vận tải"]
@@ -57,8 +58,7 @@ def request_batches(draw, experts_codes=()):
         reqs.append(
             MatchRequest(
                 request_id=f"R-{i:02d}",
-                agency_code=agency[0],
-                agency_name=agency[1],
+                requester=identities(agency[0], agency[1], []),
                 fields=tuple(
                     draw(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=3, unique=True))
                 ),
@@ -75,12 +75,11 @@ def request_batches(draw, experts_codes=()):
 
 def conflicted(req: MatchRequest, c: Candidate) -> bool:
     """The hard rules, written out again independently of the matcher."""
-    requester = {norm(req.agency_code), norm(req.agency_name)}
     return (
         not c.active
         or c.code in req.previous
-        or norm(c.organisation) in requester
-        or bool(requester & {norm(x) for x in c.conflicts})
+        or fold(c.organisation) in req.requester
+        or bool(req.requester & {fold(x) for x in c.conflicts})
         or any(s <= req.window[1] and req.window[0] <= e for s, e in c.unavailable)
         or c.load >= c.load_limit
     )
@@ -141,8 +140,7 @@ def expert(code, org="Viện A", assoc="Hội 1", load=0, limit=3, **expertise) 
 def request(rid="R-1", fields=("moi-truong",), size=3, alternates=2, **kw) -> MatchRequest:
     return MatchRequest(
         request_id=rid,
-        agency_code="SGTVT",
-        agency_name="Sở Giao thông Vận tải",
+        requester=identities("SGTVT", "Sở Giao thông Vận tải", []),
         fields=fields,
         council_size=size,
         alternates=alternates,

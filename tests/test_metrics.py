@@ -54,7 +54,7 @@ async def test_engine_metrics_count_transitions_time_in_stage_and_requests(
             await registry.add(3)
             sub = f.submission(registry.field)
             rid = (
-                await service.submit(env.client, sub, policy, task_queue=w.task_queue)
+                await service.submit(env.client, pool, sub, policy, task_queue=w.task_queue)
             ).request_id
             handle = service.request_handle(env.client, rid)
             await until(lambda s: s.stage == Stage.screening, handle)
@@ -63,7 +63,7 @@ async def test_engine_metrics_count_transitions_time_in_stage_and_requests(
                 env.client,
                 rid,
                 ReviewRequestWorkflow.screen,
-                ScreeningInput(decision="decline", note="Ngoài phạm vi."),
+                ScreeningInput(actor=f.COORDINATOR, decision="decline", note="Ngoài phạm vi."),
             )
     finally:
         await env.shutdown()
@@ -95,7 +95,7 @@ async def test_worker_serves_the_sdk_runtime_metrics(dev_env, pool, settings, po
     async with build_worker(client, pool, settings, task_queue=f"tq-{uuid.uuid4().hex}") as w:
         await registry.add(3)
         sub = f.submission(registry.field)
-        rid = (await service.submit(client, sub, policy, task_queue=w.task_queue)).request_id
+        rid = (await service.submit(client, pool, sub, policy, task_queue=w.task_queue)).request_id
         await until(lambda s: s.stage == Stage.screening, service.request_handle(client, rid))
         async with asyncio.timeout(20):
             while True:

@@ -13,6 +13,7 @@ from standardwebhooks import Webhook
 
 from activities.render import events, render
 from db import queries as q
+from domain.models import RegisteredAgency
 from domain.notifications import (
     EVENTS,
     LANGUAGES,
@@ -175,7 +176,7 @@ async def outbox_row(pool) -> int:
 
     rid = f"RACE-{time.time_ns()}"
     async with pool.acquire() as conn:
-        await q.upsert_agency(conn, "RACE", "Sở Thử nghiệm")
+        await q.upsert_agency(conn, RegisteredAgency(code="RACE", name="Sở Thử nghiệm"))
         await q.insert_request(
             conn,
             {

@@ -25,7 +25,7 @@ from starter import service
 from starter.mailsink import MailSink
 from starter.notifications import NotificationError, register_webhook
 from tests import factories as f
-from tests.conftest import advisory
+from tests.conftest import advisory, register_agency
 from tests.test_lifecycle import start, until
 from worker import build_worker
 from workflows.assignment import ExpertAssignmentWorkflow
@@ -123,6 +123,7 @@ def agency_code() -> str:
 
 
 async def submit(dev_env, worker, policy, registry, agency: str, **changes):
+    await register_agency(registry.pool, agency, "Sở Khoa học và Công nghệ")
     return await start(
         dev_env,
         worker,
@@ -173,7 +174,7 @@ async def close_request(dev_env, rid: str, handle) -> None:
     """Screening to closed, every expert accepting and giving an opinion."""
     c = dev_env.client
     await service.request_update(
-        c, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+        c, rid, ReviewRequestWorkflow.screen, ScreeningInput(actor=f.COORDINATOR, decision="accept")
     )
     state = await until(
         lambda s: (
@@ -198,7 +199,7 @@ async def close_request(dev_env, rid: str, handle) -> None:
     await until(lambda s: s.stage == Stage.synthesis, handle)
     await service.request_update(c, rid, ReviewRequestWorkflow.draft_conclusion, f.draft(chair))
     await service.request_update(
-        c, rid, ReviewRequestWorkflow.approve_conclusion, ApproveInput(approved_by="Phó Chủ tịch")
+        c, rid, ReviewRequestWorkflow.approve_conclusion, ApproveInput(actor=f.COORDINATOR)
     )
     await until(lambda s: s.stage == Stage.adoption, handle)
     await service.request_update(c, rid, ReviewRequestWorkflow.answer_adoption, f.adoption())
@@ -289,7 +290,7 @@ async def test_each_event_reaches_its_parties_once_per_channel(
             " JOIN outbox o ON o.id = a.outbox_id WHERE o.request_id = $1",
             rid,
         )
-        inbox = await q.inbox(conn, "agency", agency, limit=100)
+        inbox = await q.inbox(conn, "agency", agency, f"agency:{agency}", limit=100)
     assert len(attempts) == len(rows) + len(agency_rows)
     assert {a["outcome"] for a in attempts} == {"delivered"}
     assert sorted(i["id"] for i in inbox) == sorted(r["id"] for r in agency_rows)
@@ -351,7 +352,10 @@ async def test_webhook_answers(
             assert "410" in endpoint["disabled_reason"]
             # Later events skip the disabled endpoint and still reach the agency by e-mail.
             await service.request_update(
-                dev_env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+                dev_env.client,
+                rid,
+                ReviewRequestWorkflow.screen,
+                ScreeningInput(actor=f.COORDINATOR, decision="accept"),
             )
             rows = await settled(pool, rid, count=len(rows) + 2)
             accepted = next(r for r in rows if r["event"] == "request_accepted")
@@ -462,7 +466,10 @@ async def test_failed_rows_are_listed_retried_and_read_from_the_cli(
         assert listed.returncode == 0, listed.stderr
         for r in rows:
             assert f"{r['id']:>6}  {rid}" in listed.stdout
-        inbox = await asyncio.to_thread(advisory, "inbox", "--operator", "--unread", env_vars=env)
+        as_operator = {**env, "ADVISORY_CLI_AS": "operator:truc-ban"}
+        inbox = await asyncio.to_thread(
+            advisory, "inbox", "--operator", "--unread", env_vars=as_operator
+        )
         assert inbox.returncode == 0, inbox.stderr
         for r in reports:
             assert f"* {r['id']:>6}" in inbox.stdout
@@ -497,11 +504,11 @@ async def test_failed_rows_are_listed_retried_and_read_from_the_cli(
         and f"no notification {reports[0]['id']} for agency {code}" in other.stderr
     )
     async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT read_at FROM outbox WHERE id = $1", agency_row["id"])
-        assert (
-            await conn.fetchval("SELECT read_at FROM outbox WHERE id = $1", reports[0]["id"])
-            is None
+        marks = await conn.fetch(
+            "SELECT outbox_id, reader FROM inbox_reads WHERE outbox_id = ANY($1::bigint[])",
+            [agency_row["id"], reports[0]["id"]],
         )
+    assert [tuple(m) for m in marks] == [(agency_row["id"], f"agency:{code}")]
     again = await asyncio.to_thread(
         advisory, "notifications", "retry", str(agency_row["id"]), env_vars=env
     )

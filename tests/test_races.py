@@ -122,13 +122,21 @@ async def proposed_for_confirmation(env, worker, policy, registry, **submit):
     pol = policy_with(policy, **CONFIRMING)
     rid = (
         await service.submit(
-            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue, **submit
+            env.client,
+            registry.pool,
+            f.submission(registry.field),
+            pol,
+            task_queue=worker.task_queue,
+            **submit,
         )
     ).request_id
     handle = service.request_handle(env.client, rid)
     await until(lambda s: s.stage == Stage.screening, handle)
     await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+        env.client,
+        rid,
+        ReviewRequestWorkflow.screen,
+        ScreeningInput(actor=f.COORDINATOR, decision="accept"),
     )
     state = await until(lambda s: s.council is not None, handle)
     return rid, handle, state
@@ -172,7 +180,10 @@ async def confirmed_after_continue_as_new(env, worker, policy, registry, pool):
 
     async with asyncio.timeout(20):
         state = await service.request_update(
-            env.client, rid, ReviewRequestWorkflow.confirm_council, ConfirmCouncilInput()
+            env.client,
+            rid,
+            ReviewRequestWorkflow.confirm_council,
+            ConfirmCouncilInput(actor=f.COORDINATOR),
         )
     state = await until(
         lambda s: (
@@ -205,10 +216,13 @@ async def test_add_expert_while_the_council_awaits_confirmation_is_refused_at_on
                 env.client,
                 rid,
                 ReviewRequestWorkflow.add_expert,
-                AddExpertInput(expert_code=spare.code),
+                AddExpertInput(actor=f.COORDINATOR, expert_code=spare.code),
             )
     await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.confirm_council, ConfirmCouncilInput()
+        env.client,
+        rid,
+        ReviewRequestWorkflow.confirm_council,
+        ConfirmCouncilInput(actor=f.COORDINATOR),
     )
     state = await until(lambda s: len(s.assignments) == 2 and s.stage == Stage.review, handle)
     await asyncio.sleep(0.3)
@@ -226,14 +240,17 @@ async def test_withdrawal_during_the_proposal_invites_nobody(env, pool, settings
         await registry.add(3)
         rid = (
             await service.submit(
-                env.client, f.submission(registry.field), policy, task_queue=worker.task_queue
+                env.client, pool, f.submission(registry.field), policy, task_queue=worker.task_queue
             )
         ).request_id
         handle = service.request_handle(env.client, rid)
         await until(lambda s: s.stage == Stage.screening, handle)
         proposing = gates.hold("propose_council")
         await service.request_update(
-            env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+            env.client,
+            rid,
+            ReviewRequestWorkflow.screen,
+            ScreeningInput(actor=f.COORDINATOR, decision="accept"),
         )
         await proposing.wait_reached()
         withdrawal = asyncio.create_task(
@@ -282,7 +299,9 @@ async def test_a_replacement_refused_because_the_seat_closed_keeps_the_alternate
                 env.client,
                 rid,
                 ReviewRequestWorkflow.replace_expert,
-                ReplaceExpertInput(expert_code=member, reason="Chậm trễ nhiều lần."),
+                ReplaceExpertInput(
+                    actor=f.COORDINATOR, expert_code=member, reason="Chậm trễ nhiều lần."
+                ),
             )
         )
         await reserving.wait_reached()
@@ -425,7 +444,7 @@ async def test_an_extension_while_the_review_closes_on_its_quorum_is_refused(
                 env.client,
                 rid,
                 ReviewRequestWorkflow.extend_deadline,
-                ExtendInput(days=5, reason="Chờ ý kiến thứ ba."),
+                ExtendInput(actor=f.COORDINATOR, days=5, reason="Chờ ý kiến thứ ba."),
             )
         cancelling.release.set()
         await clock
@@ -452,7 +471,7 @@ async def test_two_requests_inviting_an_expert_with_one_free_seat_one_wins(
                 env.client,
                 rid,
                 ReviewRequestWorkflow.add_expert,
-                AddExpertInput(expert_code=busy.code),
+                AddExpertInput(actor=f.COORDINATOR, expert_code=busy.code),
             )
             for rid in (first, second)
         ],

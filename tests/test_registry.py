@@ -18,7 +18,7 @@ from db import queries as q
 from domain.messages import ConfirmCouncilInput, ProposeCouncilInput, ScreeningInput
 from domain.models import Stage
 from starter import service
-from starter.registry import import_experts
+from starter.registry import EXPERTS, import_file
 from tests import factories as f
 from tests.test_deadlines import policy_with
 from tests.test_lifecycle import until
@@ -34,13 +34,20 @@ async def screened_in(env, worker, pol, registry):
     """A request of the registry's field, submitted and accepted at screening."""
     rid = (
         await service.submit(
-            env.client, f.submission(registry.field), pol, task_queue=worker.task_queue
+            env.client,
+            registry.pool,
+            f.submission(registry.field),
+            pol,
+            task_queue=worker.task_queue,
         )
     ).request_id
     handle = service.request_handle(env.client, rid)
     await until(lambda s: s.stage == Stage.screening, handle)
     await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.screen, ScreeningInput(decision="accept")
+        env.client,
+        rid,
+        ReviewRequestWorkflow.screen,
+        ScreeningInput(actor=f.COORDINATOR, decision="accept"),
     )
     return rid, handle
 
@@ -58,7 +65,7 @@ async def test_csv_import_reports_bad_rows_by_line_and_applies_the_rest(pool, tm
         + f"C{tag}-5,Hồ E,e@x.vn,Viện E,Hội 3,y-te:2,vi,3,true,,2027-02-01..2027-01-01\n",
         encoding="utf-8",
     )
-    report = await import_experts(pool, path)
+    report = await import_file(pool, EXPERTS, path)
     assert report.added == [f"C{tag}-1", f"C{tag}-4"]
     assert report.errors == [
         "line 3: email: value is not a valid email address: An email address must have an @-sign.",
@@ -74,7 +81,7 @@ async def test_csv_import_reports_bad_rows_by_line_and_applies_the_rest(pool, tm
     assert a["unavailable"] == [{"start": "2027-01-04", "end": "2027-01-15"}]
     assert d["expertise"] == {"kinh-te": 3} and d["active"] is False
 
-    again = await import_experts(pool, path)
+    again = await import_file(pool, EXPERTS, path)
     assert again.added == [] and again.changed == []
     assert again.unchanged == [f"C{tag}-1", f"C{tag}-4"]
 
@@ -96,7 +103,7 @@ async def test_csv_import_reports_bad_rows_by_line_and_applies_the_rest(pool, tm
         ),
         encoding="utf-8",
     )
-    updated = await import_experts(pool, json_path)
+    updated = await import_file(pool, EXPERTS, json_path)
     assert updated.changed == [f"C{tag}-4"]
     assert updated.errors == ["entry 2: email: Field required"]
 
@@ -104,15 +111,14 @@ async def test_csv_import_reports_bad_rows_by_line_and_applies_the_rest(pool, tm
 async def test_deactivated_expert_is_explained_not_proposed(pool, registry):
     experts = await registry.add(2)
     async with pool.acquire() as conn:
-        assert await q.set_expert_active(conn, experts[0].code, False) is True
-        assert await q.set_expert_active(conn, experts[0].code, False) is False
+        assert await q.set_active(conn, "experts", experts[0].code, False) is True
+        assert await q.set_active(conn, "experts", experts[0].code, False) is False
     acts = CouncilActivities(pool)
     sub = f.submission(registry.field)
     proposal = await acts.reserve_expert(
         ProposeCouncilInput(
             request_id=sub.request_id(),
             agency_code="SGTVT",
-            agency_name="Sở GTVT",
             expertise_fields=[registry.field],
             council_size=1,
             alternates=0,
@@ -130,7 +136,6 @@ async def test_concurrent_proposals_never_overcommit_an_expert(pool):
     fields = [f"f{tag}-{i}" for i in range(6)]
     now = datetime.now(UTC)
     async with pool.acquire() as conn:
-        await q.upsert_agency(conn, "SGTVT", "Sở Giao thông Vận tải")
         for i in range(300):
             await conn.execute(
                 "INSERT INTO experts (code, name, email, organisation, member_association,"
@@ -164,7 +169,6 @@ async def test_concurrent_proposals_never_overcommit_an_expert(pool):
                 ProposeCouncilInput(
                     request_id=rid,
                     agency_code="SGTVT",
-                    agency_name="Sở Giao thông Vận tải",
                     expertise_fields=fs,
                     council_size=7,
                     alternates=2,
@@ -194,7 +198,6 @@ async def test_concurrent_proposals_never_overcommit_an_expert(pool):
         ProposeCouncilInput(
             request_id=reqs[0][0],
             agency_code="SGTVT",
-            agency_name="Sở Giao thông Vận tải",
             expertise_fields=reqs[0][1],
             council_size=7,
             alternates=2,
@@ -236,16 +239,18 @@ async def test_coordinator_confirms_an_edited_council_rechecked(
             env.client,
             rid,
             ReviewRequestWorkflow.confirm_council,
-            ConfirmCouncilInput(members=[proposed[0], own.code], chair=proposed[0]),
+            ConfirmCouncilInput(
+                actor=f.COORDINATOR, members=[proposed[0], own.code], chair=proposed[0]
+            ),
         )
     with pytest.raises(Exception, match="chair: must be one of the members"):
-        ConfirmCouncilInput(members=[proposed[0]], chair=spare)
+        ConfirmCouncilInput(actor=f.COORDINATOR, members=[proposed[0]], chair=spare)
 
     state = await service.request_update(
         env.client,
         rid,
         ReviewRequestWorkflow.confirm_council,
-        ConfirmCouncilInput(members=[spare, proposed[1]], chair=spare, confirmed_by="Chánh VP"),
+        ConfirmCouncilInput(actor=f.COORDINATOR, members=[spare, proposed[1]], chair=spare),
     )
     state = await until(lambda s: s.stage == Stage.review and len(s.assignments) == 2, handle)
     assert {a.expert_code: a.role.value for a in state.assignments} == {
@@ -255,12 +260,15 @@ async def test_coordinator_confirms_an_edited_council_rechecked(
     async with pool.acquire() as conn:
         row = await q.get_council(conn, rid)
         actions = [r["action"] for r in await q.audit_trail(conn, rid)]
-    assert row["status"] == "confirmed" and row["confirmed_by"] == "coordinator:Chánh VP"
+    assert row["status"] == "confirmed" and row["confirmed_by"] == "coordinator:VP01"
     assert [m["expert_code"] for m in row["proposal"]["members"]] == [spare, proposed[1]]
     assert actions.index("council_proposed") < actions.index("council_confirmed")
     with pytest.raises(service.ActionError, match="in review, not council"):
         await service.request_update(
-            env.client, rid, ReviewRequestWorkflow.confirm_council, ConfirmCouncilInput()
+            env.client,
+            rid,
+            ReviewRequestWorkflow.confirm_council,
+            ConfirmCouncilInput(actor=f.COORDINATOR),
         )
 
 
@@ -295,7 +303,7 @@ async def test_an_alternate_who_became_ineligible_is_skipped(env, worker, policy
     state = await until(lambda s: len(s.assignments) == 1 and s.assignments[0].respond_by, handle)
     first_alt, second_alt = state.alternates_left
     async with pool.acquire() as conn:
-        await q.set_expert_active(conn, first_alt, False)
+        await q.set_active(conn, "experts", first_alt, False)
     member = state.assignments[0].expert_code
     await service.assignment_update(
         env.client,
@@ -326,10 +334,13 @@ async def test_adding_an_expert_already_on_the_proposed_council_is_refused(
             env.client,
             rid,
             ReviewRequestWorkflow.add_expert,
-            AddExpertInput(expert_code=proposed),
+            AddExpertInput(actor=f.COORDINATOR, expert_code=proposed),
         )
     state = await service.request_update(
-        env.client, rid, ReviewRequestWorkflow.confirm_council, ConfirmCouncilInput()
+        env.client,
+        rid,
+        ReviewRequestWorkflow.confirm_council,
+        ConfirmCouncilInput(actor=f.COORDINATOR),
     )
     state = await until(lambda s: len(s.assignments) == 2, handle)
     assert sorted(a.expert_code for a in state.assignments) == sorted(

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from domain.ids import assignment_workflow_id
 from domain.models import Stage
+from tests import factories as f
 from tests.test_lifecycle import start, until
 
 ACCEPTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
@@ -82,6 +83,26 @@ async def accepted_update_ids(handle: WorkflowHandle) -> list[str]:
     ]
 
 
+# A coordinator's updates carry the signed-in coordinator; a test that means to leave the
+# actor out says so ({"actor": None}).
+COORDINATORS_UPDATES = {
+    "screen",
+    "confirm_council",
+    "add_expert",
+    "extend_deadline",
+    "extend",
+    "replace_expert",
+    "approve_conclusion",
+    "return_conclusion",
+}
+
+
+def signed(update: str, arg: Any) -> Any:
+    if update in COORDINATORS_UPDATES and isinstance(arg, dict) and "actor" not in arg:
+        return {**arg, "actor": f.COORDINATOR.model_dump()}
+    return arg
+
+
 class Rejections:
     """Sends bad updates to one request's workflows and checks each left no trace."""
 
@@ -102,7 +123,7 @@ class Rejections:
         update_id = f"bad-{update}-{uuid.uuid4().hex[:8]}"
 
         with pytest.raises(WorkflowUpdateFailedError) as caught:
-            await handle.execute_update(update, arg, id=update_id)
+            await handle.execute_update(update, signed(update, arg), id=update_id)
         text = failure_text(caught.value)
         for fragment in expected:
             assert fragment in text, f"{update}: {fragment!r} not in {text!r}"
@@ -124,7 +145,7 @@ class Rejections:
 
     async def done(self, handle: WorkflowHandle, update: str, arg: Any) -> Any:
         """A valid action, to move the request on (and show the refusals broke nothing)."""
-        return await handle.execute_update(update, arg)
+        return await handle.execute_update(update, signed(update, arg))
 
 
 async def settled(handle: WorkflowHandle, signals: int, timeout: float = 10.0) -> None:
@@ -191,7 +212,7 @@ async def test_screening_and_supplement_refusals(env, worker, policy, registry, 
     await r.refused(
         req,
         "approve_conclusion",
-        {"approved_by": "Phó Chủ tịch"},
+        {},
         "cannot decide conclusion",
         "in screening, not approval",
     )
@@ -361,9 +382,7 @@ async def test_conclusion_and_adoption_refusals(env, worker, policy, registry, p
         "text",
         "at least 1 character",
     )
-    await r.refused(
-        req, "approve_conclusion", {"approved_by": "Phó Chủ tịch"}, "in synthesis, not approval"
-    )
+    await r.refused(req, "approve_conclusion", {}, "in synthesis, not approval")
     await r.refused(req, "add_expert", {"expert_code": "E-1"}, "cannot add an expert")
 
     state = await r.done(req, "draft_conclusion", {"expert_code": chair, "draft": DRAFT})
@@ -376,11 +395,13 @@ async def test_conclusion_and_adoption_refusals(env, worker, policy, registry, p
         "in approval, not synthesis",
     )
     await r.refused(req, "return_conclusion", {"comments": "x"}, "comments", "at least 3")
-    await r.refused(req, "approve_conclusion", {"approved_by": ""}, "approved_by")
-    await r.refused(req, "approve_conclusion", {}, "approved_by", "Field required")
+    # No one signs an unsigned conclusion; an expert cannot sign it either.
+    await r.refused(req, "approve_conclusion", {"actor": None}, "actor", "signed-in coordinator")
+    expert = {"role": "expert", "code": chair, "name": "Chủ tịch hội đồng"}
+    await r.refused(req, "approve_conclusion", {"actor": expert}, "signed-in coordinator")
     await r.refused(req, "answer_adoption", {"answer": ADOPTION}, "in approval, not adoption")
 
-    state = await r.done(req, "approve_conclusion", {"approved_by": "Phó Chủ tịch"})
+    state = await r.done(req, "approve_conclusion", {})
     assert state["stage"] == "delivered"
     await until(lambda s: s.stage == Stage.adoption, handle)
     await db_stage(pool, r.rid, Stage.adoption)
@@ -417,7 +438,9 @@ async def test_unknown_expert_is_refused_after_acceptance(env, worker, policy, r
     accepted_before = await accepted_update_ids(req)
 
     with pytest.raises(WorkflowUpdateFailedError) as caught:
-        await req.execute_update("add_expert", {"expert_code": "NOBODY-1"}, id="add-nobody")
+        await req.execute_update(
+            "add_expert", signed("add_expert", {"expert_code": "NOBODY-1"}), id="add-nobody"
+        )
     assert "expert_code: NOBODY-1 is not in the expert registry" in failure_text(caught.value)
 
     assert await accepted_update_ids(req) == [*accepted_before, "add-nobody"]
@@ -440,8 +463,12 @@ async def test_same_expert_added_twice_at_once(env, worker, policy, registry, po
     accepted_before = await accepted_update_ids(req)
 
     results = await asyncio.gather(
-        req.execute_update("add_expert", {"expert_code": extra.code}, id="add-1"),
-        req.execute_update("add_expert", {"expert_code": extra.code}, id="add-2"),
+        req.execute_update(
+            "add_expert", signed("add_expert", {"expert_code": extra.code}), id="add-1"
+        ),
+        req.execute_update(
+            "add_expert", signed("add_expert", {"expert_code": extra.code}), id="add-2"
+        ),
         return_exceptions=True,
     )
     refused = [x for x in results if isinstance(x, BaseException)]

@@ -27,6 +27,7 @@ from domain.models import (
     Stage,
 )
 from infra.settings import CONFIG, load_policy
+from tests import factories as f
 from workflows.common import Refused
 from workflows.review import visibility
 from workflows.review.actions import admit, check
@@ -143,10 +144,16 @@ def refused(st: ReviewState, action: str, inp, claims=frozenset()) -> str:
 
 def test_actions_are_admitted_only_in_their_stage():
     st = state(Stage.screening)
-    assert "in screening, not council" in refused(st, "confirm_council", ConfirmCouncilInput())
-    assert "cannot add an expert" in refused(st, "add_expert", AddExpertInput(expert_code="E9"))
-    admit(st, POLICY, set(), "screen", ScreeningInput(decision="accept"))
-    assert "note" in refused(st, "screen", ScreeningInput(decision="decline", note=""))
+    assert "in screening, not council" in refused(
+        st, "confirm_council", ConfirmCouncilInput(actor=f.COORDINATOR)
+    )
+    assert "cannot add an expert" in refused(
+        st, "add_expert", AddExpertInput(actor=f.COORDINATOR, expert_code="E9")
+    )
+    admit(st, POLICY, set(), "screen", ScreeningInput(actor=f.COORDINATOR, decision="accept"))
+    assert "note" in refused(
+        st, "screen", ScreeningInput(actor=f.COORDINATOR, decision="decline", note="")
+    )
     assert "nothing more can be done" in refused(
         state(Stage.closed), "withdraw", WithdrawInput(reason="Rút hồ sơ")
     )
@@ -154,13 +161,15 @@ def test_actions_are_admitted_only_in_their_stage():
 
 def test_a_claim_refuses_the_same_action_and_a_withdrawal_refuses_all():
     st = state(Stage.screening)
-    accept = ScreeningInput(decision="accept")
+    accept = ScreeningInput(actor=f.COORDINATOR, decision="accept")
     assert "already being recorded" in refused(st, "screen", accept, {"screen"})
     assert "being withdrawn" in refused(st, "screen", accept, {"withdraw"})
     st = state(**council("E0", "E1", "E2", alternates=["E3"]), assignments=seated(A, INV, INV))
-    add = AddExpertInput(expert_code="E7")
+    add = AddExpertInput(actor=f.COORDINATOR, expert_code="E7")
     assert "E7 is already being added" in refused(st, "add_expert", add, {"expert:E7"})
-    swap = ReplaceExpertInput(expert_code="E1", replacement="E7", reason="Không phản hồi")
+    swap = ReplaceExpertInput(
+        actor=f.COORDINATOR, expert_code="E1", replacement="E7", reason="Không phản hồi"
+    )
     assert "E7 is already being added" in refused(st, "replace_expert", swap, {"expert:E7"})
     assert "being replaced" in refused(st, "replace_expert", swap, {"seat:E1"})
 
@@ -170,11 +179,15 @@ def test_add_expert_waits_for_no_confirmation_and_never_seats_anyone_twice():
     council was confirmed, then seat one more than the council's size)."""
     st = state(Stage.council, **council("E0", "E1", status="proposed"))
     assert "already on the proposed council" in refused(
-        st, "add_expert", AddExpertInput(expert_code="E1")
+        st, "add_expert", AddExpertInput(actor=f.COORDINATOR, expert_code="E1")
     )
-    assert "awaits confirmation" in refused(st, "add_expert", AddExpertInput(expert_code="E9"))
+    assert "awaits confirmation" in refused(
+        st, "add_expert", AddExpertInput(actor=f.COORDINATOR, expert_code="E9")
+    )
     st = state(**council("E0", "E1", "E2"), assignments=seated(A, INV, INV))
-    assert "already has a role" in refused(st, "add_expert", AddExpertInput(expert_code="E1"))
+    assert "already has a role" in refused(
+        st, "add_expert", AddExpertInput(actor=f.COORDINATOR, expert_code="E1")
+    )
 
 
 def test_nothing_is_extended_or_swapped_while_the_review_closes_on_its_quorum():
@@ -184,12 +197,12 @@ def test_nothing_is_extended_or_swapped_while_the_review_closes_on_its_quorum():
         stage_deadline=NOW,
         review_closed=True,
     )
-    extend = ExtendInput(days=3, reason="Gia hạn thêm")
+    extend = ExtendInput(actor=f.COORDINATOR, days=3, reason="Gia hạn thêm")
     assert "closing on its quorum" in refused(st, "extend_deadline", extend)
-    swap = ReplaceExpertInput(expert_code="E2", reason="Không phản hồi")
+    swap = ReplaceExpertInput(actor=f.COORDINATOR, expert_code="E2", reason="Không phản hồi")
     assert "council is complete" in refused(st, "replace_expert", swap)
     with pytest.raises(Refused):
-        check(st, POLICY, "add_expert", AddExpertInput(expert_code="E9"))
+        check(st, POLICY, "add_expert", AddExpertInput(actor=f.COORDINATOR, expert_code="E9"))
 
 
 # --- what callers and operators read -----------------------------------------------------------
@@ -245,13 +258,21 @@ def test_only_changed_search_attributes_are_upserted():
 def test_extensions_are_bounded_by_the_policy():
     pol = POLICY.model_copy(update={"max_extensions": 2, "max_extension_days": 5})
     st = state(Stage.screening, stage_deadline=NOW)
-    three = ExtendInput(days=3, reason="Chờ ý kiến Sở")
+    three = ExtendInput(actor=f.COORDINATOR, days=3, reason="Chờ ý kiến Sở")
     admit(st, pol, set(), "extend_deadline", three)
     st.counters.update({"extensions:screening": 1, "extension-days:screening": 3})
     assert "at most 2 more day(s)" in refused_with(st, pol, three)
-    admit(st, pol, set(), "extend_deadline", ExtendInput(days=2, reason="Chờ ý kiến Sở"))
+    admit(
+        st,
+        pol,
+        set(),
+        "extend_deadline",
+        ExtendInput(actor=f.COORDINATOR, days=2, reason="Chờ ý kiến Sở"),
+    )
     st.counters.update({"extensions:screening": 2, "extension-days:screening": 4})
-    assert "extended 2 time(s)" in refused_with(st, pol, ExtendInput(days=1, reason="Thêm"))
+    assert "extended 2 time(s)" in refused_with(
+        st, pol, ExtendInput(actor=f.COORDINATOR, days=1, reason="Thêm")
+    )
     # Another stage has bounds of its own.
     admit(state(Stage.approval, stage_deadline=NOW), pol, set(), "extend_deadline", three)
 

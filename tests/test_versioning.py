@@ -174,7 +174,8 @@ async def test_a_worker_runs_a_request_a_newer_release_started(env, worker, poli
     state = await until(lambda s: s.stage == Stage.screening, handle)
     assert state.agency_code == sub.agency.code
     await handle.execute_update(
-        ReviewRequestWorkflow.screen, {"decision": "accept", "screened_via": "portal-v2"}
+        ReviewRequestWorkflow.screen,
+        {"decision": "accept", "screened_via": "portal-v2", "actor": f.COORDINATOR.model_dump()},
     )
     state = await until(lambda s: s.stage == Stage.review and len(s.assignments) == 3, handle)
     assert state.request_id == inp.request_id

@@ -36,9 +36,10 @@ with workflow.unsafe.imports_passed_through():
         OpinionRecord,
         ReminderInstant,
         SubmitOpinionInput,
+        actor_ref,
     )
     from domain.models import COORDINATOR, AssignmentState, AssignmentView, Notice, Recipient
-    from workflows.common import Refused, history_is_long, record
+    from workflows.common import Refused, check_signed_in, history_is_long, record
     from workflows.deadlines import DeadlineWatch, check_extension_bounds, due_date
 
 ASSIGNMENT_CHANGED = "assignment_changed"
@@ -226,7 +227,7 @@ class ExpertAssignmentWorkflow:
             await self._record(
                 step,
                 "deadline_extended",
-                actor=f"coordinator:{inp.extended_by}",
+                actor=actor_ref(inp.actor),
                 **{"respond_by" if name == "respond" else "due_at": new_due},
                 extensions=v.extensions + 1,
                 extension_days=v.extension_days + inp.days,
@@ -251,6 +252,7 @@ class ExpertAssignmentWorkflow:
     @extend.validator
     def _validate_extend(self, inp: ExtendAssignmentInput) -> None:
         self._check_actor(inp.expert_code)
+        check_signed_in(inp)
         v = self._view
         if not v.state.is_open:
             raise Refused(f"cannot extend: the assignment is {v.state.value}, nothing is due")

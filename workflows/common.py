@@ -64,3 +64,11 @@ async def record(request_id: str, step: str, action: str, *, summary: str, **fie
         summary=summary,
         **PERSIST_OPTIONS,
     )
+
+
+def check_signed_in(inp: Any) -> None:
+    """A coordinator's action is taken by a signed-in coordinator, whom it records (and, for
+    an approval, who signs). Admission only: histories from before actors were signed in
+    replay their handlers without one."""
+    if "actor" in type(inp).model_fields and (inp.actor is None or inp.actor.role != "coordinator"):
+        raise Refused("actor: a coordinator's action needs a signed-in coordinator")

@@ -1,5 +1,6 @@
-"""Bearer tokens, stored only as SHA-256 hashes, each for one role and one subject: an agency
-code, an expert code, a coordinator's or operator's name."""
+"""Bearer tokens, stored only as SHA-256 hashes, each for one role and one subject: a
+registered agency's, expert's or coordinator's code, or an operator's name. Who a token signs
+in is resolved from the registries on every call: a deactivated person signs in no more."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from db import queries as q
+from domain.models import Actor
+from starter import service
 from starter.api.errors import Problem
 
 Role = Literal["agency", "expert", "coordinator", "operator"]
@@ -25,10 +28,7 @@ class Principal:
     role: Role
     subject: str
     token_id: int
-
-    @property
-    def actor(self) -> str:
-        return f"{self.role}:{self.subject}"
+    person: Actor  # as the registry names them: what actions record as their actor
 
 
 def hash_token(token: str) -> str:
@@ -41,11 +41,16 @@ async def create_token(
     """Returns the token itself, which is shown once and never stored."""
     if role not in ROLES:
         raise ValueError(f"role: must be one of {', '.join(ROLES)}, not {role!r}")
-    if not subject.strip() or len(subject) > 120:
+    subject = subject.strip()
+    if not subject or len(subject) > 120:
         raise ValueError("subject: must be 1 to 120 characters")
+    try:
+        await service.signed_in(pool, role, subject)
+    except service.ActionError as err:
+        raise ValueError(f"subject: {err}") from err
     token = f"adv_{secrets.token_urlsafe(32)}"
     async with pool.acquire() as conn:
-        token_id = await q.insert_token(conn, hash_token(token), role, subject.strip(), label)
+        token_id = await q.insert_token(conn, hash_token(token), role, subject, label)
     return token_id, token
 
 
@@ -65,7 +70,11 @@ async def principal(
         raise Problem(
             401, "Unauthenticated", "the token is unknown or revoked", headers=UNAUTHENTICATED
         )
-    return Principal(role=row["role"], subject=row["subject"], token_id=row["id"])
+    try:
+        person = await service.signed_in(request.app.state.pool, row["role"], row["subject"])
+    except service.ActionError as err:
+        raise Problem(403, "Forbidden", str(err), kind="forbidden") from err
+    return Principal(role=row["role"], subject=row["subject"], token_id=row["id"], person=person)
 
 
 def role(*allowed: Role):

@@ -173,6 +173,21 @@ async def _expert_action(request: Request, who: Principal, rid: str, update, inp
     return view.model_dump(mode="json")
 
 
+def signed(inp: BaseModel | None, who: Principal) -> Any:
+    """The input with its actor: the signed-in person, never someone a body names."""
+    if inp is None or "actor" not in type(inp).model_fields:
+        return inp
+    if "actor" in inp.model_fields_set:
+        raise Problem(
+            422,
+            "Invalid input",
+            "actor: who acts is who signed in; a request body may not name them",
+            kind="validation",
+            errors=[{"field": "actor", "message": "may not be given"}],
+        )
+    return inp.model_copy(update={"actor": who.person})
+
+
 def _update_id(request: Request, who: Principal) -> str | None:
     """With an Idempotency-Key, the workflow update carries an id made of it: if our answer
     was lost on the way (a timeout), the retry is the same update and Temporal applies it
@@ -225,6 +240,7 @@ async def submit(
             )
         s = await service.submit(
             _client(request),
+            request.app.state.pool,
             body,
             request.app.state.policy,
             task_queue=request.app.state.task_queue,
@@ -252,7 +268,7 @@ def _action(
     run_update = _expert_action if on_assignment else _request_action
 
     async def run(request: Request, request_id: str, body: Any, who: Principal, key: str | None):
-        inp = make(who, body) if make is not None else body
+        inp = signed(make(who, body) if make is not None else body, who)
         return await act(
             request, who, key, inp, lambda: run_update(request, who, request_id, update, inp)
         )
@@ -428,6 +444,8 @@ async def extend_assignment(
 ) -> JSONResponse:
     """Extend one expert's respond-by or review-due date."""
 
+    inp = signed(body, who)
+
     async def run() -> dict:
         await visible_request(request, request_id, who)
         view = await service.assignment_update(
@@ -435,7 +453,7 @@ async def extend_assignment(
             request_id,
             body.expert_code,
             ExpertAssignmentWorkflow.extend,
-            body,
+            inp,
             update_id=_update_id(request, who),
         )
         return view.model_dump(mode="json")
@@ -597,7 +615,7 @@ async def inbox(
     """Your notifications, newest first."""
     kind, code = _recipient(who)
     async with request.app.state.pool.acquire() as conn:
-        rows = await q.inbox(conn, kind, code, unread_only=unread, limit=limit)
+        rows = await q.inbox(conn, kind, code, who.person.ref, unread_only=unread, limit=limit)
     return jsonable_encoder([dict(r) for r in rows])
 
 
@@ -610,7 +628,7 @@ async def mark_read(
     """Mark one of your notifications read (marking twice changes nothing)."""
     kind, code = _recipient(who)
     async with request.app.state.pool.acquire() as conn:
-        marked = await q.mark_read(conn, kind, code, [notification_id])
+        marked = await q.mark_read(conn, kind, code, who.person.ref, [notification_id])
     if not marked:
         raise Problem(404, "Not found", f"no notification {notification_id}", kind="not-found")
     return {"id": notification_id, "read": True}

@@ -21,7 +21,7 @@ from domain.messages import (
 )
 from domain.models import WITHDRAWABLE, Stage
 from domain.policy import KindPolicy
-from workflows.common import Refused
+from workflows.common import Refused, check_signed_in
 from workflows.deadlines import check_extension_bounds
 
 WITHDRAW = "withdraw"
@@ -67,6 +67,7 @@ def admit(state: ReviewState, policy: KindPolicy, claims: set[str], action: str,
     """The validator's check: the rules of `check`, and no conflicting claim."""
     if not state.stage.is_final and WITHDRAW in claims:
         raise Refused("the request is being withdrawn")
+    check_signed_in(inp)
     check(state, policy, action, inp)
     for claim in claims_of(action, inp):
         if claim in claims:

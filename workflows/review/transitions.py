@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         RequestState,
         ReviewRequestInput,
         ReviewState,
+        actor_ref,
     )
     from domain.models import (
         AGENCY,
@@ -134,7 +135,7 @@ class Transitions:
         await self._persist(
             f"extended-{self._count('extended')}",
             "deadline_extended",
-            actor=f"coordinator:{inp.extended_by}",
+            actor=actor_ref(inp.actor),
             stage=st.stage,
             next_deadline=new,
             overdue=False if st.stage_overdue else None,
@@ -257,7 +258,6 @@ class Transitions:
         fields: dict[str, Any] = {
             "request_id": self._state.request_id,
             "agency_code": s.agency.code,
-            "agency_name": s.agency.name,
             "expertise_fields": s.expertise_fields,
             "council_size": policy.council_size,
             "alternates": policy.alternates,

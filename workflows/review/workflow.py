@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         ScreeningInput,
         SupplementInput,
         WithdrawInput,
+        actor_ref,
     )
     from domain.models import (
         AGENCY,
@@ -174,7 +175,7 @@ class ReviewRequestWorkflow(AutomaticSteps):
                 action,
                 stage,
                 days=self._inp.policy.supplement_days if decision == "supplement" else None,
-                actor=f"coordinator:{inp.screened_by}",
+                actor=actor_ref(inp.actor),
                 details={"reason" if decision == "decline" else "note": note},
                 notify=[Notice(recipient=AGENCY, event=event, data=data)],
                 apply={"screening_note": note or None, **apply},
@@ -237,7 +238,7 @@ class ReviewRequestWorkflow(AutomaticSteps):
                 "council-confirmed",
                 "council_confirmed",
                 Stage.council,
-                actor=f"coordinator:{inp.confirmed_by}",
+                actor=actor_ref(inp.actor),
                 details=council_details(council),
                 council_confirmed=True,
                 apply={
@@ -294,7 +295,7 @@ class ReviewRequestWorkflow(AutomaticSteps):
                 f"replaced-{n}",
                 "expert_replaced",
                 self._state.stage,
-                actor="coordinator",
+                actor=actor_ref(inp.actor),
                 details={
                     "expert_code": old,
                     "replacement": candidate.expert_code,
@@ -366,13 +367,19 @@ class ReviewRequestWorkflow(AutomaticSteps):
             st = self._state
             assert st.conclusion is not None
             version = st.conclusion_version
-            conclusion = st.conclusion.model_copy(update={"approved_by": inp.approved_by})
+            signer = inp.actor
+            conclusion = st.conclusion.model_copy(
+                update={
+                    "approved_by": signer.name if signer else "coordinator",
+                    "approver_title": signer.title if signer else None,
+                }
+            )
             await self._transition(
                 f"approved-{version}",
                 "conclusion_approved",
                 Stage.delivered,
-                actor=f"coordinator:{inp.approved_by}",
-                details={"version": version, "approved_by": inp.approved_by},
+                actor=actor_ref(signer),
+                details={"version": version, "approved_by": conclusion.approved_by},
                 conclusion=conclusion_record(conclusion),
                 notify=[
                     Notice(
@@ -381,6 +388,8 @@ class ReviewRequestWorkflow(AutomaticSteps):
                         data={
                             "recommendation": conclusion.recommendation.value,
                             "version": version,
+                            "signed_by": conclusion.approved_by,
+                            "signer_title": conclusion.approver_title,
                         },
                     ),
                     *[
@@ -411,7 +420,7 @@ class ReviewRequestWorkflow(AutomaticSteps):
                 "conclusion_returned",
                 Stage.synthesis,
                 days=self._inp.policy.synthesis_days,
-                actor=f"coordinator:{inp.returned_by}",
+                actor=actor_ref(inp.actor),
                 details={"version": version, "comments": inp.comments},
                 conclusion=conclusion_record(conclusion),
                 notify=[
