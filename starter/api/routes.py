@@ -228,6 +228,7 @@ async def submit(
             body,
             request.app.state.policy,
             task_queue=request.app.state.task_queue,
+            submit_id=_update_id(request, who),
         )
         return Submitted(request_id=s.request_id, created=s.created)
 
