@@ -994,25 +994,31 @@ async def revoke_token(conn: Conn, token_id: int) -> bool:
 
 
 async def claim_idempotency_key(
-    conn: Conn, role: str, subject: str, key: str, request_hash: str
+    conn: Conn, role: str, subject: str, key: str, request_hash: str, holder: int
 ) -> asyncpg.Record | None:
-    """None: the key is new and now ours; else the row of its first use."""
-    # A claim left unanswered for minutes belongs to a process that died: taken over (the
-    # workflow update then carries the same id, so the action still happens once).
+    """None: the key is new, or its claim in progress was taken over, and it is now `holder`'s
+    (a process lock id, db/liveness.py); else the row of its first use."""
+    # A claim in progress whose holder's lock is free belongs to a process that died: taken
+    # over (the action runs again with the same workflow update id, so it happens once). Ours
+    # to try only for this statement: the transaction's lock ends with it.
     inserted = await conn.fetchval(
         """
-        INSERT INTO idempotency_keys (role, subject, key, request_hash)
-        VALUES ($1, $2, $3, $4)
-        ON CONFLICT (role, subject, key) DO UPDATE SET claimed_at = now()
+        INSERT INTO idempotency_keys (role, subject, key, request_hash, holder)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (role, subject, key) DO UPDATE
+            SET claimed_at = now(), holder = EXCLUDED.holder
         WHERE idempotency_keys.status_code IS NULL
           AND idempotency_keys.request_hash = EXCLUDED.request_hash
-          AND idempotency_keys.claimed_at < now() - interval '5 minutes'
+          AND CASE WHEN idempotency_keys.holder IS NULL
+                   THEN idempotency_keys.claimed_at < now() - interval '5 minutes'
+                   ELSE pg_try_advisory_xact_lock(idempotency_keys.holder) END
         RETURNING key
         """,
         role,
         subject,
         key,
         request_hash,
+        holder,
     )
     if inserted is not None:
         return None
@@ -1026,27 +1032,34 @@ async def claim_idempotency_key(
 
 
 async def complete_idempotency_key(
-    conn: Conn, role: str, subject: str, key: str, status_code: int, response: Any
+    conn: Conn, role: str, subject: str, key: str, holder: int, status_code: int, response: Any
 ) -> None:
+    """Only the claim's holder answers it: a holder that was taken over (counted dead while it
+    still ran) leaves the answer to the one that took it."""
     await conn.execute(
-        "UPDATE idempotency_keys SET status_code = $4, response = $5"
-        " WHERE role = $1 AND subject = $2 AND key = $3",
+        "UPDATE idempotency_keys SET status_code = $5, response = $6"
+        " WHERE role = $1 AND subject = $2 AND key = $3 AND holder = $4"
+        " AND status_code IS NULL",
         role,
         subject,
         key,
+        holder,
         status_code,
         response,
     )
 
 
-async def release_idempotency_key(conn: Conn, role: str, subject: str, key: str) -> None:
+async def release_idempotency_key(
+    conn: Conn, role: str, subject: str, key: str, holder: int
+) -> None:
     """A request that failed on our side (5xx) may be tried again under the same key."""
     await conn.execute(
         "DELETE FROM idempotency_keys WHERE role = $1 AND subject = $2 AND key = $3"
-        " AND status_code IS NULL",
+        " AND holder = $4 AND status_code IS NULL",
         role,
         subject,
         key,
+        holder,
     )
 
 

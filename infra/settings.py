@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         default="127.0.0.1:9464", validation_alias="ADVISORY_SDK_METRICS"
     )
 
+    # `make up` starts the worker or the API again when it exits: after restart_delay
+    # seconds, doubling while it keeps failing, up to restart_max_delay.
+    restart_delay: float = Field(default=1, gt=0, validation_alias="ADVISORY_RESTART_DELAY")
+    restart_max_delay: float = Field(
+        default=30, gt=0, validation_alias="ADVISORY_RESTART_MAX_DELAY"
+    )
+
     # Encrypts what Temporal stores (see infra/codec.py); the first key encrypts.
     payload_keys: SecretStr | None = Field(default=None, validation_alias="ADVISORY_PAYLOAD_KEYS")
     # Development only: run without payload keys (payloads reach Temporal in clear).

@@ -2,28 +2,31 @@
 
 PostgreSQL (embedded, data in .data/pg) unless DATABASE_URL is set; the Temporal dev server
 (persisted to .data/temporal.db, UI on :8233, search attributes registered) unless
-TEMPORAL_ADDRESS is set; migrations; the sample expert registry; the worker. Ctrl-C stops
-everything this started, in reverse order.
+TEMPORAL_ADDRESS is set; migrations; the sample expert registry; the worker and the HTTP API,
+each started again whenever it exits. Ctrl-C stops everything this started, in reverse order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
+import structlog
 
 from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
 from infra.codec import ensure_key_file, key_file
 from infra.logging import configure_logging
-from infra.settings import DATABASE_NAME, ROOT, get_settings
+from infra.settings import DATABASE_NAME, ROOT, Settings, get_settings
 from infra.temporal import connect
 from starter.mailsink import MailSink
 from starter.registry import AGENCIES, COORDINATORS, EXPERTS, seed
@@ -34,6 +37,7 @@ API_PORT = int(os.environ.get("ADVISORY_API_PORT", "8000"))
 SMTP_PORT = int(os.environ.get("ADVISORY_SMTP_SINK_PORT", "1025"))
 UI_PORT = int(os.environ.get("ADVISORY_UI_PORT", "8233"))
 SA_TYPES = {"KEYWORD": "Keyword", "DATETIME": "Datetime", "BOOL": "Bool", "INT": "Int"}
+log = structlog.get_logger("devstack")
 
 
 def _bin(name: str) -> str:
@@ -91,6 +95,80 @@ async def wait_for_temporal(proc: subprocess.Popen | None, timeout: float = 60):
                 await asyncio.sleep(0.5)
 
 
+def restart_delay(last: float | None, uptime: float, initial: float, maximum: float) -> float:
+    """The pause before starting an exited process again: `initial` the first time and after a
+    run longer than `maximum` (a crash now and then), else the last pause doubled up to
+    `maximum`, so a process that cannot start does not spin."""
+    if last is None or uptime > maximum:
+        return initial
+    return min(last * 2, maximum)
+
+
+class Supervised:
+    """A child process kept running: whenever it exits (a crash, an out-of-memory kill,
+    SIGKILL) that is logged and it is started again after `restart_delay`, while the other
+    processes go on serving. `stop` ends it for good."""
+
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], log_path: Path, settings: Settings
+    ) -> None:
+        self.name, self.args, self.env, self.log_path = name, args, env, log_path
+        self.initial, self.maximum = settings.restart_delay, settings.restart_max_delay
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started_at = 0.0
+        self.restarts = 0
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.args,
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                # Its own session: Ctrl-C in the terminal reaches this process alone, which
+                # stops the children in order.
+                start_new_session=True,
+            )
+        self.started_at = time.monotonic()
+        log.info("process started", process=self.name, pid=self.proc.pid, restarts=self.restarts)
+
+    async def keep_running(self) -> None:
+        """Runs until cancelled (then `stop` the process)."""
+        delay = None
+        while True:
+            assert self.proc is not None
+            code = await self.proc.wait()
+            uptime = time.monotonic() - self.started_at
+            delay = restart_delay(delay, uptime, self.initial, self.maximum)
+            log.warning(
+                "process exited",
+                process=self.name,
+                pid=self.proc.pid,
+                returncode=code,
+                uptime=round(uptime, 1),
+                restart_in=delay,
+                log=str(self.log_path),
+            )
+            await asyncio.sleep(delay)
+            self.restarts += 1
+            await self.start()
+
+    async def stop(self, timeout: float = 20) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            proc.send_signal(signal.SIGINT)
+            await asyncio.wait_for(proc.wait(), timeout)
+        except ProcessLookupError:  # it exited on its own just now
+            pass
+        except TimeoutError:
+            log.warning("process did not stop; killing it", process=self.name, after=timeout)
+            proc.kill()
+            await proc.wait()
+
+
 def _stop(proc: subprocess.Popen | None, name: str) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -104,13 +182,16 @@ def _stop(proc: subprocess.Popen | None, name: str) -> None:
 
 async def main() -> None:
     settings = get_settings()
-    configure_logging("console", "WARNING")
+    # The supervisor's own lines (a process started, exited, restarted) and warnings from the
+    # rest: JSON off a terminal, a console on one.
+    configure_logging(settings.log_format, "WARNING")
+    logging.getLogger("devstack").setLevel(logging.INFO)
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     temporal: subprocess.Popen | None = None
-    worker: subprocess.Popen | None = None
-    api: subprocess.Popen | None = None
+    children: list[Supervised] = []
+    keepers: list[asyncio.Task] = []
     sink: MailSink | None = None
     try:
         if settings.database_url:
@@ -167,24 +248,26 @@ async def main() -> None:
             )
             where_mail = f"smtp://{sink.host}:{sink.port}, each message kept in {sink.directory}"
 
-        worker_log = (data_dir / "worker.log").open("ab")
         env.setdefault("ADVISORY_LOG_FORMAT", "json")
-        # Popen only forks; the worker runs on its own while this loop waits for Ctrl-C.
-        worker = subprocess.Popen(  # noqa: ASYNC220
-            [sys.executable, str(ROOT / "worker.py")],
-            env=env,
-            stdout=worker_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        api_log = (data_dir / "api.log").open("ab")
-        api = subprocess.Popen(  # noqa: ASYNC220
-            [sys.executable, "-m", "starter.cli", "api", "--port", str(API_PORT)],
-            env=env,
-            stdout=api_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        children = [
+            Supervised(
+                "worker",
+                [sys.executable, str(ROOT / "worker.py")],
+                env,
+                data_dir / "worker.log",
+                settings,
+            ),
+            Supervised(
+                "api",
+                [sys.executable, "-m", "starter.cli", "api", "--port", str(API_PORT)],
+                env,
+                data_dir / "api.log",
+                settings,
+            ),
+        ]
+        for child in children:
+            await child.start()
+        keepers = [asyncio.create_task(child.keep_running()) for child in children]
         del client
         print(
             "\nAdvisory & Review Engine is up.\n"
@@ -194,8 +277,9 @@ async def main() -> None:
             f"                  {db_url}\n"
             f"  migrations      {', '.join(applied) if applied else 'up to date'}\n"
             f"  experts         {total} from {settings.experts_file.name} ({changed} changed)\n"
-            f"  worker          pid {worker.pid}, log {data_dir / 'worker.log'}\n"
+            f"  worker          log {data_dir / 'worker.log'}\n"
             f"  HTTP API        http://127.0.0.1:{API_PORT}/docs, log {data_dir / 'api.log'}\n"
+            "                  either is started again whenever it exits (logged here)\n"
             "                  a token: .venv/bin/advisory tokens create --role coordinator "
             "--subject VP01\n"
             f"  registries      agencies from {settings.agencies_file.name}, coordinators from "
@@ -215,12 +299,9 @@ async def main() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         while not stop.is_set():
-            if worker.poll() is not None:
-                print("the worker exited; see .data/worker.log", flush=True)
-                break
-            if api.poll() is not None:
-                print("the API exited; see .data/api.log", flush=True)
-                break
+            for keeper in keepers:
+                if keeper.done():  # a process that could not even be started again
+                    keeper.result()
             if temporal is not None and temporal.poll() is not None:
                 print("the Temporal dev server exited; see .data/temporal.log", flush=True)
                 break
@@ -230,8 +311,10 @@ async def main() -> None:
                 pass
     finally:
         print("stopping...", flush=True)
-        _stop(api, "API")
-        _stop(worker, "worker")
+        for keeper in keepers:
+            keeper.cancel()
+        for child in reversed(children):
+            await child.stop()
         if sink is not None:
             sink.stop()
         _stop(temporal, "Temporal dev server")

@@ -54,10 +54,16 @@ async def submit(
     task_queue: str = TASK_QUEUE,
     history_limit: int | None = None,
     assignment_history_limit: int | None = None,
+    submit_id: str | None = None,
 ) -> Submitted:
-    """Opens a request for a registered, active agency; its name is the registry's."""
+    """Opens a request for a registered, active agency; its name is the registry's.
+    submit_id: the same id twice is one submission, answered as created both times (an API
+    call retried under its Idempotency-Key after its first answer was lost)."""
     submission = await _as_registered(pool, submission)
     request_id = submission.request_id()
+    memo = {CONTENT_MEMO: content_digest(submission)}
+    if submit_id is not None:
+        memo[SUBMIT_MEMO] = submit_id
     try:
         await client.start_workflow(
             ReviewRequestWorkflow.run,
@@ -82,11 +88,13 @@ async def submit(
                 ]
             ),
             static_summary=_summary(submission),
-            memo={CONTENT_MEMO: content_digest(submission)},
+            memo=memo,
         )
     except WorkflowAlreadyStartedError:
-        await _same_content(client, submission)
-        return Submitted(request_id=request_id, created=False)
+        started = await _memo(client, request_id)
+        _same_content(started, submission)
+        if submit_id is None or started.get(SUBMIT_MEMO) != submit_id:
+            return Submitted(request_id=request_id, created=False)
     await _intake_recorded(request_handle(client, request_id))
     return Submitted(request_id=request_id, created=True)
 
@@ -130,21 +138,28 @@ def content_digest(submission: RequestSubmission) -> str:
     return hashlib.sha256(content.encode()).hexdigest()
 
 
-async def _same_content(client: Client, submission: RequestSubmission) -> None:
-    """A resubmission under the same reference is the same request only if it says the same;
-    otherwise it is refused, naming the request that reference already opened."""
+async def _memo(client: Client, request_id: str) -> dict[str, Any]:
+    """The memo the request's workflow was started with."""
     # The raw description: the SDK's decoding of search attributes fails on the test server
     # once a request has ended (an unset datetime kept as null), and only the memo is needed.
     described = await client.workflow_service.describe_workflow_execution(
         DescribeWorkflowExecutionRequest(
             namespace=client.namespace,
-            execution=WorkflowExecution(workflow_id=review_workflow_id(submission.request_id())),
+            execution=WorkflowExecution(workflow_id=review_workflow_id(request_id)),
         )
     )
-    field = described.workflow_execution_info.memo.fields.get(CONTENT_MEMO)
-    if field is None:  # started before the digest was kept: nothing to compare
+    fields = described.workflow_execution_info.memo.fields
+    names = list(fields)
+    values = await client.data_converter.decode([fields[n] for n in names])
+    return dict(zip(names, values, strict=True))
+
+
+def _same_content(started: dict[str, Any], submission: RequestSubmission) -> None:
+    """A resubmission under the same reference is the same request only if it says the same;
+    otherwise it is refused, naming the request that reference already opened."""
+    stored = started.get(CONTENT_MEMO)
+    if stored is None:  # started before the digest was kept: nothing to compare
         return
-    [stored] = await client.data_converter.decode([field])
     if stored != content_digest(submission):
         raise ActionError(
             f"agency_reference: {submission.agency_reference} already names request "
@@ -154,6 +169,9 @@ async def _same_content(client: Client, submission: RequestSubmission) -> None:
 
 
 CONTENT_MEMO = "content_sha256"
+# The submission's own id (an API call's, from its Idempotency-Key): a retry of the call that
+# started the request is answered as that call was, created.
+SUBMIT_MEMO = "submit_id"
 
 
 # How long a submission waits for its intake to be recorded before answering anyway.

@@ -4,13 +4,18 @@ problem details."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import uuid
 from contextlib import asynccontextmanager
 
+import asyncpg
 import httpx
 import pytest
 
 from db import queries as q
+from db.liveness import ProcessLock
+from db.pool import create_pool
 from domain.models import Expert
 from starter.api import create_app
 from starter.api.auth import create_token
@@ -316,6 +321,116 @@ async def test_an_extension_retried_after_its_answer_was_lost_extends_once(
             rid,
         )
     assert extended == 1
+
+
+async def test_a_key_left_running_by_a_process_that_died_is_taken_over_and_acts_once(
+    env, worker, pool, settings, registry, database_url
+):
+    """Another API process took each call, applied it and has not answered yet: while it
+    lives, a retry under the key is told the call is in progress; once it has died (its
+    connection, and with it its process lock, gone) the retry takes the key over at once and
+    gets the answer the first call would have given, with nothing done twice."""
+    await registry.add(3)
+    code = f"AG{uuid.uuid4().hex[:6].upper()}"
+    agency = await token(pool, "agency", code)
+    coordinator = await token(pool, "coordinator", "VP01")
+    sub = f.submission(registry.field, agency={"code": code, "name": "Sở Tư pháp"})
+    decline = {"decision": "decline", "note": "Ngoài phạm vi."}
+    submit_key, screen_key = (f"{what}-{uuid.uuid4()}" for what in ("submit", "screen"))
+    other = await asyncpg.connect(database_url)  # the other process's lock connection
+    holder = (1 << 32) + secrets.randbelow(1 << 40)
+    await other.execute("SELECT pg_advisory_lock($1)", holder)
+
+    async def left_running(key: str, holder: int = holder) -> None:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE idempotency_keys SET status_code = NULL, response = NULL, holder = $2"
+                " WHERE key = $1",
+                key,
+                holder,
+            )
+
+    async with api(env, pool, settings, worker) as http:
+
+        async def submit():
+            return await http.post(
+                "/requests", json=body(sub), headers={**agency, "Idempotency-Key": submit_key}
+            )
+
+        async def screen():
+            return await http.post(
+                f"/requests/{rid}/screening",
+                json=decline,
+                headers={**coordinator, "Idempotency-Key": screen_key},
+            )
+
+        submitted = await submit()
+        assert submitted.status_code == 201, submitted.text
+        rid = submitted.json()["request_id"]
+        await until_stage(http, rid, agency, "screening")
+        screened = await screen()
+        assert screened.status_code == 200 and screened.json()["stage"] == "declined"
+        await left_running(submit_key)
+        await left_running(screen_key)
+
+        for send in (submit, screen):
+            busy = await send()
+            assert busy.status_code == 409 and busy.json()["type"].endswith("/in-progress")
+
+        other.terminate()  # that process dies
+        # The server drops a closed connection's locks within moments: a client retrying
+        # "in progress" gets through almost at once.
+        async with asyncio.timeout(5):
+            while (retried := await submit()).status_code == 409:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        # Answered as the first call would have been: created (the request it started).
+        assert retried.status_code == 201 and retried.json() == submitted.json()
+        assert "idempotency-replayed" not in retried.headers
+        retried = await screen()
+        assert retried.status_code == 200 and retried.json() == screened.json()
+        # From now on the answer is kept.
+        again = await screen()
+        assert again.json() == screened.json() and again.headers["idempotency-replayed"] == "true"
+
+        # A call still running in this very API process is in progress too.
+        await left_running(screen_key, holder=http.app_state.process_lock)
+        assert (await screen()).status_code == 409
+    async with pool.acquire() as conn:
+        declined = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE request_id = $1"
+            " AND action = 'screening_declined'",
+            rid,
+        )
+        submitted_rows = await conn.fetchval(
+            "SELECT count(*) FROM requests WHERE agency_code = $1", code
+        )
+    assert declined == 1 and submitted_rows == 1
+
+
+async def test_a_process_lock_lost_with_its_connection_is_taken_again(database_url):
+    """A cut connection (a database restart) frees the API process's lock; the process takes
+    it again, so its claims count as running again rather than as left by a dead process."""
+    own = await create_pool(database_url, min_size=1, max_size=3)
+    try:
+        async with ProcessLock(own, check_every=0.5) as lock:
+
+            async def held() -> bool:
+                return not await own.fetchval("SELECT pg_try_advisory_xact_lock($1)", lock.id)
+
+            assert await held()
+            await own.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid"
+                " AND objsubid = 1",
+                lock.id,
+            )
+            async with asyncio.timeout(10):
+                while await held():  # noqa: ASYNC110 (another session's lock: no event)
+                    await asyncio.sleep(0.02)
+                while not await held():  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+    finally:
+        await own.close()
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
+from db.liveness import ProcessLock
 from infra.settings import Settings, get_settings
 from starter.api import errors, routes
 
@@ -92,7 +93,11 @@ def create_app(
         app.state.policy = settings.load_policy()
         app.state.task_queue = task_queue or settings.task_queue
         try:
-            yield
+            # Idempotency-Key claims name this process by its lock; while the lock is held,
+            # other processes count its claims as running (routes.act).
+            async with ProcessLock(app.state.pool) as lock:
+                app.state.process_lock = lock.id
+                yield
         finally:
             if owned_pool is not None:
                 await owned_pool.close()

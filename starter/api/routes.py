@@ -103,15 +103,23 @@ async def act(
 ) -> JSONResponse:
     """Runs an action once per Idempotency-Key: a repeat with the same key and the same body
     gets the first answer (refusals included) and changes nothing; a different body under a
-    used key is refused."""
+    used key is refused.
+
+    While the first is running in a live API process a repeat is refused as in progress. If
+    that process died, the repeat takes the key over and runs the action again, so `run` must
+    be safe to repeat under the key: every action here is a workflow update whose id comes
+    from the key (`_update_id`; Temporal applies an id once in a run and answers a repeat
+    with the first result), and a submission is one by its workflow id and the key kept in
+    its memo, so the taken-over answer is the one the first would have given."""
     pool = request.app.state.pool
+    holder = request.app.state.process_lock
     if key is not None:
         digest = hashlib.sha256(
             f"{request.method} {request.url.path}\n".encode()
             + (body.model_dump_json().encode() if body is not None else b"")
         ).hexdigest()
         async with pool.acquire() as conn:
-            prior = await q.claim_idempotency_key(conn, who.role, who.subject, key, digest)
+            prior = await q.claim_idempotency_key(conn, who.role, who.subject, key, digest, holder)
         if prior is not None:
             if prior["request_hash"] != digest:
                 raise Problem(
@@ -145,11 +153,13 @@ async def act(
     except BaseException:
         if key is not None:
             async with pool.acquire() as conn:
-                await q.release_idempotency_key(conn, who.role, who.subject, key)
+                await q.release_idempotency_key(conn, who.role, who.subject, key, holder)
         raise
     if key is not None:
         async with pool.acquire() as conn:
-            await q.complete_idempotency_key(conn, who.role, who.subject, key, code, payload)
+            await q.complete_idempotency_key(
+                conn, who.role, who.subject, key, holder, code, payload
+            )
     return JSONResponse(payload, status_code=code, media_type=MEDIA if code >= 400 else None)
 
 
@@ -244,6 +254,7 @@ async def submit(
             body,
             request.app.state.policy,
             task_queue=request.app.state.task_queue,
+            submit_id=_update_id(request, who),
         )
         return Submitted(request_id=s.request_id, created=s.created)
 
