@@ -54,10 +54,19 @@ def problem_response(p: Problem, request: Request | None = None) -> JSONResponse
     return JSONResponse(p.body(instance), status_code=p.status, media_type=MEDIA, headers=p.headers)
 
 
+# The actor of an action is set from the token; a body that names one, valid or not, is told
+# this rule rather than how its actor object was malformed.
+ACTOR_RULE = "who acts is who signed in; a request body may not name them"
+
+
 def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
     out = []
     for e in errors:
         loc = [str(p) for p in e.get("loc", ()) if p not in ("body",)]
+        if loc[:1] == ["actor"]:
+            if {"field": "actor", "message": ACTOR_RULE} not in out:
+                out.append({"field": "actor", "message": ACTOR_RULE})
+            continue
         out.append(
             {
                 "field": ".".join(loc) or "body",

@@ -37,7 +37,7 @@ from domain.messages import (
 from domain.models import ConclusionDraft, OpinionInput, RequestSubmission
 from starter import service
 from starter.api.auth import Principal, principal, role
-from starter.api.errors import MEDIA, Problem
+from starter.api.errors import ACTOR_RULE, MEDIA, Problem
 from starter.api.views import Page, read_view, state_view
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
@@ -191,9 +191,9 @@ def signed(inp: BaseModel | None, who: Principal) -> Any:
         raise Problem(
             422,
             "Invalid input",
-            "actor: who acts is who signed in; a request body may not name them",
+            f"actor: {ACTOR_RULE}",
             kind="validation",
-            errors=[{"field": "actor", "message": "may not be given"}],
+            errors=[{"field": "actor", "message": ACTOR_RULE}],
         )
     return inp.model_copy(update={"actor": who.person})
 
