@@ -234,6 +234,11 @@ class ReviewState(RequestRecord):
         a = self.assignment(expert_code)
         return a is not None and a.state.is_open
 
+    def invitations_recorded(self) -> bool:
+        """Someone is invited, and every invitation is in PostgreSQL: its assignment has
+        reported the respond-by date it recorded."""
+        return bool(self.assignments) and all(a.recorded for a in self.assignments)
+
     def uninvited_members(self) -> list[CouncilCandidate]:
         """Members of the confirmed council not invited yet (the run loop invites them)."""
         if self.council is None or self.council_status != "confirmed":

@@ -406,6 +406,12 @@ class AssignmentView(Model):
     extensions: int = 0
     extension_days: int = 0
 
+    @property
+    def recorded(self) -> bool:
+        """The invitation is in PostgreSQL: the assignment reported the respond-by date it
+        recorded (or has moved on since)."""
+        return self.respond_by is not None or self.state != AssignmentState.invited
+
 
 class ConclusionView(Model):
     version: int

@@ -143,7 +143,12 @@ async def open_review(
     )
     size = pol.kinds["advisory"].council_size
     state = await until(
-        lambda s: len(s.assignments) == size and all(a.respond_by for a in s.assignments), handle
+        lambda s: (
+            s.stage == Stage.review
+            and len(s.assignments) == size
+            and all(a.respond_by for a in s.assignments)
+        ),
+        handle,
     )
     return rid, handle, state
 

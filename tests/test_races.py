@@ -493,3 +493,83 @@ async def test_two_requests_inviting_an_expert_with_one_free_seat_one_wins(
         )
         assert [r["request_id"] for r in rows] == [winner]
         assert (await q.get_expert(conn, busy.code))["load"] == 1
+
+
+# --- 9. review opens before the invitations are readable ----------------------------------------
+
+
+async def test_review_opens_only_once_every_invitation_is_recorded(
+    env, pool, settings, policy, registry
+):
+    """Before: the request's row said review while its invitations were not yet written, so a
+    reader saw a review with no one invited."""
+    gates = Gates()
+    async with gated_worker(env.client, pool, settings, gates) as worker:
+        experts = await registry.add(3)
+        rid = (
+            await service.submit(
+                env.client, pool, f.submission(registry.field), policy, task_queue=worker.task_queue
+            )
+        ).request_id
+        handle = service.request_handle(env.client, rid)
+        await until(lambda s: s.stage == Stage.screening, handle)
+        last = experts[-1].code
+        inviting = gates.hold("expert_invited", last)
+        await service.request_update(
+            env.client,
+            rid,
+            ReviewRequestWorkflow.screen,
+            ScreeningInput(actor=f.COORDINATOR, decision="accept"),
+        )
+        await inviting.wait_reached()
+        await until(lambda s: sum(a.respond_by is not None for a in s.assignments) == 2, handle)
+        await asyncio.sleep(0.3)
+        async with pool.acquire() as conn:
+            stage = await conn.fetchval("SELECT stage FROM requests WHERE id = $1", rid)
+            invited = await conn.fetchval(
+                "SELECT count(*) FROM assignments WHERE request_id = $1", rid
+            )
+        assert (stage, invited) == ("council", 2)
+        inviting.release.set()
+        state = await until(lambda s: s.stage == Stage.review, handle)
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT expert_code FROM assignments WHERE request_id = $1", rid
+            )
+        assert sorted(r["expert_code"] for r in rows) == sorted(e.code for e in experts)
+        assert all(a.respond_by is not None for a in state.assignments)
+
+
+async def test_an_added_expert_is_readable_when_the_action_answers(
+    env, pool, settings, policy, registry
+):
+    """Before: add_expert answered once the assignment was started, and a read right after
+    the answer could miss the invitation."""
+    gates = Gates()
+    async with gated_worker(env.client, pool, settings, gates) as worker:
+        rid, handle, _ = await open_review(env, worker, policy, registry, n_experts=3)
+        [extra] = await registry.add(1)
+        inviting = gates.hold("expert_invited", extra.code)
+        adding = asyncio.create_task(
+            service.request_update(
+                env.client,
+                rid,
+                ReviewRequestWorkflow.add_expert,
+                AddExpertInput(actor=f.COORDINATOR, expert_code=extra.code),
+            )
+        )
+        await inviting.wait_reached()
+        await asyncio.sleep(0.3)
+        assert not adding.done()
+        inviting.release.set()
+        async with asyncio.timeout(30):
+            state = await adding
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT state, respond_by FROM assignments WHERE request_id = $1"
+                " AND expert_code = $2",
+                rid,
+                extra.code,
+            )
+        assert row["state"] == "invited" and row["respond_by"] is not None
+        assert state.assignment(extra.code).respond_by == row["respond_by"]

@@ -88,6 +88,26 @@ def seated(*states: AssignmentState) -> list[AssignmentView]:
         # Waiting for the coordinator, in this run or the next (continue-as-new keeps it).
         (state(Stage.council, **council("E0", "E1", status="proposed")), None),
         (state(Stage.council, **council("E0", "E1")), Step.invite_member),
+        # Review opens once every invitation is recorded (has its respond-by date).
+        (
+            state(
+                Stage.council,
+                **council("E0", "E1"),
+                assignments=[seat("E0", INV, Role.chair, respond_by=NOW), seat("E1", INV)],
+            ),
+            None,
+        ),
+        (
+            state(
+                Stage.council,
+                **council("E0", "E1"),
+                assignments=[
+                    seat("E0", INV, Role.chair, respond_by=NOW),
+                    seat("E1", D, respond_by=NOW),
+                ],
+            ),
+            Step.open_review,
+        ),
         # A council of nobody: the coordinator is asked, once.
         (state(Stage.council, **council()), Step.ask_for_experts),
         (state(Stage.council, **council(), asked_for_experts=True), None),

@@ -35,6 +35,8 @@ class AutomaticSteps(Transitions):
             case Step.invite_member:
                 member = self._state.uninvited_members()[0]
                 await self._invite(member, member.role)
+            case Step.open_review:
+                await self._open_review()
             case Step.fill_vacancy:
                 await self._fill_vacancy()
             case Step.open_synthesis:

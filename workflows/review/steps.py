@@ -10,6 +10,7 @@ always wins.
     council      no proposal yet                               propose_council
     council/     a confirmed member not invited yet            invite_member
       review
+    council      every invitation recorded                     open_review
     review       a decline or expiry not filled yet            fill_vacancy
     review       every opinion in, the chair's among them      open_synthesis
     review       past the deadline with the quorum             close_on_quorum
@@ -34,6 +35,7 @@ class Step(StrEnum):
     lapse = "lapse"
     propose_council = "propose_council"
     invite_member = "invite_member"
+    open_review = "open_review"
     fill_vacancy = "fill_vacancy"
     open_synthesis = "open_synthesis"
     close_on_quorum = "close_on_quorum"
@@ -64,6 +66,9 @@ def _council_step(state: ReviewState, policy: KindPolicy) -> Step | None:
         return None  # the coordinator confirms the proposal
     if state.uninvited_members():
         return Step.invite_member
+    # A request is in review only once its invitations can be read.
+    if state.stage == Stage.council and state.invitations_recorded():
+        return Step.open_review
     if state.stage == Stage.review:
         if state.review_closed:
             return Step.open_synthesis

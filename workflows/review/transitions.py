@@ -47,6 +47,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.review.actions import DEADLINES
 
 
+# The council's invitations are recorded before the request enters review (patch marker).
+INVITATIONS_BEFORE_REVIEW = "invitations-before-review"
+
+
 class Transitions:
     _inp: ReviewRequestInput
     _state: ReviewState
@@ -305,16 +309,27 @@ class Transitions:
             return reserved.model_copy(update={"reason": candidate.reason})
         return None
 
+    async def _open_review(self) -> None:
+        policy = self._inp.policy
+        await self._transition(
+            "review-open",
+            "review_opened",
+            Stage.review,
+            days=policy.respond_days + policy.review_days,
+        )
+
+    async def _until_recorded(self, code: str) -> None:
+        """A person's action that invited someone answers once the invitation can be read
+        (requests started before this was so answered at once)."""
+        if workflow.patched(INVITATIONS_BEFORE_REVIEW):
+            await workflow.wait_condition(lambda: self._state.assignment(code).recorded)
+
     async def _invite(self, candidate: CouncilCandidate, role: Role) -> None:
         st = self._state
-        if st.stage == Stage.council:
-            policy = self._inp.policy
-            await self._transition(
-                "review-open",
-                "review_opened",
-                Stage.review,
-                days=policy.respond_days + policy.review_days,
-            )
+        # Requests started before invitations came first opened their review here, before
+        # the first invitation was recorded.
+        if st.stage == Stage.council and not workflow.patched(INVITATIONS_BEFORE_REVIEW):
+            await self._open_review()
         code = candidate.expert_code
         st.alternates = [a for a in st.alternates if a.expert_code != code]
         st.assignments.append(

@@ -259,6 +259,7 @@ class ReviewRequestWorkflow(AutomaticSteps):
             candidate = await self._reserve(inp.expert_code)
             role = Role.member if self._state.chair() is not None else Role.chair
             await self._invite(candidate, role)
+            await self._until_recorded(candidate.expert_code)
         return self._view()
 
     @add_expert.validator
@@ -309,6 +310,7 @@ class ReviewRequestWorkflow(AutomaticSteps):
                     )
                 ],
             )
+            await self._until_recorded(candidate.expert_code)
         return self._view()
 
     @replace_expert.validator
