@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import socket
 import time
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiosmtplib
 import asyncpg
+import httpcore
 import httpx
 import structlog
 from temporalio import activity
@@ -95,21 +97,132 @@ def _mail_domain(mail_from: str) -> str:
     return address.rpartition("@")[2] or "advisory.invalid"
 
 
+# --- webhook connections --------------------------------------------------------------
+#
+# A webhook's host is resolved once, by us, and the addresses checked are the ones connected
+# to. Checking first and letting the HTTP client resolve the name again when it connects would
+# let a name whose answer changes in between (DNS rebinding) lead past the check to the
+# engine's own network. The pinning is done below HTTP, in the network backend: the request
+# keeps the URL's Host header, and TLS its SNI and certificate check against the host name.
+# A kept-alive connection is reused without resolving again: it is still to a checked address.
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """The system resolver's addresses for `host`, in its order, each once."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(info[4][0] for info in infos))
+
+
+class AddressRefused(Exception):
+    """The host resolved to an address a webhook may not reach; the message says which."""
+
+
+class HostUnresolved(Exception):
+    """The host did not resolve (perhaps only for now)."""
+
+
+class PinnedNetwork(httpcore.AsyncNetworkBackend):
+    """Opens each webhook connection to an address it has just resolved and checked itself:
+    every address must be public (unless allow_private), and only those are dialled."""
+
+    def __init__(
+        self,
+        resolve: Resolver,
+        *,
+        allow_private: bool,
+        network: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
+        self._resolve = resolve
+        self._allow_private = allow_private
+        self._network = network or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await self._resolve(host, port)
+        except OSError as e:
+            raise HostUnresolved(f"url: host {host!r} does not resolve ({e})") from e
+        if not addresses:
+            raise HostUnresolved(f"url: host {host!r} does not resolve (no address)")
+        # All of them, not just the one that answers: which one is dialled is not ours to say.
+        for address in addresses:
+            refusal = address_refusal(address, allow_private=self._allow_private)
+            if refusal is not None:
+                raise AddressRefused(refusal)
+        error: httpcore.ConnectError | None = None
+        for address in addresses:
+            try:
+                return await self._network.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except httpcore.ConnectError as e:
+                error = e
+        assert error is not None
+        raise error
+
+    async def sleep(self, seconds: float) -> None:
+        await self._network.sleep(seconds)
+
+
+class PinnedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport on a network backend of our choosing; no proxy, no environment."""
+
+    def __init__(self, network: httpcore.AsyncNetworkBackend) -> None:
+        super().__init__(trust_env=False)
+        # httpx takes no network backend of its own, so the pool it built is replaced by the
+        # same pool (httpx's default limits) on ours.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=network,
+        )
+
+
+def webhook_client(
+    settings: Settings,
+    *,
+    resolve: Resolver = resolve_host,
+    network: httpcore.AsyncNetworkBackend | None = None,
+) -> httpx.AsyncClient:
+    """One connection pool for every webhook. Redirects are not followed (a redirect could
+    lead past the address check), and nothing is taken from the environment (trust_env): a
+    proxy would connect on our behalf to an address we never checked, and netrc could lend
+    the receiver credentials. `resolve` and `network` are the system's unless a test says."""
+    pinned = PinnedNetwork(resolve, allow_private=settings.webhook_allow_private, network=network)
+    return httpx.AsyncClient(
+        transport=PinnedTransport(pinned),
+        timeout=settings.webhook_timeout,
+        follow_redirects=False,
+        trust_env=False,
+        headers={"user-agent": USER_AGENT},
+    )
+
+
 class NotificationActivities:
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, http: httpx.AsyncClient | None = None
+    ) -> None:
         self._pool = pool
         self._settings = settings
-        self._http: httpx.AsyncClient | None = None
+        self._http = http
 
     def _client(self) -> httpx.AsyncClient:
-        # One connection pool for every webhook; redirects are not followed, since a redirect
-        # could lead past the address check to the engine's own network.
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                timeout=self._settings.webhook_timeout,
-                follow_redirects=False,
-                headers={"user-agent": USER_AGENT},
-            )
+            self._http = webhook_client(self._settings)
         return self._http
 
     async def close(self) -> None:
@@ -280,16 +393,6 @@ class NotificationActivities:
         if refusal is not None:
             await self._attempt(inp, attempt, delivered=False, error=refusal)
             raise ApplicationError(refusal, type="EndpointRefused", non_retryable=True)
-        try:
-            refusal = await self._address_refusal(url)
-        except OSError as e:
-            # A resolver that fails now may answer in a minute: retried, not refused.
-            error = f"url: host {urlsplit(url).hostname!r} does not resolve ({e})"
-            await self._attempt(inp, attempt, delivered=False, error=error)
-            raise ApplicationError(error, type="WebhookUnavailable") from None
-        if refusal is not None:
-            await self._attempt(inp, attempt, delivered=False, error=refusal)
-            raise ApplicationError(refusal, type="EndpointRefused", non_retryable=True)
 
         body = json.dumps(
             {
@@ -317,14 +420,22 @@ class NotificationActivities:
             "webhook-signature": signature_header(live, msg_id, timestamp, body),
         }
         try:
-            # One bound for the whole exchange (httpx's is per phase); the answer's body is
-            # never read: only its status counts, and a receiver cannot make us buffer it.
+            # One bound for the whole exchange, the host's resolution included (httpx's is per
+            # phase); the answer's body is never read: only its status counts, and a receiver
+            # cannot make us buffer it.
             async with asyncio.timeout(s.webhook_timeout):
                 async with self._client().stream(
                     "POST", url, content=body, headers=headers
                 ) as response:
                     code = response.status_code
                     retry_after = _retry_after(response)
+        except AddressRefused as e:
+            await self._attempt(inp, attempt, delivered=False, error=str(e))
+            raise ApplicationError(str(e), type="EndpointRefused", non_retryable=True) from None
+        except HostUnresolved as e:
+            # A resolver that fails now may answer in a minute: retried, not refused.
+            await self._attempt(inp, attempt, delivered=False, error=str(e))
+            raise ApplicationError(str(e), type="WebhookUnavailable") from None
         except (httpx.HTTPError, TimeoutError) as e:
             error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             await self._attempt(inp, attempt, delivered=False, error=error)
@@ -356,23 +467,6 @@ class NotificationActivities:
                 f"webhook: {error}", type="WebhookUnavailable", next_retry_delay=retry_after
             )
         raise ApplicationError(f"webhook: {error}", type="WebhookRejected", non_retryable=True)
-
-    async def _address_refusal(self, url: str) -> str | None:
-        """Every address the host resolves to must be public. OSError: it did not resolve.
-
-        The HTTP client resolves the name again when it connects, so a name whose answer
-        changes in between (DNS rebinding) is not caught here; an egress firewall is the
-        complete answer in production."""
-        if self._settings.webhook_allow_private:
-            return None
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port)
-        for info in infos:
-            refusal = address_refusal(info[4][0], allow_private=False)
-            if refusal is not None:
-                return refusal
-        return None
 
     # --- outcome -----------------------------------------------------------------------
 

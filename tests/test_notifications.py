@@ -5,17 +5,27 @@ Standard Webhooks reference library, not with our own code."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
+import ssl
 import threading
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import asyncpg
+import httpcore
+import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
 
+from activities.notify import NotificationActivities, webhook_client
 from activities.render import render
 from db import queries as q
 from domain.messages import AcceptInput, ApproveInput, ScreeningInput
@@ -27,7 +37,7 @@ from starter.notifications import NotificationError, register_webhook
 from tests import factories as f
 from tests.conftest import advisory, register_agency
 from tests.test_lifecycle import start, until
-from worker import build_worker
+from worker import activities_for, build_worker
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
 
@@ -41,15 +51,20 @@ def free_port() -> int:
 
 
 class Receiver:
-    """An agency's webhook endpoint: records every request and answers with `answer(id, n)`,
-    n being how many times this webhook-id has been seen (1 for the first)."""
+    """An agency's webhook endpoint: records every connection and request and answers with
+    `answer(id, n)`, n being how many times this webhook-id has been seen (1 for the first)."""
 
     def __init__(self) -> None:
+        self.connections = 0
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.answer: Callable[[str, int], int] = lambda _id, _n: 200
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            def setup(self) -> None:
+                receiver.connections += 1
+                super().setup()
+
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers["content-length"]))
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -65,7 +80,8 @@ class Receiver:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks/advisory"
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hooks/advisory"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def ids(self) -> list[str]:
@@ -112,10 +128,23 @@ def notify_settings(smtp_port: int, **changes) -> Settings:
 
 
 @asynccontextmanager
-async def notifying_worker(dev_env, pool: asyncpg.Pool, settings: Settings):
-    w = build_worker(dev_env.client, pool, settings, task_queue=f"tq-{uuid.uuid4().hex}")
-    async with w:
-        yield w
+async def notifying_worker(
+    dev_env, pool: asyncpg.Pool, settings: Settings, notify: NotificationActivities | None = None
+):
+    """A worker on a fresh task queue; `notify` when a test chooses the webhook client."""
+    w = build_worker(
+        dev_env.client,
+        pool,
+        settings,
+        task_queue=f"tq-{uuid.uuid4().hex}",
+        activities=activities_for(pool, settings, notify) if notify else None,
+    )
+    try:
+        async with w:
+            yield w
+    finally:
+        if notify is not None:
+            await notify.close()
 
 
 def agency_code() -> str:
@@ -403,6 +432,139 @@ async def test_webhook_to_a_loopback_address_is_refused_outside_development(
     assert hook["status"] == "failed" and hook["attempts"] == 1
     assert "url: must use https" in hook["last_error"]
     assert receiver.requests == []
+
+
+PUBLIC = "93.184.215.14"
+
+
+class OnlyThisMachine(httpcore.AsyncNetworkBackend):
+    """The test's network: it reaches this machine's loopback and nothing beyond (no packet
+    leaves the test; elsewhere fails as an unreachable host does), and it remembers every
+    address it was asked to dial."""
+
+    def __init__(self) -> None:
+        self.dialled: list[str] = []
+        self._network = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, **options) -> httpcore.AsyncNetworkStream:
+        self.dialled.append(host)
+        if not ipaddress.ip_address(host).is_loopback:
+            raise httpcore.ConnectError(f"no route to {host}")
+        return await self._network.connect_tcp(host, port, **options)
+
+
+async def test_a_host_that_rebinds_to_a_private_address_is_never_dialled_there(
+    dev_env, pool, policy, registry, mail, smtp_port, receiver
+):
+    """DNS rebinding: the endpoint's name answers a public address when first asked and the
+    receiver's loopback address after that. Each attempt resolves the name once and dials only
+    what it checked: the first attempt goes to the public address (unreachable here) and is
+    retried; the second is refused before any connection. The receiver never hears a thing."""
+    asked: list[str] = []
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return [PUBLIC] if len(asked) == 1 else ["127.0.0.1"]
+
+    agency = agency_code()
+    url = f"https://hooks.example.test:{receiver.port}/hooks/advisory"
+    await register_webhook(pool, agency, url, notify_settings(smtp_port))
+    settings = notify_settings(smtp_port, webhook_allow_private=False)
+    network = OnlyThisMachine()
+    http = webhook_client(settings, resolve=rebinding, network=network)
+    notify = NotificationActivities(pool, settings, http)
+    async with notifying_worker(dev_env, pool, settings, notify) as w:
+        rid, _ = await submit(dev_env, w, policy, registry, agency)
+        rows = await settled(pool, rid, count=2)
+    # Not even a TLS handshake reached the private address.
+    assert receiver.connections == 0 and receiver.requests == []
+    assert network.dialled == [PUBLIC]
+    assert asked == ["hooks.example.test"] * 2
+    row = next(r for r in rows if r["event"] == "request_received")
+    assert row["status"] == "failed"
+    hook = await channel(pool, row["id"], "webhook")
+    assert hook["status"] == "failed" and hook["attempts"] == 2
+    assert "resolves to 127.0.0.1, a loopback address" in hook["last_error"]
+
+
+async def test_a_pinned_connection_keeps_the_host_name_of_the_url(
+    dev_env, pool, policy, registry, mail, smtp_port, receiver
+):
+    """The webhook is dialled at the address resolved for its host, yet the request is still
+    addressed to the host: a receiver serving several names on one address sees its own."""
+    asked: list[tuple[str, int]] = []
+
+    async def to_receiver(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return ["127.0.0.1"]
+
+    agency = agency_code()
+    # Development settings: the receiver is on loopback, allowed but still pinned.
+    settings = notify_settings(smtp_port)
+    await register_webhook(
+        pool, agency, f"http://hooks.example.test:{receiver.port}/hooks/advisory", settings
+    )
+    notify = NotificationActivities(pool, settings, webhook_client(settings, resolve=to_receiver))
+    async with notifying_worker(dev_env, pool, settings, notify) as w:
+        rid, _ = await submit(dev_env, w, policy, registry, agency)
+        rows = await settled(pool, rid, count=2)
+    row = next(r for r in rows if r["event"] == "request_received")
+    assert (await channel(pool, row["id"], "webhook"))["status"] == "delivered"
+    ((headers, _),) = receiver.requests
+    assert headers["host"] == f"hooks.example.test:{receiver.port}"
+    assert asked == [("hooks.example.test", receiver.port)]
+
+
+def self_signed(name: str, directory) -> tuple[str, str]:
+    """A certificate for `name` that no authority signed, and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+async def test_a_pinned_tls_connection_names_the_host_and_checks_its_certificate(tmp_path):
+    """Over https the handshake, too, names the URL's host (SNI) although the address was
+    dialled, and the receiver's certificate is checked: a self-signed one is refused."""
+    names: list[str | None] = []
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(*self_signed("hooks.example.test", tmp_path))
+    tls.sni_callback = lambda _sock, name, _ctx: names.append(name)
+    server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0, ssl=tls)
+    port = server.sockets[0].getsockname()[1]
+
+    async def to_server(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    http = webhook_client(Settings(webhook_allow_private=True), resolve=to_server)
+    try:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await http.post(f"https://hooks.example.test:{port}/hooks/advisory", content=b"{}")
+    finally:
+        await http.aclose()
+        server.close()
+        await server.wait_closed()
+    assert names == ["hooks.example.test"]
 
 
 async def test_smtp_outage_delays_mail_loses_none_and_the_lifecycle_finishes(
