@@ -23,6 +23,8 @@ warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config"
 DATABASE_NAME = "advisory"
+# The dev stack's CLI identity, written by `make up` into its data directory.
+CLI_AS_FILE = "cli-as"
 
 
 class Settings(BaseSettings):
@@ -132,6 +134,14 @@ class Settings(BaseSettings):
             f"{path}: refusing to send payloads to Temporal unencrypted (`advisory keys new` "
             "prints a key; ADVISORY_ALLOW_UNENCRYPTED=true is for development only)"
         )
+
+    def resolve_cli_as(self) -> str:
+        """ADVISORY_CLI_AS, else the identity `make up` wrote for its own stack (the dev
+        stack's data directory, as for its key file); "" when neither is set."""
+        if self.cli_as:
+            return self.cli_as
+        path = self.data_dir / CLI_AS_FILE
+        return path.read_text(encoding="utf-8").strip() if path.exists() else ""
 
     def delivery_retry(self) -> DeliveryRetry:
         return DeliveryRetry(

@@ -130,7 +130,7 @@ async def _pool(settings: Settings):
 
 async def _signed_in(settings: Settings, role: str = "coordinator") -> Actor:
     """The person the CLI acts as (ADVISORY_CLI_AS), as the registry names them."""
-    configured = settings.cli_as or ""
+    configured = settings.resolve_cli_as()
     as_role, _, code = configured.partition(":")
     if as_role != role or not code:
         raise UsageError(

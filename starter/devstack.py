@@ -26,7 +26,7 @@ from db.pool import create_pool
 from domain import search_attributes as sa
 from infra.codec import ensure_key_file, key_file
 from infra.logging import configure_logging
-from infra.settings import DATABASE_NAME, ROOT, Settings, get_settings
+from infra.settings import CLI_AS_FILE, DATABASE_NAME, ROOT, Settings, get_settings
 from infra.temporal import connect
 from starter.mailsink import MailSink
 from starter.registry import AGENCIES, COORDINATORS, EXPERTS, seed
@@ -232,6 +232,11 @@ async def main() -> None:
         changed, total = await seed(pool, EXPERTS, settings.experts_file)
         await seed(pool, AGENCIES, settings.agencies_file)
         await seed(pool, COORDINATORS, settings.coordinators_file)
+        # The CLI on this machine acts as the sample office's first coordinator, unless
+        # ADVISORY_CLI_AS says otherwise (or the file is edited).
+        cli_as = data_dir / CLI_AS_FILE
+        if not cli_as.exists():
+            cli_as.write_text("coordinator:VP01\n", encoding="utf-8")
         await pool.close()
 
         if settings.smtp_host:
@@ -284,7 +289,8 @@ async def main() -> None:
             "--subject VP01\n"
             f"  registries      agencies from {settings.agencies_file.name}, coordinators from "
             f"{settings.coordinators_file.name}\n"
-            "                  the CLI acts as: export ADVISORY_CLI_AS=coordinator:VP01\n"
+            f"                  the CLI acts as {settings.resolve_cli_as()}"
+            f" ({cli_as}; ADVISORY_CLI_AS overrides)\n"
             f"  mail            {where_mail}\n"
             f"  payload key     {where_keys} (what Temporal stores is encrypted)\n"
             f"  metrics         http://{settings.metrics_address}/metrics (engine), "

@@ -280,10 +280,10 @@ async def test_actions_record_the_signed_in_coordinator_and_no_body_names_anothe
                 await q.set_active(conn, "coordinators", "VP02", True)
 
 
-async def test_the_cli_acts_as_its_configured_coordinator(database_url, pool):
-    """Coordinators' commands need ADVISORY_CLI_AS naming a registered coordinator; the
-    refusal names the setting and the rule."""
-    env = {"DATABASE_URL": database_url, "ADVISORY_CLI_AS": ""}
+async def test_the_cli_acts_as_its_configured_coordinator(database_url, pool, tmp_path):
+    """Coordinators' commands need ADVISORY_CLI_AS (or the dev stack's file) naming a
+    registered coordinator; the refusal names the setting and the rule."""
+    env = {"DATABASE_URL": database_url, "ADVISORY_CLI_AS": "", "ADVISORY_DATA_DIR": str(tmp_path)}
     unset = await asyncio.to_thread(advisory, "approve", "R-0000000000", env_vars=env)
     assert unset.returncode == 2
     assert "ADVISORY_CLI_AS: a coordinator's action from the CLI needs" in unset.stderr
