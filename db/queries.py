@@ -599,9 +599,18 @@ async def get_request(conn: Conn, request_id: str) -> asyncpg.Record | None:
 
 
 async def audit_trail(conn: Conn, request_id: str) -> list[asyncpg.Record]:
+    """The request's events, each actor with the name its registry gives (a coordinator's
+    with their title); None for the system and for operators."""
     return await conn.fetch(
-        "SELECT id, at, actor, action, stage, details FROM audit_log"
-        " WHERE request_id = $1 ORDER BY id",
+        """
+        SELECT l.id, l.at, l.actor, l.action, l.stage, l.details,
+            COALESCE(c.name || ', ' || c.title, e.name, g.name) AS actor_name
+        FROM audit_log l
+        LEFT JOIN coordinators c ON l.actor = 'coordinator:' || c.code
+        LEFT JOIN experts e ON l.actor = 'expert:' || e.code
+        LEFT JOIN agencies g ON l.actor = 'agency:' || g.code
+        WHERE l.request_id = $1 ORDER BY l.id
+        """,
         request_id,
     )
 

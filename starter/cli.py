@@ -427,7 +427,8 @@ async def cmd_show(args, settings: Settings) -> None:
     print("  audit trail:")
     for r in trail:
         stage = f" → {r['stage']}" if r["stage"] else ""
-        print(f"    {_when(r['at'])}  {r['actor']:<28} {r['action']}{stage}")
+        who = r["actor_name"] or r["actor"]
+        print(f"    {_when(r['at'])}  {who[:40]:<40} {r['action']}{stage}")
 
 
 async def cmd_tasks(args, settings: Settings) -> None:

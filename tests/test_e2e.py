@@ -12,6 +12,7 @@ import re
 import pytest
 import pytest_asyncio
 
+from db import queries as q
 from domain import search_attributes as sa
 from domain.models import Stage
 from infra.settings import CONFIG
@@ -108,6 +109,7 @@ async def test_demo_reaches_closed_and_is_found_by_search_attributes(stack, sett
                 rid,
             )
         )
+        named = {r["action"]: r["actor_name"] for r in await q.audit_trail(conn, rid)}
         signed = await conn.fetchrow(
             "SELECT approved_by, approver_title FROM conclusions"
             " WHERE request_id = $1 AND approved_at IS NOT NULL",
@@ -119,6 +121,9 @@ async def test_demo_reaches_closed_and_is_found_by_search_attributes(stack, sett
         "conclusion_approved": "coordinator:PCT01",
     }
     assert tuple(signed) == ("Vũ Quang Hải", "Phó Chủ tịch Liên hiệp hội")
+    assert named["conclusion_approved"] == "Vũ Quang Hải, Phó Chủ tịch Liên hiệp hội"
+    assert named["screening_accepted"] == "Hoàng Minh Đức, Phó Chánh Văn phòng"
+    assert named["submitted"] == "Sở Tài nguyên và Môi trường tỉnh Bắc Giang"
 
 
 async def test_demo_leaves_a_board_found_by_stage_agency_and_opinions(stack, settings, pool):
