@@ -123,6 +123,24 @@ class HostUnresolved(Exception):
     """The host did not resolve (perhaps only for now)."""
 
 
+async def vetted_addresses(
+    resolve: Resolver, host: str, port: int, *, allow_private: bool
+) -> list[str]:
+    """The addresses `host` resolves to, once every one is allowed (all of them, not just
+    the one that answers: which one is dialled is not ours to say)."""
+    try:
+        addresses = await resolve(host, port)
+    except OSError as e:
+        raise HostUnresolved(f"url: host {host!r} does not resolve ({e})") from e
+    if not addresses:
+        raise HostUnresolved(f"url: host {host!r} does not resolve (no address)")
+    for address in addresses:
+        refusal = address_refusal(address, allow_private=allow_private)
+        if refusal is not None:
+            raise AddressRefused(refusal)
+    return addresses
+
+
 class PinnedNetwork(httpcore.AsyncNetworkBackend):
     """Opens each webhook connection to an address it has just resolved and checked itself:
     every address must be public (unless allow_private), and only those are dialled."""
@@ -146,17 +164,9 @@ class PinnedNetwork(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        try:
-            addresses = await self._resolve(host, port)
-        except OSError as e:
-            raise HostUnresolved(f"url: host {host!r} does not resolve ({e})") from e
-        if not addresses:
-            raise HostUnresolved(f"url: host {host!r} does not resolve (no address)")
-        # All of them, not just the one that answers: which one is dialled is not ours to say.
-        for address in addresses:
-            refusal = address_refusal(address, allow_private=self._allow_private)
-            if refusal is not None:
-                raise AddressRefused(refusal)
+        addresses = await vetted_addresses(
+            self._resolve, host, port, allow_private=self._allow_private
+        )
         error: httpcore.ConnectError | None = None
         for address in addresses:
             try:

@@ -3,17 +3,22 @@ and rotate an agency's webhook endpoint, read an inbox, deliver failed rows agai
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import asyncpg
 from temporalio.client import Client
 
-from activities.notify import dispatch
+from activities.notify import (
+    AddressRefused,
+    HostUnresolved,
+    dispatch,
+    resolve_host,
+    vetted_addresses,
+)
 from db import queries as q
 from domain.ids import TASK_QUEUE
-from domain.notifications import address_refusal, new_secret, url_refusal
+from domain.notifications import new_secret, url_refusal
 from infra.settings import Settings
 
 RECIPIENT_KINDS = ("agency", "expert", "coordinator", "operator")
@@ -29,16 +34,13 @@ async def check_endpoint(url: str, settings: Settings) -> None:
     loopback, private or otherwise non-public address (unless configured for development)."""
     allow = settings.webhook_allow_private
     refusal = url_refusal(url, allow_private=allow)
-    if refusal is None and not allow:
-        host = urlsplit(url).hostname
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, 443)
-        except OSError as e:
-            raise NotificationError(f"url: host {host!r} does not resolve ({e})") from e
-        for info in infos:
-            refusal = refusal or address_refusal(info[4][0], allow_private=False)
     if refusal is not None:
         raise NotificationError(refusal)
+    if not allow:
+        try:
+            await vetted_addresses(resolve_host, urlsplit(url).hostname, 443, allow_private=False)
+        except (HostUnresolved, AddressRefused) as e:
+            raise NotificationError(str(e)) from e
 
 
 async def register_webhook(pool: asyncpg.Pool, agency: str, url: str, settings: Settings) -> str:
