@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
@@ -112,9 +114,24 @@ def create_app(
             "are RFC 9457 problem details."
         ),
         lifespan=lifespan,
-        responses=errors.PROBLEM_RESPONSES,
+        responses=errors.EVERY_ROUTE,
     )
     errors.install(app)
     app.include_router(routes.router)
     app.add_middleware(BodyLimit)
+    app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the problem-details schema its error responses refer to."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        document.setdefault("components", {}).setdefault("schemas", {}).update(errors.components())
+        app.openapi_schema = document
+    return app.openapi_schema
