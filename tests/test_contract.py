@@ -6,16 +6,64 @@ English. (Every answer of tests/test_api.py is checked against the document as i
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
 from domain.messages import RequestState
 from domain.models import AssignmentView
 from domain.text import with_article
+from starter.api import create_app
 from starter.api.errors import NOT_JSON
 from starter.api.views import Assignment, StaffState, TimelineEvent, utc_values
 from tests.test_api import api, token
+
+
+class References(HTMLParser):
+    """Every URL a page makes the browser fetch: scripts, styles, icons, ReDoc's spec-url,
+    and the document Swagger UI is told to load."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.script = tag == "script"
+        for name, value in attrs:
+            if name in ("src", "href", "spec-url") and value:
+                self.urls.append(value)
+
+    def handle_data(self, data: str) -> None:
+        if self.script:
+            for line in data.splitlines():
+                line = line.strip()
+                if line.startswith("url:"):
+                    self.urls.append(line.split("'")[1])
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_the_documentation_loads_everything_from_the_app_itself(settings, page):
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.internal") as http:
+        r = await http.get(page)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        refs = References()
+        refs.feed(r.text)
+        assert len(refs.urls) >= 3, refs.urls  # the script, a style or the icon, the document
+        assert "https://" not in r.text and "http://" not in r.text
+        for url in refs.urls:
+            absolute = urlsplit(urljoin(str(r.url), url))
+            assert absolute.netloc == "api.internal", f"{url} is on another host"
+            asset = await http.get(absolute.path)
+            assert asset.status_code == 200 and asset.content, url
+    if page == "/docs":
+        # Swagger UI would otherwise send the document to its online validator.
+        assert '"validatorUrl": null' in r.text
 
 
 def test_the_views_carry_every_field_of_the_workflows_models():
