@@ -1,13 +1,16 @@
 """The HTTP API, driven only through HTTP by an agency, a coordinator and the experts: the whole
 lifecycle, each authorisation rule with a party that must be refused, idempotency keys, and
-problem details."""
+problem details. Every answer any of these tests gets is checked against the app's own OpenAPI
+document (`Contract`)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import uuid
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import httpx
@@ -19,9 +22,81 @@ from db.pool import create_pool
 from domain.models import Expert
 from starter.api import create_app
 from starter.api.auth import create_token
+from starter.api.errors import MEDIA
+from starter.api.views import UTC_INSTANT
 from tests import factories as f
 from tests.conftest import advisory, register_agency
 from tests.test_deadlines import open_review
+
+# Anything that reads as an instant ("2026-03-09T23:59:59+07:00"), wherever it is in a body.
+INSTANT_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+class Contract:
+    """Checks each answer against the app's OpenAPI document: its status is one the operation
+    declares, with the declared media type, a body valid against the declared schema
+    (schemathesis's response validation), and every instant in it, free-form fields included,
+    in UTC with `Z`."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        import schemathesis
+
+        self.document = document
+        self.schema = schemathesis.openapi.from_dict(document)
+        self.templates = [
+            (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), path)
+            for path in document["paths"]
+        ]
+
+    async def __call__(self, response: httpx.Response) -> None:
+        await response.aread()
+        method, path = response.request.method, response.request.url.path
+        template = next((t for pattern, t in self.templates if pattern.match(path)), None)
+        operation = self.document["paths"].get(template or "", {}).get(method.lower())
+        if operation is None:
+            # The documentation pages, and the router's own answers (no such path or method).
+            documented = path in ("/docs", "/redoc", "/openapi.json", "/health")
+            if documented or path.startswith("/docs/"):
+                return
+            assert response.status_code in (404, 405), f"{method} {path} is not documented"
+            assert response.headers["content-type"] == MEDIA
+            return
+        declared = operation["responses"]
+        status = str(response.status_code)
+        assert status in declared, f"{method} {path}: {status} is not declared: {response.text}"
+        media = response.headers.get("content-type", "").split(";")[0]
+        assert media in declared[status].get("content", {}), f"{method} {path}: {media}"
+        self.schema[template][method].validate_response(self.answered(response))
+        assert_instants_in_utc(response.json())
+
+    @staticmethod
+    def answered(response: httpx.Response):
+        """The answer as schemathesis reads it. Built here because its own conversion reads
+        the request's body again, which a streamed one no longer has; the body sent plays no
+        part in judging the answer."""
+        import requests
+        import schemathesis
+
+        sent = response.request
+        return schemathesis.Response(
+            status_code=response.status_code,
+            headers={k: response.headers.get_list(k) for k in response.headers.keys()},
+            content=response.content,
+            request=requests.Request(sent.method, str(sent.url), dict(sent.headers)).prepare(),
+            elapsed=response.elapsed.total_seconds(),
+            verify=True,
+        )
+
+
+def assert_instants_in_utc(value: Any) -> None:
+    if isinstance(value, dict):
+        for v in value.values():
+            assert_instants_in_utc(v)
+    elif isinstance(value, list):
+        for v in value:
+            assert_instants_in_utc(v)
+    elif isinstance(value, str) and INSTANT_LIKE.match(value):
+        assert re.match(UTC_INSTANT, value), f"{value} is not in UTC with Z"
 
 
 @asynccontextmanager
@@ -29,7 +104,11 @@ async def api(env, pool, settings, worker):
     app = create_app(settings, client=env.client, pool=pool, task_queue=worker.task_queue)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://api",
+            event_hooks={"response": [Contract(app.openapi())]},
+        ) as http:
             http.app_state = app.state  # a test may change the policy the API reads
             yield http
 
@@ -97,12 +176,29 @@ async def test_a_whole_lifecycle_through_http_as_three_parties(
         )
         assert {a["expert_code"] for a in seen["assignments"]} == set(by_code)
         chair = next(a["expert_code"] for a in seen["assignments"] if a["role"] == "chair")
+        # The review's deadline moves: the audit details and the experts' notices name the
+        # old and new dates, which the API answers in UTC like every other instant.
+        r = await http.post(
+            f"/requests/{rid}/extend",
+            json={"days": 3, "reason": "Chờ ý kiến bổ sung."},
+            headers=coordinator,
+        )
+        assert r.status_code == 200 and r.json()["stage_deadline"].endswith("Z"), r.text
+        events = (await http.get(f"/requests/{rid}/timeline", headers=coordinator)).json()
+        extended = next(e for e in events if e["action"] == "deadline_extended")
+        assert extended["details"]["to"].endswith("Z")
 
         for code, headers in by_code.items():
             tasks = (await http.get("/me/tasks", headers=headers)).json()
             assert [t["request_id"] for t in tasks] == [rid]
-            r = await http.post(f"/requests/{rid}/assignment/accept", headers=headers)
+            assert (await http.get(f"/requests/{rid}", headers=headers)).json()["assignment"]
+            # An answer replayed under its Idempotency-Key is the first one, as it was sent.
+            key = {**headers, "Idempotency-Key": f"accept-{code}"}
+            r = await http.post(f"/requests/{rid}/assignment/accept", headers=key)
             assert r.status_code == 200 and r.json()["state"] == "accepted", r.text
+            again = await http.post(f"/requests/{rid}/assignment/accept", headers=key)
+            assert again.headers["idempotency-replayed"] == "true"
+            assert again.json() == r.json() and r.json()["respond_by"].endswith("Z")
             opinion = f.opinion(code).opinion.model_dump(mode="json")
             r = await http.post(
                 f"/requests/{rid}/assignment/opinion", json=opinion, headers=headers
@@ -148,6 +244,25 @@ async def test_a_whole_lifecycle_through_http_as_three_parties(
         assert all("details" not in e for e in timeline)
         full = (await http.get(f"/requests/{rid}/timeline", headers=coordinator)).json()
         assert len(full) > len(timeline) and all("actor" in e for e in full)
+
+        # Lists filter by stage and kind; each party reads its inbox and marks it read.
+        closed = await http.get("/requests", params={"stage": "closed"}, headers=agency)
+        assert [i["request_id"] for i in closed.json()["items"]] == [rid]
+        r = await http.get(
+            "/requests", params={"stage": "review", "kind": sub.kind}, headers=agency
+        )
+        assert r.json()["items"] == []
+        for headers in (agency, coordinator, by_code[chair]):
+            inbox = (await http.get("/me/inbox", headers=headers)).json()
+            assert inbox, "every party was told something"
+            r = await http.post(f"/me/inbox/{inbox[0]['id']}/read", headers=headers)
+            assert r.status_code == 200 and r.json() == {"id": inbox[0]["id"], "read": True}
+            unread = (await http.get("/me/inbox", params={"unread": True}, headers=headers)).json()
+            assert inbox[0]["id"] not in [n["id"] for n in unread]
+        # The invitation's payload names the respond-by date the workflow wrote in local time.
+        notices = (await http.get("/me/inbox", headers=by_code[member])).json()
+        invitation = next(n for n in notices if n["event"] == "invitation")
+        assert invitation["payload"]["respond_by"].endswith("Z")
 
 
 async def test_each_party_is_refused_what_is_not_theirs(env, worker, pool, settings, registry):
@@ -494,12 +609,24 @@ async def test_pages_follow_the_cursor_to_the_end(env, worker, pool, settings, r
 
 def fuzz(base_url: str, headers: dict[str, str], examples: int) -> tuple[int, list[str]]:
     """Every operation of the OpenAPI document with generated input (schemathesis +
-    hypothesis, derandomised so CI runs the same cases): no answer may be a server error."""
+    hypothesis, derandomised so CI runs the same cases): no answer may be a server error, and
+    every answer must be one the document declares, in status, media type, headers and body;
+    input the document calls invalid must be refused."""
     import hypothesis
     import schemathesis
     from hypothesis import HealthCheck
     from schemathesis import GenerationMode
+    from schemathesis import checks as c
+    from schemathesis.core.failures import FailureGroup
 
+    conformance = [
+        c.not_a_server_error,
+        c.status_code_conformance,
+        c.content_type_conformance,
+        c.response_headers_conformance,
+        c.response_schema_conformance,
+        c.negative_data_rejection,
+    ]
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     calls, failures = 0, []
     operations = [
@@ -519,16 +646,31 @@ def fuzz(base_url: str, headers: dict[str, str], examples: int) -> tuple[int, li
         @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
         def check(case) -> None:
             nonlocal calls
-            response = case.call(base_url=base_url, headers=headers, timeout=30)
+            # The token goes into the case itself, so the checks judge the request as sent: a
+            # case that dropped Authorization was sent with it all the same.
+            case.headers = {**(case.headers or {}), **headers}
+            response = case.call(base_url=base_url, timeout=30)
             calls += 1
-            if response.status_code >= 500 or "Traceback" in response.text:
-                failures.append(f"{case.method} {case.formatted_path}: {response.status_code}")
+            where = f"{case.method} {case.formatted_path}"
+            if "Traceback" in response.text:
+                failures.append(f"{where}: a traceback")
+            try:
+                case.validate_response(response, checks=conformance, headers=headers)
+            except FailureGroup as group:
+                failures.extend(
+                    f"{where}: {f.title}: {f.message[:300]} ({response.request.url})"
+                    for f in group.exceptions
+                )
+            except AssertionError as failed:
+                failures.append(f"{where}: {failed}")
 
         check()
     return calls, failures
 
 
-async def test_fuzzing_the_openapi_document_finds_no_server_error(dev_env, pool, database_url):
+async def test_fuzzing_the_openapi_document_finds_every_answer_as_declared(
+    dev_env, pool, database_url
+):
     import asyncio
     import os
     import subprocess

@@ -1,13 +1,20 @@
 """The FastAPI application: one Temporal client and one PostgreSQL pool per process, made in
-the lifespan (or handed in by a test), a body-size limit, problem-details errors, routes."""
+the lifespan (or handed in by a test), a body-size limit, problem-details errors, routes, and
+the API's documentation pages served from an installed package (no CDN)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.resources import files
+from typing import Any
 
 import asyncpg
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
@@ -112,9 +119,65 @@ def create_app(
             "are RFC 9457 problem details."
         ),
         lifespan=lifespan,
-        responses=errors.PROBLEM_RESPONSES,
+        responses=errors.EVERY_ROUTE,
+        # Served below from the installed package instead of FastAPI's CDN links.
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     app.include_router(routes.router)
     app.add_middleware(BodyLimit)
+    app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
+    docs(app)
     return app
+
+
+def openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the problem-details schema its error responses refer to."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        document.setdefault("components", {}).setdefault("schemas", {}).update(errors.components())
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
+# Swagger UI and ReDoc as files of an installed package (PyPI `fastapi-offline`, which
+# follows their releases): /docs works on a network without internet.
+ASSETS = "/docs/assets"
+
+
+def docs(app: FastAPI) -> None:
+    app.mount(
+        ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets"
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} – API",
+            swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{ASSETS}/favicon.png",
+            oauth2_redirect_url=None,
+            # validatorUrl: Swagger UI would otherwise send the document to an online
+            # validator; persistAuthorization keeps the bearer token across reloads.
+            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} – API",
+            redoc_js_url=f"{root}{ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )

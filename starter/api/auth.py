@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from db import queries as q
 from domain.models import Actor
+from domain.text import with_article
 from starter import service
 from starter.api.errors import Problem
 
@@ -82,7 +83,9 @@ def role(*allowed: Role):
 
     async def check(who: Principal = Depends(principal)) -> Principal:
         if who.role not in allowed:
-            raise Problem(403, "Forbidden", f"a {who.role} may not do this", kind="forbidden")
+            raise Problem(
+                403, "Forbidden", f"{with_article(who.role)} may not do this", kind="forbidden"
+            )
         return who
 
     return check

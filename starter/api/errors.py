@@ -11,6 +11,8 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger("api")
@@ -59,6 +61,10 @@ def problem_response(p: Problem, request: Request | None = None) -> JSONResponse
 ACTOR_RULE = "who acts is who signed in; a request body may not name them"
 
 
+# What a body that is not a JSON document is told, whatever stopped it being read.
+NOT_JSON = "must be a JSON document in UTF-8, sent as Content-Type: application/json"
+
+
 def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
     out = []
     for e in errors:
@@ -66,6 +72,17 @@ def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
         if loc[:1] == ["actor"]:
             if {"field": "actor", "message": ACTOR_RULE} not in out:
                 out.append({"field": "actor", "message": ACTOR_RULE})
+            continue
+        if e.get("type") == "json_invalid":
+            # FastAPI puts the character's offset where a field's name would be.
+            where = e["loc"][1] if len(e.get("loc", ())) > 1 else None
+            error = (e.get("ctx") or {}).get("error", "malformed")
+            at = f" at character {where}" if isinstance(where, int) else ""
+            out.append({"field": "body", "message": f"not valid JSON: {error}{at}"})
+            continue
+        if not loc and isinstance(e.get("input"), bytes | bytearray):
+            # A body FastAPI did not parse: sent without a JSON content type.
+            out.append({"field": "body", "message": NOT_JSON})
             continue
         out.append(
             {
@@ -76,6 +93,11 @@ def field_errors(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
+def _validation(errors: list[dict[str, str]]) -> Problem:
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return Problem(422, "Invalid input", detail, kind="validation", errors=errors)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -83,14 +105,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = field_errors(list(exc.errors()))
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem_response(
-            Problem(422, "Invalid input", detail, kind="validation", errors=errors), request
-        )
+        return problem_response(_validation(field_errors(list(exc.errors()))), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's only 400: a body it could not decode (not UTF-8, nested past the
+            # parser's depth). Told like any other invalid body, naming it.
+            message = NOT_JSON
+            if isinstance(exc.__cause__, RecursionError):
+                message = "not valid JSON: nested too deeply"
+            return problem_response(_validation([{"field": "body", "message": message}]), request)
         titles = {404: "Not found", 405: "Method not allowed", 413: "Request too large"}
         title = titles.get(exc.status_code, "HTTP error")
         detail = exc.detail if isinstance(exc.detail, str) and exc.status_code != 404 else None
@@ -109,14 +134,72 @@ def install(app: FastAPI) -> None:
         )
 
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"description": text, "content": {MEDIA: {}}}
-    for code, text in {
-        401: "No valid bearer token",
-        403: "Your role may not do this",
-        404: "No such object (or not one of yours)",
-        409: "Refused in the object's current state",
-        413: "Request too large",
-        422: "Invalid input: each field named",
-    }.items()
+class FieldError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: str
+    message: str
+
+
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    for field in schema.get("properties", {}).values():
+        field.pop("default", None)
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details, as every error is answered."""
+
+    model_config = ConfigDict(extra="forbid", title="Problem", json_schema_extra=_absent_not_null)
+
+    type: str
+    title: str
+    status: int
+    # Left out when there is nothing to say, never null.
+    detail: str | SkipJsonSchema[None] = None
+    instance: str | SkipJsonSchema[None] = None
+    errors: list[FieldError] | SkipJsonSchema[None] = None
+
+
+# Problem details are declared under their own media type, which FastAPI's `responses` cannot
+# give a model: the schema is referenced here and added to the document's components by
+# `components()`, from the model above.
+PROBLEM_SCHEMA = {"$ref": "#/components/schemas/Problem"}
+DESCRIPTIONS = {
+    401: "No valid bearer token",
+    403: "Your role may not do this, or you are inactive in your registry",
+    404: "No such object (or not one of yours)",
+    409: "Refused in the object's current state, or the same Idempotency-Key is still running",
+    413: "Request too large",
+    422: "Invalid input, each field named (a body that is not JSON too), or an "
+    "Idempotency-Key reused for a different request",
+    500: "The server failed; the detail names an incident to quote",
 }
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses` that declare these error statuses, each answered as problem details."""
+    declared: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        declared[code] = {
+            "description": DESCRIPTIONS[code],
+            "content": {MEDIA: {"schema": PROBLEM_SCHEMA}},
+        }
+        if code == 401:
+            declared[code]["headers"] = {
+                "WWW-Authenticate": {
+                    "description": "The scheme to authenticate with",
+                    "schema": {"type": "string"},
+                }
+            }
+    return declared
+
+
+def components() -> dict[str, Any]:
+    """The schemas `problems()` refers to, for the document's components."""
+    schema = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+    nested = schema.pop("$defs", {})
+    return {"Problem": schema, **nested}
+
+
+# Every route can answer these: the body limit applies before routing, and a failure is a 500.
+EVERY_ROUTE = problems(413, 500)

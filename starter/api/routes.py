@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from db import queries as q
 from domain.messages import (
@@ -34,11 +34,30 @@ from domain.messages import (
     SupplementInput,
     WithdrawInput,
 )
-from domain.models import ConclusionDraft, OpinionInput, RequestSubmission
+from domain.models import ConclusionDraft, OpinionInput, RequestKind, RequestSubmission, Stage
 from starter import service
 from starter.api.auth import Principal, principal, role
-from starter.api.errors import ACTOR_RULE, MEDIA, Problem
-from starter.api.views import Page, read_view, state_view
+from starter.api.errors import ACTOR_RULE, MEDIA, Problem, problems
+from starter.api.views import (
+    Assignment,
+    InboxItem,
+    Marked,
+    Opinion,
+    OpinionWithNote,
+    Page,
+    RequestStateView,
+    RequestSummary,
+    RequestView,
+    StaffTimelineEvent,
+    Task,
+    TimelineEvent,
+    assignment_view,
+    from_row,
+    opinion_view,
+    read_view,
+    state_view,
+    timeline_view,
+)
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
 
@@ -167,7 +186,9 @@ def _client(request: Request):
     return request.app.state.client
 
 
-async def _request_action(request: Request, who: Principal, rid: str, update, inp) -> dict:
+async def _request_action(
+    request: Request, who: Principal, rid: str, update, inp
+) -> RequestStateView:
     await visible_request(request, rid, who)
     state = await service.request_update(
         _client(request), rid, update, inp, update_id=_update_id(request, who)
@@ -175,12 +196,12 @@ async def _request_action(request: Request, who: Principal, rid: str, update, in
     return state_view(state, who)
 
 
-async def _expert_action(request: Request, who: Principal, rid: str, update, inp) -> dict:
+async def _expert_action(request: Request, who: Principal, rid: str, update, inp) -> Assignment:
     await visible_request(request, rid, who)
     view = await service.assignment_update(
         _client(request), rid, who.subject, update, inp, update_id=_update_id(request, who)
     )
-    return view.model_dump(mode="json")
+    return assignment_view(view)
 
 
 def signed(inp: BaseModel | None, who: Principal) -> Any:
@@ -211,6 +232,12 @@ def _update_id(request: Request, who: Principal) -> str | None:
     return "api-" + hashlib.sha256(encoded.encode()).hexdigest()
 
 
+# An action: its caller may be refused (401, 403), the request be missing or not theirs (404),
+# the workflow refuse it in its state or its key still run (409), its input be invalid (422).
+ACTION_ERRORS = problems(401, 403, 404, 409, 422)
+READ_ERRORS = problems(401, 403, 404, 422)
+
+
 # --- agencies ------------------------------------------------------------------------------
 
 
@@ -226,7 +253,12 @@ class Submitted(BaseModel):
     response_model=Submitted,
     responses={
         200: {"model": Submitted, "description": "The same reference and content: that request"},
-        409: {"description": "The same reference with different content"},
+        **problems(401, 403, 422),
+        409: {
+            **problems(409)[409],
+            "description": "The same reference with different content, or the same "
+            "Idempotency-Key still running",
+        },
     },
 )
 async def submit(
@@ -316,6 +348,12 @@ def _action(
         tags=[tag],
         name=name,
         summary=summary,
+        response_model=Assignment if on_assignment else RequestStateView,
+        response_description="Your assignment as it now stands"
+        if on_assignment
+        else "The request's new state as you may see it: the staff's, the agency's or an "
+        "expert's view",
+        responses=ACTION_ERRORS,
     )
 
 
@@ -445,7 +483,13 @@ for _path, _summary, _update, _model in [
     )
 
 
-@router.post("/requests/{request_id}/assignments/extend", tags=["coordinator"])
+@router.post(
+    "/requests/{request_id}/assignments/extend",
+    tags=["coordinator"],
+    response_model=Assignment,
+    response_description="The expert's assignment with its new dates",
+    responses=ACTION_ERRORS,
+)
 async def extend_assignment(
     request: Request,
     request_id: RequestId,
@@ -457,7 +501,7 @@ async def extend_assignment(
 
     inp = signed(body, who)
 
-    async def run() -> dict:
+    async def run() -> Assignment:
         await visible_request(request, request_id, who)
         view = await service.assignment_update(
             _client(request),
@@ -467,7 +511,7 @@ async def extend_assignment(
             inp,
             update_id=_update_id(request, who),
         )
-        return view.model_dump(mode="json")
+        return assignment_view(view)
 
     return await act(request, who, key, body, run)
 
@@ -475,33 +519,41 @@ async def extend_assignment(
 # --- reads ---------------------------------------------------------------------------------
 
 
-@router.get("/requests", response_model=Page, tags=["read"])
+class Filters(BaseModel):
+    # A misspelt filter is refused (422 naming it) rather than ignored, which would answer
+    # with everything as if it had matched.
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Stage | None = None
+    kind: RequestKind | None = None
+    overdue: bool | None = None
+    cursor: Annotated[
+        str | None, Field(max_length=200, description="next_cursor of the page before")
+    ] = None
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+
+
+@router.get("/requests", response_model=Page, tags=["read"], responses=problems(401, 403, 422))
 async def list_requests(
     request: Request,
-    stage: Annotated[str | None, Query(max_length=20)] = None,
-    kind: Annotated[str | None, Query(max_length=20)] = None,
-    overdue: bool | None = None,
-    cursor: Annotated[
-        str | None, Query(max_length=200, description="next_cursor of the page before")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    filters: Annotated[Filters, Query()],
     who: Principal = Anyone,
 ) -> Page:
     """Requests you may see, newest first; pass `next_cursor` back as `cursor` for more."""
-    after = decode_cursor(cursor) if cursor else None
+    after = decode_cursor(filters.cursor) if filters.cursor else None
     async with request.app.state.pool.acquire() as conn:
         rows = await q.requests_page(
             conn,
             agency=who.subject if who.role == "agency" else None,
             expert=who.subject if who.role == "expert" else None,
-            stage=stage,
-            kind=kind,
-            overdue=overdue,
+            stage=filters.stage,
+            kind=filters.kind,
+            overdue=filters.overdue,
             after=after,
-            limit=limit + 1,
+            limit=filters.limit + 1,
         )
-    items = [{**dict(r), "request_id": r["id"]} for r in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
+    items = [RequestSummary.of(r) for r in rows[: filters.limit]]
+    last = rows[filters.limit - 1] if len(rows) > filters.limit else None
     return Page(items=items, next_cursor=encode_cursor(last) if last else None)
 
 
@@ -530,8 +582,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         ) from err
 
 
-@router.get("/requests/{request_id}", tags=["read"])
-async def get_request(request: Request, request_id: RequestId, who: Principal = Anyone) -> dict:
+@router.get(
+    "/requests/{request_id}", tags=["read"], response_model=RequestView, responses=READ_ERRORS
+)
+async def get_request(
+    request: Request, request_id: RequestId, who: Principal = Anyone
+) -> RequestView:
     """The request as you may see it."""
     row = await visible_request(request, request_id, who)
     async with request.app.state.pool.acquire() as conn:
@@ -540,32 +596,32 @@ async def get_request(request: Request, request_id: RequestId, who: Principal = 
         adoption = await conn.fetchrow(
             "SELECT * FROM adoption_answers WHERE request_id = $1", request_id
         )
-    return jsonable_encoder(read_view(row, assignments, conclusion, adoption, who))
+    return read_view(row, assignments, conclusion, adoption, who)
 
 
-@router.get("/requests/{request_id}/timeline", tags=["read"])
-async def timeline(request: Request, request_id: RequestId, who: Principal = Anyone) -> list[dict]:
+@router.get(
+    "/requests/{request_id}/timeline",
+    tags=["read"],
+    response_model=list[StaffTimelineEvent] | list[TimelineEvent],
+    responses=READ_ERRORS,
+)
+async def timeline(request: Request, request_id: RequestId, who: Principal = Anyone) -> list[Any]:
     """The audit log. Agencies and experts see the stage changes; staff see every event."""
     await visible_request(request, request_id, who)
     async with request.app.state.pool.acquire() as conn:
         rows = await q.audit_trail(conn, request_id)
-    staff = who.role in ("coordinator", "operator")
-    return jsonable_encoder(
-        [
-            {
-                "at": r["at"],
-                "action": r["action"],
-                "stage": r["stage"],
-                **({"actor": r["actor"], "details": r["details"]} if staff else {}),
-            }
-            for r in rows
-            if staff or r["stage"] is not None
-        ]
-    )
+    return timeline_view(rows, who)
 
 
-@router.get("/requests/{request_id}/opinions", tags=["read"])
-async def opinions(request: Request, request_id: RequestId, who: Principal = Anyone) -> list[dict]:
+@router.get(
+    "/requests/{request_id}/opinions",
+    tags=["read"],
+    response_model=list[OpinionWithNote | Opinion],
+    responses=READ_ERRORS,
+)
+async def opinions(
+    request: Request, request_id: RequestId, who: Principal = Anyone
+) -> list[OpinionWithNote | Opinion]:
     """Opinions: staff see all; an expert as the policy's `opinions_visible_to` allows (by
     default the chair sees the council's, to draft the conclusion, a member their own);
     agencies see the signed conclusion instead (403)."""
@@ -588,26 +644,15 @@ async def opinions(request: Request, request_id: RequestId, who: Principal = Any
         seated = seat is not None and seat["state"] in SEATED
         everyone = seated and (rule == "council" or (rule == "chair" and seat["role"] == "chair"))
         rows = [r for r in rows if everyone or r["expert_code"] == who.subject]
-        # A confidential note is for the coordinator: an expert reads only their own.
-        return jsonable_encoder(
-            [
-                {
-                    k: v
-                    for k, v in dict(r).items()
-                    if k != "confidential_note" or r["expert_code"] == who.subject
-                }
-                for r in rows
-            ]
-        )
-    return jsonable_encoder([dict(r) for r in rows])
+    return [opinion_view(r, who) for r in rows]
 
 
-@router.get("/me/tasks", tags=["expert"])
-async def my_tasks(request: Request, who: Principal = Expert) -> list[dict]:
+@router.get("/me/tasks", tags=["expert"], response_model=list[Task], responses=problems(401, 403))
+async def my_tasks(request: Request, who: Principal = Expert) -> list[Task]:
     """Open invitations, reviews due and conclusions to draft."""
     async with request.app.state.pool.acquire() as conn:
         rows = await q.expert_tasks(conn, who.subject)
-    return jsonable_encoder([dict(r) for r in rows])
+    return [from_row(Task, r) for r in rows]
 
 
 def _recipient(who: Principal) -> tuple[str, str | None]:
@@ -616,33 +661,48 @@ def _recipient(who: Principal) -> tuple[str, str | None]:
     return who.role, who.subject
 
 
-@router.get("/me/inbox", tags=["read"])
+class InboxQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    unread: bool = False
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+
+
+@router.get(
+    "/me/inbox", tags=["read"], response_model=list[InboxItem], responses=problems(401, 403, 422)
+)
 async def inbox(
     request: Request,
-    unread: bool = False,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    query: Annotated[InboxQuery, Query()],
     who: Principal = Anyone,
-) -> list[dict]:
+) -> list[InboxItem]:
     """Your notifications, newest first."""
     kind, code = _recipient(who)
     async with request.app.state.pool.acquire() as conn:
-        rows = await q.inbox(conn, kind, code, who.person.ref, unread_only=unread, limit=limit)
-    return jsonable_encoder([dict(r) for r in rows])
+        rows = await q.inbox(
+            conn, kind, code, who.person.ref, unread_only=query.unread, limit=query.limit
+        )
+    return [InboxItem.of(r) for r in rows]
 
 
-@router.post("/me/inbox/{notification_id}/read", tags=["read"])
+@router.post(
+    "/me/inbox/{notification_id}/read",
+    tags=["read"],
+    response_model=Marked,
+    responses=problems(401, 403, 404, 422),
+)
 async def mark_read(
     request: Request,
     notification_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     who: Principal = Reader,
-) -> dict:
+) -> Marked:
     """Mark one of your notifications read (marking twice changes nothing)."""
     kind, code = _recipient(who)
     async with request.app.state.pool.acquire() as conn:
         marked = await q.mark_read(conn, kind, code, who.person.ref, [notification_id])
     if not marked:
         raise Problem(404, "Not found", f"no notification {notification_id}", kind="not-found")
-    return {"id": notification_id, "read": True}
+    return Marked(id=notification_id, read=True)
 
 
 @router.get("/health", include_in_schema=False)

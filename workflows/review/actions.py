@@ -21,6 +21,7 @@ from domain.messages import (
 )
 from domain.models import WITHDRAWABLE, Stage
 from domain.policy import KindPolicy
+from domain.text import with_article
 from workflows.common import Refused, check_signed_in
 from workflows.deadlines import check_extension_bounds
 
@@ -76,7 +77,8 @@ def admit(state: ReviewState, policy: KindPolicy, claims: set[str], action: str,
                 raise Refused(f"expert_code: {code} is already being added")
             if kind == "seat":
                 raise Refused(f"expert_code: {code} cannot be replaced: it is being replaced")
-            raise Refused(f"a {claim.replace('_', ' ')} action is already being recorded")
+            action_name = with_article(claim.replace("_", " "))
+            raise Refused(f"{action_name} action is already being recorded")
 
 
 def check(state: ReviewState, policy: KindPolicy, action: str, inp: Any) -> None:
