@@ -267,6 +267,7 @@ async def test_actions_record_the_signed_in_coordinator_and_no_body_names_anothe
         trail = (await http.get(f"/requests/{rid}/timeline", headers=reader)).json()
         accepted = next(e for e in trail if e["action"] == "screening_accepted")
         assert accepted["actor"] == "coordinator:VP02"
+        assert accepted["actor_name"] == "Hoàng Minh Đức, Phó Chánh Văn phòng"
 
         # A coordinator who leaves the office signs in no more.
         async with pool.acquire() as conn:

@@ -388,7 +388,9 @@ class StaffTimelineEvent(View):
     at: UtcDateTime
     action: str
     stage: Stage | None
-    actor: str
+    actor: str  # role:code, as recorded
+    # As the registries name them (a coordinator with their title); null for the system.
+    actor_name: str | None
     details: Details
 
 
@@ -400,6 +402,7 @@ def timeline_view(rows: list[asyncpg.Record], who: Principal) -> list[Any]:
                 action=r["action"],
                 stage=r["stage"],
                 actor=r["actor"],
+                actor_name=r["actor_name"],
                 details=utc_values(r["details"]),
             )
             for r in rows
