@@ -108,6 +108,10 @@ class PersistenceActivities:
                 activity.logger.info("transition already recorded", extra={"key": key})
                 existing = await q.audit_id_for_key(conn, key)
                 return TransitionResult(applied=False, audit_id=existing), None
+            if t.intake is not None:
+                await q.attach_documents(
+                    conn, t.request_id, t.intake.submission.documents, t.actor, t.at
+                )
             if t.stage is not None:
                 entered = await q.stage_entered(conn, t.request_id, before_audit_id=audit_id)
                 if entered is not None and entered["stage"] != t.stage.value:
@@ -147,6 +151,9 @@ class PersistenceActivities:
             if t.documents_added:
                 await q.add_documents(
                     conn, t.request_id, [d.model_dump(mode="json") for d in t.documents_added]
+                )
+                await q.attach_documents(
+                    conn, t.request_id, t.documents_added, t.actor, t.at, next_round=True
                 )
             title = await q.request_title(conn, t.request_id)
             outbox_ids: list[int] = []

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from domain.models import Coordinator, Expert, RegisteredAgency, identities
+from domain.models import Coordinator, Document, Expert, RegisteredAgency, identities
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -113,6 +114,61 @@ async def update_request_stage(
         next_deadline,
         at,
         final,
+    )
+
+
+async def attach_documents(
+    conn: Conn,
+    request_id: str,
+    documents: list[Document],
+    by: str,
+    at: datetime,
+    *,
+    next_round: bool = False,
+) -> int:
+    """Makes the documents the request's round: 0 at intake, the next one for a supplement.
+    Uploaded ones are the uploads themselves; those referenced by URI get a row of their
+    own, its id derived from the request, round and reference so a retry writes it once."""
+    round_ = 0
+    if next_round:
+        round_ = await conn.fetchval(
+            "SELECT coalesce(max(round), 0) + 1 FROM documents WHERE request_id = $1", request_id
+        )
+    for d in documents:
+        if d.id is not None:
+            await conn.execute(
+                "UPDATE documents SET request_id = $2, round = $3"
+                " WHERE id = $1 AND request_id IS NULL",
+                d.id,
+                request_id,
+                round_,
+            )
+            continue
+        key = f"{request_id}|{round_}|{d.uri}|{d.name}|{d.sha256}"
+        await conn.execute(
+            """
+            INSERT INTO documents (id, name, sha256, uri, stored, uploaded_by, uploaded_at,
+                request_id, round)
+            VALUES ($1, $2, $3, $4, false, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING
+            """,
+            "D-" + hashlib.sha256(key.encode()).hexdigest()[:12].upper(),
+            d.name,
+            d.sha256,
+            str(d.uri),
+            by,
+            at,
+            request_id,
+            round_,
+        )
+    return round_
+
+
+async def request_documents(conn: Conn, request_id: str) -> list[asyncpg.Record]:
+    """Every document of the request, by round then as it was added."""
+    return await conn.fetch(
+        "SELECT id, name, sha256, size, content_type, uri, stored, round, uploaded_at"
+        " FROM documents WHERE request_id = $1 ORDER BY round, uploaded_at, id",
+        request_id,
     )
 
 

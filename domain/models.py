@@ -195,16 +195,26 @@ def fold(s: str) -> str:
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class Document(Model):
-    """A document is referenced, never carried: name, where it lives, and its digest."""
+DocumentId = Annotated[str, Field(pattern=r"^D-[0-9A-F]{12}$")]
 
-    name: ShortText
-    uri: AnyUrl
-    sha256: str
+
+class Document(Model):
+    """A document of a request: one uploaded to the engine (its `id`; the front door fills
+    in the rest from the upload), or one the agency's own system keeps (name, `uri` and
+    digest). Never the bytes themselves."""
+
+    id: DocumentId | None = None
+    name: ShortText | None = None
+    uri: AnyUrl | None = None
+    sha256: str | None = None
+    size: int | None = None
+    content_type: str | None = None
 
     @field_validator("sha256")
     @classmethod
-    def _sha256_hex(cls, v: str) -> str:
+    def _sha256_hex(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         v = v.lower()
         if not _SHA256.match(v):
             raise ValueError("must be 64 hexadecimal characters (a SHA-256 digest)")
@@ -212,10 +222,23 @@ class Document(Model):
 
     @field_validator("uri")
     @classmethod
-    def _uri_scheme(cls, v: AnyUrl) -> AnyUrl:
-        if v.scheme not in ("https", "http", "s3", "urn"):
+    def _uri_scheme(cls, v: AnyUrl | None) -> AnyUrl | None:
+        if v is not None and v.scheme not in ("https", "http", "s3", "urn"):
             raise ValueError("scheme must be https, http, s3 or urn")
         return v
+
+    @model_validator(mode="after")
+    def _uploaded_or_referenced(self) -> Document:
+        if self.id is None:
+            missing = [f for f in ("name", "uri", "sha256") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(
+                    f"{missing[0]}: required for a document referenced by URI "
+                    "(or give the id of an uploaded document)"
+                )
+        elif self.uri is not None:
+            raise ValueError("uri: an uploaded document (id) has no URI")
+        return self
 
 
 class RequestSubmission(Model):

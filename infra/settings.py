@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     # signed as this registered coordinator ("coordinator:VP01"); staff inbox read marks are
     # theirs. An operator is "operator:<name>".
     cli_as: str | None = Field(default=None, validation_alias="ADVISORY_CLI_AS")
+    # Uploaded documents: the most a file, a request (all its files), and how many files.
+    document_max_file_mib: int = Field(
+        default=50, ge=1, validation_alias="ADVISORY_DOCUMENT_MAX_FILE_MIB"
+    )
+    document_max_request_mib: int = Field(
+        default=200, ge=1, validation_alias="ADVISORY_DOCUMENT_MAX_REQUEST_MIB"
+    )
+    document_max_files: int = Field(
+        default=30, ge=1, validation_alias="ADVISORY_DOCUMENT_MAX_FILES"
+    )
     # The task queue workers poll and work is started on; one per deployment.
     task_queue: str = Field(default=TASK_QUEUE, validation_alias="ADVISORY_TASK_QUEUE")
     log_format: Literal["auto", "json", "console"] = Field(

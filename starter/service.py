@@ -25,7 +25,7 @@ from db import queries as q
 from domain import search_attributes as sa
 from domain.ids import TASK_QUEUE, assignment_workflow_id, review_workflow_id
 from domain.messages import RequestState, ReviewRequestInput
-from domain.models import Actor, Agency, AssignmentView, RequestSubmission, Stage
+from domain.models import Actor, Agency, AssignmentView, Document, RequestSubmission, Stage
 from domain.policy import Policy
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
@@ -61,6 +61,10 @@ async def submit(
     call retried under its Idempotency-Key after its first answer was lost)."""
     submission = await _as_registered(pool, submission)
     request_id = submission.request_id()
+    attached = await with_uploads(
+        pool, submission.documents, f"agency:{submission.agency.code}", request_id
+    )
+    submission = submission.model_copy(update={"documents": attached})
     memo = {CONTENT_MEMO: content_digest(submission)}
     if submit_id is not None:
         memo[SUBMIT_MEMO] = submit_id
@@ -129,6 +133,36 @@ async def signed_in(pool: asyncpg.Pool, role: str, code: str) -> Actor:
     if not row["active"]:
         raise ActionError(f"{role} {code} is inactive in the {role} registry")
     return Actor(role=role, code=code, name=row["name"], title=row.get("title") or "")
+
+
+async def with_uploads(
+    pool: asyncpg.Pool, documents: list[Document], owner: str, request_id: str
+) -> list[Document]:
+    """The documents of a submission or supplement with every uploaded one filled in from
+    its upload (POST /documents): it must be `owner`'s, and not part of another request."""
+    out = []
+    async with pool.acquire() as conn:
+        for i, d in enumerate(documents):
+            if d.id is None:
+                out.append(d)
+                continue
+            row = await conn.fetchrow("SELECT * FROM documents WHERE id = $1", d.id)
+            if (
+                row is None
+                or row["uploaded_by"] != owner
+                or row["request_id"] not in (None, request_id)
+            ):
+                raise ActionError(f"documents.{i}.id: no upload {d.id} of yours to attach")
+            out.append(
+                Document(
+                    id=d.id,
+                    name=row["name"],
+                    sha256=row["sha256"],
+                    size=row["size"],
+                    content_type=row["content_type"],
+                )
+            )
+    return out
 
 
 def content_digest(submission: RequestSubmission) -> str:

@@ -20,24 +20,30 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
 from db.liveness import ProcessLock
+from infra.documents import PostgresStore
 from infra.settings import Settings, get_settings
 from starter.api import errors, routes
 
-MAX_BODY = 1 << 20  # 1 MiB: documents are referenced (URI + sha256), never uploaded
+MAX_BODY = 1 << 20  # 1 MiB: a JSON body
 
 
 class BodyLimit:
-    """Refuses a body over MAX_BODY with 413, whether announced (Content-Length) or streamed."""
+    """Refuses a body over its limit with 413, whether announced (Content-Length) or
+    streamed: MAX_BODY for JSON, `uploads` for multipart uploads (a request's documents and
+    the form around them)."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY, uploads: int = MAX_BODY) -> None:
+        self.app, self.json_limit, self.uploads = app, limit, uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await _too_large(send, self.limit)
+        headers = dict(scope.get("headers") or [])
+        multipart = headers.get(b"content-type", b"").startswith(b"multipart/form-data")
+        limit = self.uploads if multipart else self.json_limit
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await _too_large(send, limit)
         seen = 0
 
         async def counted() -> dict:
@@ -45,9 +51,9 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     # Raised while the app reads the body: answered as 413 problem details.
-                    raise HTTPException(413, f"the body may be at most {self.limit} bytes")
+                    raise HTTPException(413, f"the body may be at most {limit} bytes")
             return message
 
         await self.app(scope, counted, send)
@@ -97,6 +103,7 @@ def create_app(
         else:
             app.state.pool = pool
         app.state.settings = settings
+        app.state.store = PostgresStore(app.state.pool)
         app.state.policy = settings.load_policy()
         app.state.task_queue = task_queue or settings.task_queue
         try:
@@ -126,7 +133,8 @@ def create_app(
     )
     errors.install(app)
     app.include_router(routes.router)
-    app.add_middleware(BodyLimit)
+    # The form's own fields and boundaries ride on top of the documents' limit.
+    app.add_middleware(BodyLimit, uploads=(settings.document_max_request_mib << 20) + MAX_BODY)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     docs(app)
     return app

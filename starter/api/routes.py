@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, File, Header, Path, Query, Request, Response, UploadFile
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from db import queries as q
@@ -35,7 +35,7 @@ from domain.messages import (
     WithdrawInput,
 )
 from domain.models import ConclusionDraft, OpinionInput, RequestKind, RequestSubmission, Stage
-from starter import service
+from starter import documents, service
 from starter.api.auth import Principal, principal, role
 from starter.api.errors import ACTOR_RULE, MEDIA, Problem, problems
 from starter.api.views import (
@@ -312,9 +312,20 @@ def _action(
 
     async def run(request: Request, request_id: str, body: Any, who: Principal, key: str | None):
         inp = signed(make(who, body) if make is not None else body, who)
-        return await act(
-            request, who, key, inp, lambda: run_update(request, who, request_id, update, inp)
-        )
+
+        async def action() -> Any:
+            given = inp
+            if given is not None and "documents" in type(given).model_fields:
+                # Uploaded documents named by id: filled in from the uploads, which must be
+                # the caller's.
+                await visible_request(request, request_id, who)
+                attached = await service.with_uploads(
+                    request.app.state.pool, given.documents, who.person.ref, request_id
+                )
+                given = given.model_copy(update={"documents": attached})
+            return await run_update(request, who, request_id, update, given)
+
+        return await act(request, who, key, inp, action)
 
     if model is None:
 
@@ -596,7 +607,8 @@ async def get_request(
         adoption = await conn.fetchrow(
             "SELECT * FROM adoption_answers WHERE request_id = $1", request_id
         )
-    return read_view(row, assignments, conclusion, adoption, who)
+        documents = await q.request_documents(conn, request_id)
+    return read_view(row, assignments, conclusion, adoption, who, documents)
 
 
 @router.get(
@@ -708,3 +720,121 @@ async def mark_read(
 @router.get("/health", include_in_schema=False)
 async def health() -> dict:
     return {"status": "ok"}
+
+
+# --- documents -----------------------------------------------------------------------------
+
+DocumentId = Annotated[str, Path(pattern=r"^D-[0-9A-F]{12}$", examples=["D-0A1B2C3D4E5F"])]
+Uploader = Depends(role("agency", "coordinator"))
+
+
+class UploadedDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    sha256: str
+    size: int
+    content_type: str
+
+
+def _limits(request: Request) -> documents.Limits:
+    s = request.app.state.settings
+    return documents.Limits(
+        file=s.document_max_file_mib << 20,
+        request=s.document_max_request_mib << 20,
+        files=s.document_max_files,
+    )
+
+
+def _invalid(message: str) -> Problem:
+    field, _, rule = message.partition(": ")
+    return Problem(
+        422, "Invalid input", message, kind="validation", errors=[{"field": field, "message": rule}]
+    )
+
+
+@router.post(
+    "/documents",
+    status_code=201,
+    tags=["agency"],
+    response_model=list[UploadedDocument],
+    responses=problems(401, 403, 422),
+)
+async def upload_documents(
+    request: Request,
+    file: Annotated[list[UploadFile], File(description="one or more files")],
+    who: Principal = Uploader,
+) -> list[UploadedDocument]:
+    """Upload files (multipart/form-data, each part named `file`): PDF, DOCX, XLSX, ODT, ODS,
+    PNG or JPEG, judged by content. Each answer's `id` is what a submission or supplement
+    names in `documents: [{"id": ...}]`. Nothing is stored when any file is refused."""
+    limits = _limits(request)
+    if len(file) > limits.files:
+        raise _invalid(f"file: at most {limits.files} files at once")
+    total = sum(f.size or 0 for f in file)
+    if total > limits.request:
+        raise _invalid(
+            f"file: {total / (1 << 20):.1f} MiB in all; at most {limits.request >> 20} MiB"
+        )
+    stored = []
+    try:
+        for f in file:
+            doc = await documents.upload(
+                request.app.state.pool,
+                request.app.state.store,
+                f.file,
+                f.filename or "",
+                who.person.ref,
+                limits=limits,
+            )
+            stored.append(UploadedDocument(**doc.model_dump(exclude={"uri"})))
+    except service.ActionError as err:
+        await documents.discard(request.app.state.pool, [d.id for d in stored])
+        raise _invalid(str(err)) from err
+    return stored
+
+
+@router.get(
+    "/requests/{request_id}/documents/{document_id}",
+    tags=["read"],
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "The file", "content": documents.BINARY},
+        206: {"description": "The range asked for", "content": documents.BINARY},
+        416: {"description": "A range outside the file"},
+        **READ_ERRORS,
+    },
+)
+async def download_document(
+    request: Request,
+    request_id: RequestId,
+    document_id: DocumentId,
+    who: Principal = Anyone,
+    range_: Annotated[str | None, Header(alias="Range", max_length=100)] = None,
+) -> StreamingResponse:
+    """A document of the request, streamed, for the agency, an expert while seated,
+    coordinators and operators; anyone else gets the same 404 as a missing document. Ranges
+    (`Range: bytes=a-b`) answer 206. Every download is in the audit log."""
+    missing = Problem(404, "Not found", f"no document {document_id}", kind="not-found")
+    try:
+        row = await visible_request(request, request_id, who)
+    except Problem:
+        raise missing from None
+    async with request.app.state.pool.acquire() as conn:
+        if who.role == "expert":
+            seats = await q.assignments_of(conn, request_id)
+            if not any(s["expert_code"] == who.subject and s["state"] in SEATED for s in seats):
+                raise missing
+        doc = await conn.fetchrow(
+            "SELECT * FROM documents WHERE id = $1 AND request_id = $2 AND stored",
+            document_id,
+            row["id"],
+        )
+        if doc is None:
+            raise missing
+        span = documents.byte_range(range_, doc["size"])
+        if span == "unsatisfiable":
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{doc['size']}"})
+        await documents.log_download(conn, request_id, doc, who.person.ref, span)
+    return documents.streamed(request.app.state.store, doc, span)

@@ -112,9 +112,47 @@ def from_row(model: type[V], row: asyncpg.Record, **given: Any) -> V:
 
 
 class DocumentRef(View):
+    """A document of the request, in its round (0: intake, n: the n-th supplement): one the
+    engine keeps (`download` is where to read it) or one at the agency's own `uri`."""
+
+    id: str | None
     name: str
-    uri: str
+    round: int
     sha256: str
+    size: int | None
+    content_type: str | None
+    uri: str | None
+    download: str | None
+
+
+def document_refs(request_id: str, rows: list[asyncpg.Record], listed: list[dict]) -> list:
+    """The request's documents from the documents table; requests from before it, from the
+    list their submission carried."""
+    if not rows:
+        return [
+            DocumentRef(
+                id=None,
+                round=0,
+                size=None,
+                content_type=None,
+                download=None,
+                **{k: d[k] for k in ("name", "uri", "sha256")},
+            )
+            for d in listed
+        ]
+    return [
+        DocumentRef(
+            id=r["id"],
+            name=r["name"],
+            round=r["round"],
+            sha256=r["sha256"],
+            size=r["size"],
+            content_type=r["content_type"],
+            uri=r["uri"],
+            download=f"/requests/{request_id}/documents/{r['id']}" if r["stored"] else None,
+        )
+        for r in rows
+    ]
 
 
 class Assignment(View):
@@ -319,11 +357,13 @@ def read_view(
     conclusion: asyncpg.Record | None,
     adoption: asyncpg.Record | None,
     who: Principal,
+    documents: list[asyncpg.Record] = (),
 ) -> RequestView:
     """A request as PostgreSQL has it, for this party."""
     stage = Stage(row["stage"])
     base = {name: row[name] for name in RecordBase.model_fields if name != "request_id"}
     base["request_id"] = row["id"]
+    base["documents"] = document_refs(row["id"], list(documents), row["documents"])
     answer = from_row(AdoptionRecord, adoption) if adoption is not None else None
     if who.role == "agency":
         signed = (

@@ -1,0 +1,229 @@
+"""Documents live in the engine: uploaded and checked by content, stored once per digest,
+attached to a request's rounds, and read only by those who may, in ranges, with every
+download in the audit log."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+import zipfile
+from urllib.parse import quote
+
+from db import queries as q
+from domain.filetypes import DOCX, ODT, PDF, PNG, sniff
+from starter.documents import byte_range, check_name
+from tests import factories as f
+from tests.test_api import api, body, token, until_stage
+
+
+def pdf(text: str = "Dự thảo", pad: int = 0) -> bytes:
+    """A small, well-formed PDF (made here, never a committed binary)."""
+    content = f"BT /F1 12 Tf 72 720 Td ({text.encode('ascii', 'replace').decode()}) Tj ET"
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R"
+        " /Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(content)} >>\nstream\n{content}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, obj in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n{obj}\nendobj\n".encode()
+    out += b"%" + b"x" * pad + b"\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += (
+        f"trailer << /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    )
+    return out
+
+
+def docx() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        z.writestr("word/document.xml", "<w:document/>")
+    return buf.getvalue()
+
+
+def odt() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("mimetype", ODT)
+        z.writestr("content.xml", "<office:document-content/>")
+    return buf.getvalue()
+
+
+def test_types_are_judged_by_content_not_by_name():
+    assert sniff(io.BytesIO(pdf())) == PDF
+    assert sniff(io.BytesIO(docx())) == DOCX
+    assert sniff(io.BytesIO(odt())) == ODT
+    assert sniff(io.BytesIO(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)) == PNG
+    assert sniff(io.BytesIO(b"MZ\x90\x00 a program")) is None
+    plain_zip = io.BytesIO()
+    with zipfile.ZipFile(plain_zip, "w") as z:
+        z.writestr("a.txt", "x")
+    assert sniff(plain_zip) is None
+
+
+def test_names_and_ranges():
+    assert check_name("  Tờ trình số 12.pdf ") == "Tờ trình số 12.pdf"
+    for bad, rule in [
+        ("../etc/passwd", "is a path"),
+        ("a\\b.pdf", "is a path"),
+        ("a\x07b.pdf", "control characters"),
+        ("", "1 to 200"),
+    ]:
+        try:
+            check_name(bad)
+        except Exception as err:
+            assert rule in str(err)
+        else:
+            raise AssertionError(bad)
+    assert byte_range(None, 100) is None
+    assert byte_range("bytes=10-19", 100) == (10, 19)
+    assert byte_range("bytes=90-", 100) == (90, 99)
+    assert byte_range("bytes=-5", 100) == (95, 99)
+    assert byte_range("bytes=10-1000", 100) == (10, 99)
+    assert byte_range("bytes=100-", 100) == "unsatisfiable"
+    assert byte_range("bytes=0-1,5-6", 100) is None  # several ranges: the whole file
+
+
+async def test_upload_attach_and_download_by_seat(env, worker, pool, settings, registry):
+    experts = await registry.add(3)
+    code = f"A{uuid.uuid4().hex[:6].upper()}"
+    agency = await token(pool, "agency", code)
+    other_code = f"B{uuid.uuid4().hex[:6].upper()}"
+    other = await token(pool, "agency", other_code)
+    coordinator = await token(pool, "coordinator", "VP01")
+    by_code = {e.code: await token(pool, "expert", e.code) for e in experts}
+    draft, letter = pdf("Du thao de an", pad=3000), docx()
+    async with api(env, pool, settings, worker) as http:
+        async with pool.acquire() as conn:
+            blobs_before = await conn.fetchval("SELECT count(*) FROM blobs")
+
+        # Refused by content, by size, by name: 422 naming the rule, nothing stored.
+        for files, rule in [
+            ([("file", ("de-an.pdf", b"MZ\x90\x00 a program", "application/pdf"))], "not a PDF"),
+            ([("file", ("trong.pdf", b"", "application/pdf"))], "is empty"),
+            ([("file", ("../../x.pdf", draft, "application/pdf"))], "is a path"),
+            (
+                [
+                    ("file", ("Dự thảo.pdf", draft, "application/pdf")),
+                    ("file", ("b.pdf", b"not a pdf", "application/pdf")),
+                ],
+                "b.pdf is not a PDF",
+            ),
+        ]:
+            r = await http.post("/documents", files=files, headers=agency)
+            assert r.status_code == 422 and rule in r.json()["detail"], r.text
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM blobs") == blobs_before
+            assert not await conn.fetchval(
+                "SELECT count(*) FROM documents WHERE uploaded_by = $1", f"agency:{code}"
+            )
+
+        r = await http.post(
+            "/documents",
+            files=[
+                ("file", ("Dự thảo đề án.pdf", draft, "application/octet-stream")),
+                ("file", ("Tờ trình.docx", letter, "application/octet-stream")),
+            ],
+            headers=agency,
+        )
+        assert r.status_code == 201, r.text
+        uploaded = r.json()
+        assert [(d["name"], d["content_type"], d["size"]) for d in uploaded] == [
+            ("Dự thảo đề án.pdf", PDF, len(draft)),
+            ("Tờ trình.docx", DOCX, len(letter)),
+        ]
+        assert uploaded[0]["sha256"] == hashlib.sha256(draft).hexdigest()
+        # The same bytes again: a second document, one stored copy.
+        again = await http.post(
+            "/documents",
+            files=[("file", ("bản sao.pdf", draft, "application/pdf"))],
+            headers=agency,
+        )
+        assert again.status_code == 201
+        async with pool.acquire() as conn:
+            copies = await conn.fetchval(
+                "SELECT count(*) FROM blobs WHERE sha256 = $1", uploaded[0]["sha256"]
+            )
+        assert copies == 1
+
+        # Another agency cannot attach these uploads.
+        theirs = f.submission(
+            registry.field, agency={"code": other_code}, documents=[{"id": uploaded[0]["id"]}]
+        )
+        r = await http.post("/requests", json=body(theirs), headers=other)
+        assert r.status_code == 409, r.text
+        assert f"documents.0.id: no upload {uploaded[0]['id']} of yours" in r.json()["detail"]
+
+        sub = f.submission(
+            registry.field,
+            agency={"code": code},
+            documents=[{"id": d["id"]} for d in uploaded],
+        )
+        r = await http.post("/requests", json=body(sub), headers=agency)
+        assert r.status_code == 201, r.text
+        rid = r.json()["request_id"]
+        await until_stage(http, rid, agency, "screening")
+        async with pool.acquire() as conn:
+            rows = await q.request_documents(conn, rid)
+        assert [(d["id"], d["round"]) for d in rows] == [(d["id"], 0) for d in uploaded]
+
+        url = f"/requests/{rid}/documents/{uploaded[0]['id']}"
+        r = await http.get(url, headers=agency)
+        assert r.status_code == 200 and r.content == draft
+        assert r.headers["content-type"] == PDF
+        assert r.headers["etag"] == f'"{uploaded[0]["sha256"]}"'
+        assert (
+            f"filename*=UTF-8''{quote('Dự thảo đề án.pdf', safe='')}"
+            in (r.headers["content-disposition"])
+        )
+        part = await http.get(url, headers={**agency, "Range": "bytes=100-1199"})
+        assert part.status_code == 206 and part.content == draft[100:1200]
+        assert part.headers["content-range"] == f"bytes 100-1199/{len(draft)}"
+        beyond = await http.get(url, headers={**agency, "Range": f"bytes={len(draft)}-"})
+        assert beyond.status_code == 416
+
+        # Another agency, an expert not seated: the same 404 as no document at all.
+        missing = await http.get(f"/requests/{rid}/documents/D-000000000000", headers=agency)
+        for headers in (other, by_code[experts[0].code]):
+            r = await http.get(url, headers=headers)
+            assert r.status_code == 404 and r.json()["detail"] == (
+                f"no document {uploaded[0]['id']}"
+            )
+        assert missing.status_code == 404
+
+        # Seated experts read it; once their seat ends, no more.
+        r = await http.post(
+            f"/requests/{rid}/screening", json={"decision": "accept"}, headers=coordinator
+        )
+        assert r.status_code == 200, r.text
+        seen = await until_stage(
+            http, rid, coordinator, "review", ready=lambda s: len(s["assignments"]) == 3
+        )
+        member = seen["assignments"][1]["expert_code"]
+        assert (await http.get(url, headers=by_code[member])).content == draft
+        r = await http.post(
+            f"/requests/{rid}/assignment/decline",
+            json={"reason": "Bận công tác"},
+            headers=by_code[member],
+        )
+        assert r.status_code == 200, r.text
+        assert (await http.get(url, headers=by_code[member])).status_code == 404
+
+        trail = (await http.get(f"/requests/{rid}/timeline", headers=coordinator)).json()
+        downloads = [e for e in trail if e["action"] == "document_downloaded"]
+        assert [e["actor"] for e in downloads] == [
+            f"agency:{code}",
+            f"agency:{code}",
+            f"expert:{member}",
+        ]
+        assert downloads[1]["details"]["range"] == "100-1199"
