@@ -154,11 +154,47 @@ def _model(cls: type[BaseModel], data: Any) -> Any:
         raise UsageError(describe_validation(err)) from err
 
 
+async def _attach(pool, settings: Settings, paths: list[str], owner: str) -> list[dict]:
+    """Uploads the files as `owner`'s (all or none) and returns their references."""
+    from infra.documents import PostgresStore
+    from starter import documents
+
+    limits = documents.Limits(
+        file=settings.document_max_file_mib << 20,
+        request=settings.document_max_request_mib << 20,
+        files=settings.document_max_files,
+    )
+    if len(paths) > limits.files:
+        raise UsageError(f"--attach: at most {limits.files} files")
+    done: list[str] = []
+    try:
+        for path in map(Path, paths):
+            try:
+                with path.open("rb") as file:
+                    doc = await documents.upload(
+                        pool, PostgresStore(pool), file, path.name, owner, limits=limits
+                    )
+            except FileNotFoundError as err:
+                raise UsageError(f"--attach: no such file {path}") from err
+            done.append(doc.id)
+    except BaseException:
+        await documents.discard(pool, done)
+        raise
+    return [{"id": i} for i in done]
+
+
 async def cmd_submit(args, settings: Settings) -> None:
-    submission = _model(RequestSubmission, _read_json(args.file))
+    data = _read_json(args.file)
     client = await _client()
     pool = await _pool(settings)
     try:
+        if args.attach:
+            owner = f"agency:{(data.get('agency') or {}).get('code', '')}"
+            data["documents"] = [
+                *data.get("documents", []),
+                *await _attach(pool, settings, args.attach, owner),
+            ]
+        submission = _model(RequestSubmission, data)
         result = await service.submit(
             client, pool, submission, settings.load_policy(), task_queue=settings.task_queue
         )
@@ -199,12 +235,35 @@ async def cmd_screen(args, settings: Settings) -> None:
 async def cmd_supplement(args, settings: Settings) -> None:
     from workflows.review import ReviewRequestWorkflow
 
-    data = _read_json(args.file)
+    data = _read_json(args.file) if args.file else {"documents": []}
     if isinstance(data, list):
         data = {"documents": data}
     if args.note:
         data["note"] = args.note
-    await _request_action(args, ReviewRequestWorkflow.supplement, _model(SupplementInput, data))
+    if args.attach:
+        pool = await _pool(settings)
+        try:
+            async with pool.acquire() as conn:
+                agency = await conn.fetchval(
+                    "SELECT agency_code FROM requests WHERE id = $1", args.request
+                )
+            if agency is None:
+                raise UsageError(f"no request {args.request}")
+            attached = await _attach(pool, settings, args.attach, f"agency:{agency}")
+            data["documents"] = [*data["documents"], *attached]
+            inp = _model(SupplementInput, data)
+            inp = inp.model_copy(
+                update={
+                    "documents": await service.with_uploads(
+                        pool, inp.documents, f"agency:{agency}", args.request
+                    )
+                }
+            )
+        finally:
+            await pool.close()
+    else:
+        inp = _model(SupplementInput, data)
+    await _request_action(args, ReviewRequestWorkflow.supplement, inp)
 
 
 async def cmd_add_expert(args, settings: Settings) -> None:
@@ -938,14 +997,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = cmd("submit", cmd_submit, "submit a request from a JSON file (agency)")
     c.add_argument("file")
+    c.add_argument(
+        "--attach", action="append", metavar="PATH", help="a file to upload with it (repeatable)"
+    )
     c = cmd("screen", cmd_screen, "record the screening decision (coordinator)")
     c.add_argument("request")
     c.add_argument("decision", choices=["accept", "supplement", "decline"])
     c.add_argument("--note", help="what to supplement, or why it is declined")
     c = cmd("supplement", cmd_supplement, "add the documents asked for (agency)")
     c.add_argument("request")
-    c.add_argument("file", help="JSON: a list of documents, or {documents, note}")
+    c.add_argument("file", nargs="?", help="JSON: a list of documents, or {documents, note}")
     c.add_argument("--note")
+    c.add_argument("--attach", action="append", metavar="PATH", help="a file to upload")
     c = cmd("add-expert", cmd_add_expert, "invite one more expert to the council (coordinator)")
     c.add_argument("request")
     c.add_argument("expert")

@@ -329,3 +329,50 @@ async def test_request_continues_as_new_with_live_assignments(stack, policy, reg
         assert await conn.fetchval("SELECT stage FROM requests WHERE id = $1", rid) == "closed"
     reasons = sorted(r["reason"] for r in extended)
     assert reasons == sorted(f"Gia hạn {r}.{i}" for r in range(3) for i in range(4))
+
+
+async def test_the_cli_uploads_files_with_a_submission_and_a_supplement(
+    stack, database_url, tmp_path, pool
+):
+    from tests.test_documents import docx, pdf
+
+    env_vars = {
+        "TEMPORAL_ADDRESS": stack.client.service_client.config.target_host,
+        "DATABASE_URL": database_url,
+    }
+    request = json.loads((CONFIG / "request.sample.json").read_text(encoding="utf-8"))
+    request["agency_reference"] = f"FILES-{os.getpid()}-{tmp_path.name}"
+    del request["documents"]
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request, ensure_ascii=False), encoding="utf-8")
+    draft = tmp_path / "Dự thảo quy hoạch.pdf"
+    draft.write_bytes(pdf("Du thao quy hoach"))
+    fake = tmp_path / "phụ lục.pdf"
+    fake.write_bytes(b"not a pdf at all")
+
+    refused = await run_cli(
+        "submit", str(path), "--attach", str(draft), "--attach", str(fake), env_vars=env_vars
+    )
+    assert refused.returncode == 2 and "phụ lục.pdf is not a PDF" in refused.stderr
+    out = await run_cli("--json", "submit", str(path), "--attach", str(draft), env_vars=env_vars)
+    assert out.returncode == 0, out.stderr
+    rid = json.loads(out.stdout)["request_id"]
+    supplement = await run_cli(
+        "screen", rid, "supplement", "--note", "Bổ sung tờ trình", env_vars=env_vars
+    )
+    assert supplement.returncode == 0, supplement.stderr
+    letter = tmp_path / "Tờ trình.docx"
+    letter.write_bytes(docx())
+    sent = await run_cli("supplement", rid, "--attach", str(letter), env_vars=env_vars)
+    assert sent.returncode == 0, sent.stderr
+    async with pool.acquire() as conn:
+        rows = await q.request_documents(conn, rid)
+        orphans = await conn.fetchval(
+            "SELECT count(*) FROM documents WHERE name = 'Dự thảo quy hoạch.pdf'"
+            " AND request_id IS NULL"
+        )
+    assert [(r["name"], r["round"], r["stored"]) for r in rows] == [
+        ("Dự thảo quy hoạch.pdf", 0, True),
+        ("Tờ trình.docx", 1, True),
+    ]
+    assert orphans == 0  # the refused call kept nothing
