@@ -229,6 +229,9 @@ class NotificationActivities:
         self._pool = pool
         self._settings = settings
         self._http = http
+        # Every message signs as the Union the policy file names, read once as the worker
+        # starts (a policy file that does not load stops it there, not at the first e-mail).
+        self._union = settings.load_policy().union
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -302,7 +305,7 @@ class NotificationActivities:
         context = {**payload, "recipient_kind": row["recipient_kind"]}
         context.setdefault("request_id", row["request_id"])
         context.setdefault("title", "")
-        m = render(row["event"], row["language"], context)
+        m = render(row["event"], row["language"], context, union=self._union)
         domain = _mail_domain(s.mail_from)
         # Built with the classic MIME classes and Header: the modern policy's folder drops the
         # space between two encoded words of a long non-ASCII subject (CPython, 3.11), which

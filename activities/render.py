@@ -1,5 +1,6 @@
 """Turns an outbox row into a message in the recipient's language: subject, plain text and the
-same text as HTML, from the templates in `activities/templates/<language>.toml`."""
+same text as HTML, from the templates in `activities/templates/<language>.toml`, signed with the
+Union's identity from the policy file."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from domain.notifications import LANGUAGES
+from domain.policy import UnionIdentity
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -98,10 +100,12 @@ def events(language: str) -> set[str]:
     return set(_catalogue(language)[1])
 
 
-def render(event: str, language: str, context: dict[str, Any]) -> Message:
-    """KeyError for an event without a template: a bug, caught by the catalogue test."""
+def render(event: str, language: str, context: dict[str, Any], *, union: UnionIdentity) -> Message:
+    """KeyError for an event without a template: a bug, caught by the catalogue test. The
+    Union's identity is the deployment's, never the row's: a payload cannot sign as another."""
     env, templates = _catalogue(language if language in LANGUAGES else "vi")
     t = templates[event]
+    context = {**context, "union": union}
     subject = " ".join(env.from_string(t["subject"]).render(**context).split())
     text = env.from_string(t["body"]).render(**context).strip() + "\n"
     return Message(subject=subject, text=text, html=_html(subject, text, language))

@@ -1,14 +1,16 @@
-"""Every duration and council size, per kind of request. Provinces set their own rules, so
-these come from configuration (config/policy.toml by default), never from literals in code."""
+"""Every duration and council size, per kind of request, and who the Union is. Provinces set
+their own rules and sign with their own name, so these come from configuration
+(config/policy.toml by default), never from literals in code."""
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from domain.models import Model, RequestKind
+from domain.models import Model, RequestKind, ShortText
 
 Days = Annotated[int, Field(ge=1, le=365)]
 
@@ -79,7 +81,65 @@ class CalendarPolicy(Model):
     reminder_hour: Annotated[int, Field(ge=0, le=23)] = 8
 
 
+# One line of a letterhead or a signature block.
+Line = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Signature(Model):
+    """What stands above a signer's name (Decree 30/2020/NĐ-CP, Appendix I): the authority
+    lines ("TM. BAN THƯỜNG VỤ", "KT. CHỦ TỊCH", "TL. CHỦ TỊCH") and the title as printed."""
+
+    authority: list[Line] = []
+    title: Line
+
+
+class UnionIdentity(Model):
+    """Who the engine speaks for: the Union's names as e-mails sign and its letterhead prints,
+    where it is, and how its documents are numbered, signed and sent. A provincial Union sees
+    its own name, never the national one's."""
+
+    # "Liên hiệp các Hội Khoa học và Kỹ thuật tỉnh Bắc Giang": e-mails and the letterhead.
+    name: ShortText
+    # The same in English, for the e-mails of people who read English.
+    name_en: ShortText
+    # "Liên hiệp hội tỉnh Bắc Giang": where a sentence names it again.
+    short_name: ShortText
+    # The line above the name in the letterhead (the governing body), if the Union prints one.
+    parent: Line | None = None
+    # The place name (địa danh) of the date line: "Bắc Giang, ngày 25 tháng 11 năm 2026".
+    place: Line
+    address: ShortText | None = None
+    # The symbol after a document's number: "12/LHH-TVPB".
+    document_symbol: Annotated[str, Field(pattern=r"^[0-9A-ZĐ]+([-.&][0-9A-ZĐ]+)*$")]
+    # Nơi nhận below the addressee(s) themselves, in order ("Như trên", "Lưu: VT, TVPB").
+    recipients: list[Line] = ["Như trên", "Lưu: VT"]
+    # How each registered coordinator title (config/coordinators.*.csv) signs; a title not
+    # listed signs under `authority` with the title itself in capitals.
+    signatures: dict[str, Signature] = {}
+    authority: list[Line] = []
+
+    def signature(self, registered_title: str) -> Signature:
+        """The block above a signer's name, for the title the registry gives them."""
+        wanted = _title_key(registered_title)
+        for title, signature in self.signatures.items():
+            if _title_key(title) == wanted:
+                return signature
+        return Signature(authority=self.authority, title=registered_title.upper())
+
+    def document_number(self, number: int) -> str:
+        """Số và ký hiệu: the Union's running number for the year and its symbol."""
+        if number < 1:
+            raise ValueError(f"number: {number} is not a document number (from 1)")
+        return f"{number}/{self.document_symbol}"
+
+
+def _title_key(title: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", title).casefold().split())
+
+
 class Policy(Model):
+    # The Union's identity: e-mails sign with it, its documents carry it.
+    union: UnionIdentity
     calendar: CalendarPolicy = CalendarPolicy()
     reminders: Reminders | None = None
     kinds: dict[RequestKind, KindPolicy]

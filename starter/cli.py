@@ -713,10 +713,11 @@ async def cmd_inbox(args, settings: Settings) -> None:
 
     if not rows:
         print(f"no {'unread ' if args.unread else ''}notifications for {who}")
+    union = settings.load_policy().union
     for r in rows:
         context = {**r["payload"], "recipient_kind": kind}
         context.setdefault("title", "")
-        subject = render(r["event"], r["language"], context).subject
+        subject = render(r["event"], r["language"], context, union=union).subject
         mark = " " if r["read_at"] else "*"
         print(f"{mark} {r['id']:>6}  {_when(r['created_at'])}  {subject}")
 

@@ -23,6 +23,7 @@ from domain.notifications import (
     signature_header,
     url_refusal,
 )
+from domain.policy import UnionIdentity
 from infra.settings import Settings
 from starter.notifications import NotificationError, check_endpoint
 
@@ -47,7 +48,7 @@ def test_every_event_has_a_template_in_every_language(language):
 
 @pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("kind", ["agency", "expert", "coordinator", "operator"])
-def test_templates_render_with_and_without_optional_data(language, kind):
+def test_templates_render_with_and_without_optional_data(language, kind, policy):
     full = {
         "request_id": "BTP-2026-017",
         "title": "Dự thảo Luật Đất đai (sửa đổi) <bản 3> & phụ lục",
@@ -69,15 +70,36 @@ def test_templates_render_with_and_without_optional_data(language, kind):
     }
     for event in EVENTS:
         for context in (full, {"request_id": "BTP-2026-017", "title": "T", "recipient_kind": kind}):
-            m = render(event, language, context)
+            m = render(event, language, context, union=policy.union)
             assert m.subject.startswith("[BTP-2026-017]") and "\n" not in m.subject
             assert m.text.strip() and "{{" not in m.text and "{%" not in m.text
             # The HTML carries the same words, escaped.
             assert "<bản 3>" not in m.html
-    html = render("request_received", language, full).html
+    html = render("request_received", language, full, union=policy.union).html
     assert "&lt;bản 3&gt; &amp; phụ lục" in html and "<p>" in html
-    text = render("invitation", language, full).text
+    text = render("invitation", language, full, union=policy.union).text
     assert "18/02/2027" in text or "19/02/2027" in text
+
+
+PROVINCIAL = UnionIdentity(
+    name="Liên hiệp các Hội Khoa học và Kỹ thuật tỉnh Ninh Bình",
+    name_en="Ninh Binh Union of Science and Technology Associations",
+    short_name="Liên hiệp hội tỉnh Ninh Bình",
+    place="Ninh Bình",
+    document_symbol="LHH-TVPB",
+)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("kind", ["agency", "expert", "coordinator", "operator"])
+def test_every_message_signs_as_the_configured_union(language, kind):
+    name = PROVINCIAL.name if language == "vi" else PROVINCIAL.name_en
+    for event in EVENTS:
+        context = {"request_id": "BTP-2026-017", "title": "T", "recipient_kind": kind}
+        m = render(event, language, context, union=PROVINCIAL)
+        assert name in m.text and name in m.html, event
+        # No message speaks for the national Union in a province's name.
+        assert "Việt Nam" not in m.text and "Vietnam" not in m.text, event
 
 
 def test_signature_is_the_reference_librarys():

@@ -30,7 +30,7 @@ from activities.render import render
 from db import queries as q
 from domain.messages import AcceptInput, ApproveInput, ScreeningInput
 from domain.models import Stage
-from infra.settings import Settings
+from infra.settings import CONFIG, Settings
 from starter import service
 from starter.mailsink import MailSink
 from starter.notifications import NotificationError, register_webhook
@@ -288,7 +288,10 @@ async def test_each_event_reaches_its_parties_once_per_channel(
         (m,) = by_id[f"<notification-{r['id']}@lienhiephoi.example.vn>"]
         assert m["To"] == r["address"]
         expected = render(
-            r["event"], r["language"], {**r["payload"], "recipient_kind": r["recipient_kind"]}
+            r["event"],
+            r["language"],
+            {**r["payload"], "recipient_kind": r["recipient_kind"]},
+            union=policy.union,
         )
         assert m["Subject"] == expected.subject
         text = m.get_body(("plain",)).get_content().replace("\r\n", "\n")
@@ -323,6 +326,43 @@ async def test_each_event_reaches_its_parties_once_per_channel(
     assert len(attempts) == len(rows) + len(agency_rows)
     assert {a["outcome"] for a in attempts} == {"delivered"}
     assert sorted(i["id"] for i in inbox) == sorted(r["id"] for r in agency_rows)
+
+
+async def test_mail_signs_as_the_union_the_policy_file_names(
+    dev_env, pool, policy, registry, mail, smtp_port, tmp_path
+):
+    # A provincial Union's policy file: its mail must carry its own name, in either language.
+    own = tmp_path / "policy.toml"
+    own.write_text(
+        (CONFIG / "policy.toml")
+        .read_text(encoding="utf-8")
+        .replace("tỉnh Bắc Giang", "tỉnh Ninh Bình")
+        .replace("Bac Giang", "Ninh Binh"),
+        encoding="utf-8",
+    )
+    settings = notify_settings(smtp_port, policy_file=own)
+    agency = agency_code()
+    async with notifying_worker(dev_env, pool, settings) as w:
+        rid, _ = await submit(
+            dev_env,
+            w,
+            policy,
+            registry,
+            agency,
+            requested_by={"name": "Lê Thị Hoa", "email": "hoa@sokhcn.example.vn", "language": "en"},
+        )
+        rows = await settled(pool, rid, count=2)
+    by_id = mails_for(mail, rid)
+    texts = {
+        r["event"]: by_id[f"<notification-{r['id']}@lienhiephoi.example.vn>"][0]
+        .get_body(("plain",))
+        .get_content()
+        for r in rows
+    }
+    received, submitted = texts["request_received"], texts["request_submitted"]
+    assert "The Ninh Binh Union of Science and Technology Associations confirms" in received
+    assert "— Liên hiệp các Hội Khoa học và Kỹ thuật tỉnh Ninh Bình" in submitted
+    assert not any("Kỹ thuật tỉnh Bắc Giang" in t or "Bac Giang Union" in t for t in texts.values())
 
 
 @pytest.mark.parametrize(
