@@ -58,6 +58,7 @@ def activities_for(
         settings.coordinator_email,
         coordinator_language=settings.coordinator_language,
         delivery=settings.delivery_retry() if settings.deliver_notifications else None,
+        union=settings.load_policy().union,
     )
     council = CouncilActivities(pool)
     calendar = CalendarActivities()

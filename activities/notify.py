@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from email.header import Header
+from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from typing import Any
@@ -47,6 +48,7 @@ from domain.notifications import (
     signature_header,
     url_refusal,
 )
+from infra.documents import PostgresStore
 from infra.settings import Settings
 
 log = structlog.get_logger("notify")
@@ -299,7 +301,23 @@ class NotificationActivities:
 
     # --- e-mail ------------------------------------------------------------------------
 
-    def _email(self, row: asyncpg.Record) -> MIMEMultipart:
+    async def _attachment(self, row: asyncpg.Record) -> tuple[str, bytes] | None:
+        """The signed conclusion a delivery e-mail carries (a small PDF, read whole)."""
+        document = dict(row["payload"]).get("document")
+        if row["event"] != "conclusion_delivered" or not document:
+            return None
+        async with self._pool.acquire() as conn:
+            doc = await conn.fetchrow(
+                "SELECT name, sha256 FROM documents WHERE id = $1 AND stored", document
+            )
+        if doc is None:
+            return None
+        data = b"".join([chunk async for chunk in PostgresStore(self._pool).read(doc["sha256"])])
+        return doc["name"], data
+
+    def _email(
+        self, row: asyncpg.Record, attachment: tuple[str, bytes] | None = None
+    ) -> MIMEMultipart:
         s = self._settings
         payload: dict[str, Any] = dict(row["payload"])
         context = {**payload, "recipient_kind": row["recipient_kind"]}
@@ -326,7 +344,21 @@ class NotificationActivities:
         msg["X-Advisory-Event"] = row["event"]
         msg.attach(MIMEText(m.text, "plain", "utf-8"))
         msg.attach(MIMEText(m.html, "html", "utf-8"))
-        return msg
+        if attachment is None:
+            return msg
+        # The text and the document: the alternatives inside a mixed message, the file named
+        # in UTF-8 (RFC 2231) so its Vietnamese name survives.
+        mixed = MIMEMultipart("mixed")
+        for header, value in list(msg.items()):
+            if header.lower() not in ("content-type", "mime-version"):
+                mixed[header] = value
+                del msg[header]
+        mixed.attach(msg)
+        name, data = attachment
+        part = MIMEApplication(data, "pdf")
+        part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", name))
+        mixed.attach(part)
+        return mixed
 
     async def _unsent(self, inp: DeliverInput) -> asyncpg.Record | None:
         """The row, if this channel still has to be sent. A row withdrawn while its channel
@@ -355,7 +387,7 @@ class NotificationActivities:
         row = await self._unsent(inp)
         if row is None:
             return
-        message = self._email(row)
+        message = self._email(row, await self._attachment(row))
         try:
             # An overall bound: the client's own timeout is per command, and an attempt must
             # end well inside the activity's timeout so two attempts never overlap.

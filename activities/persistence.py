@@ -12,12 +12,14 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import metrics
+from activities import conclusion_document, metrics
 from activities.notify import dispatch
 from db import queries as q
 from domain.messages import TransitionInput, TransitionResult
 from domain.models import Notice
 from domain.notifications import LANGUAGES, DeliveryRetry
+from domain.policy import UnionIdentity
+from infra.documents import PostgresStore
 
 log = structlog.get_logger("persistence")
 
@@ -30,9 +32,14 @@ class PersistenceActivities:
         *,
         coordinator_language: str = "vi",
         delivery: DeliveryRetry | None = None,
+        union: UnionIdentity | None = None,
     ) -> None:
-        """`delivery`: how rows are delivered once written; None writes them only."""
+        """`delivery`: how rows are delivered once written; None writes them only. `union`:
+        whose letterhead an approved conclusion is issued in (None: not issued as a
+        document)."""
         self._pool = pool
+        self._union = union
+        self._store = PostgresStore(pool)
         self._coordinator_email = coordinator_email
         self._coordinator_language = coordinator_language
         self._delivery = delivery
@@ -94,6 +101,25 @@ class PersistenceActivities:
                         "review_window_days": t.intake.review_window_days,
                     },
                 )
+            # Issued before the audit row, whose details name it; issuing is once per request,
+            # so a retry finds the same document.
+            issued: dict[str, str] = {}
+            if t.action == "conclusion_approved" and t.conclusion is not None and self._union:
+                doc = await conclusion_document.issue(
+                    conn,
+                    self._store,
+                    self._union,
+                    t.request_id,
+                    t.conclusion,
+                    t.conclusion.approver_title or "",
+                    t.at,
+                )
+                issued = {
+                    "document": doc.document_id,
+                    "number": doc.number,
+                    "sha256": doc.sha256,
+                    "download": f"/requests/{t.request_id}/documents/{doc.document_id}",
+                }
             audit_id = await q.insert_audit(
                 conn,
                 key=key,
@@ -102,7 +128,7 @@ class PersistenceActivities:
                 actor=t.actor,
                 action=t.action,
                 stage=t.stage.value if t.stage else None,
-                details=dict(t.details),
+                details={**t.details, **issued},
             )
             if audit_id is None:
                 activity.logger.info("transition already recorded", extra={"key": key})
@@ -158,6 +184,10 @@ class PersistenceActivities:
             title = await q.request_title(conn, t.request_id)
             outbox_ids: list[int] = []
             for i, notice in enumerate(t.notify):
+                if issued and notice.event == "conclusion_delivered":
+                    # The signed document goes with the conclusion: attached to the e-mail,
+                    # linked from the webhook.
+                    notice = notice.model_copy(update={"data": {**notice.data, **issued}})
                 code, address, language = await self._address(conn, t.request_id, notice)
                 row_id = await q.insert_outbox(
                     conn,

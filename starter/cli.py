@@ -185,6 +185,11 @@ async def _attach(pool, settings: Settings, paths: list[str], owner: str) -> lis
 
 async def cmd_submit(args, settings: Settings) -> None:
     data = _read_json(args.file)
+    # Bad input is refused before anything is sent or uploaded (the uploads' place held).
+    placeholder = [{"id": "D-000000000000"}] if args.attach else []
+    submission = _model(
+        RequestSubmission, {**data, "documents": data.get("documents") or placeholder}
+    )
     client = await _client()
     pool = await _pool(settings)
     try:
@@ -194,7 +199,7 @@ async def cmd_submit(args, settings: Settings) -> None:
                 *data.get("documents", []),
                 *await _attach(pool, settings, args.attach, owner),
             ]
-        submission = _model(RequestSubmission, data)
+            submission = _model(RequestSubmission, data)
         result = await service.submit(
             client, pool, submission, settings.load_policy(), task_queue=settings.task_queue
         )

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from db import queries as q
 from domain.filetypes import DOCX, ODT, PDF, PNG, sniff
+from domain.models import Stage
 from starter.documents import byte_range, check_name
 from tests import factories as f
 from tests.test_api import api, body, token, until_stage
@@ -227,3 +228,89 @@ async def test_upload_attach_and_download_by_seat(env, worker, pool, settings, r
             f"expert:{member}",
         ]
         assert downloads[1]["details"]["range"] == "100-1199"
+
+
+async def test_the_approved_conclusion_is_issued_as_a_numbered_pdf(
+    env, worker, policy, registry, pool, settings
+):
+    """Decree 30's format, in the Union's letterhead, signed with the approver's registered
+    name and title; numbered once, on approval (a returned draft takes no number); stored
+    as a document of the request, in the audit log, attached to the delivery e-mail and
+    linked from the webhook payload."""
+    import pypdf
+
+    from activities.notify import NotificationActivities
+    from domain.messages import ApproveInput, ReturnConclusionInput
+    from starter import service
+    from tests.test_lifecycle import accept_and_submit, review_to_synthesis, start, until
+    from workflows.review import ReviewRequestWorkflow
+
+    rid, handle = await start(env, worker, policy, registry)
+    state = await review_to_synthesis(env, rid, handle)
+    for a in state.assignments:
+        await accept_and_submit(env, rid, a.expert_code)
+    chair = next(a.expert_code for a in state.assignments if a.role == "chair")
+    await until(lambda s: s.stage == Stage.synthesis, handle)
+    await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.draft_conclusion, f.draft(chair)
+    )
+    await service.request_update(
+        env.client,
+        rid,
+        ReviewRequestWorkflow.return_conclusion,
+        ReturnConclusionInput(actor=f.COORDINATOR, comments="Bổ sung kiến nghị về nguồn vốn."),
+    )
+    async with pool.acquire() as conn:
+        assert not await conn.fetchval(
+            "SELECT 1 FROM conclusion_numbers WHERE request_id = $1", rid
+        )
+    await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.draft_conclusion, f.draft(chair)
+    )
+    await service.request_update(
+        env.client, rid, ReviewRequestWorkflow.approve_conclusion, ApproveInput(actor=f.COORDINATOR)
+    )
+    async with pool.acquire() as conn:
+        issued = await conn.fetchrow("SELECT * FROM conclusion_numbers WHERE request_id = $1", rid)
+        doc = await conn.fetchrow("SELECT * FROM documents WHERE id = $1", issued["document_id"])
+        approved = await conn.fetchrow(
+            "SELECT details FROM audit_log WHERE request_id = $1"
+            " AND action = 'conclusion_approved'",
+            rid,
+        )
+        delivered = await conn.fetchrow(
+            "SELECT id FROM outbox WHERE request_id = $1 AND event = 'conclusion_delivered'", rid
+        )
+        row = await q.outbox_row(conn, delivered["id"])
+    assert issued["number"] == f"{issued['seq']}/LHH-TVPB"
+    assert (doc["kind"], doc["content_type"]) == ("conclusion", PDF)
+    assert approved["details"]["sha256"] == doc["sha256"]
+    assert row["payload"]["document"] == doc["id"]
+    assert row["payload"]["download"] == f"/requests/{rid}/documents/{doc['id']}"
+
+    store_bytes = b"".join(
+        [
+            c
+            async for c in __import__("infra.documents")
+            .documents.PostgresStore(pool)
+            .read(doc["sha256"])
+        ]
+    )
+    assert hashlib.sha256(store_bytes).hexdigest() == doc["sha256"]
+    text = " ".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(store_bytes)).pages)
+    text = " ".join(text.split())
+    for expected in (
+        "LIÊN HIỆP CÁC HỘI KHOA HỌC VÀ KỸ THUẬT TỈNH BẮC GIANG",
+        "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
+        f"Số: {issued['number']}",
+        "Sở Giao thông Vận tải tỉnh Bắc Giang",
+        "Nguyễn Thị Lan",
+        "Cần bổ sung đánh giá tác động môi trường.",
+    ):
+        assert expected in text, expected
+
+    acts = NotificationActivities(pool, settings)
+    message = acts._email(row, await acts._attachment(row))
+    [attached] = [p for p in message.walk() if p.get_content_type() == "application/pdf"]
+    assert attached.get_filename() == doc["name"]
+    assert attached.get_payload(decode=True) == store_bytes
