@@ -166,7 +166,7 @@ async def attach_documents(
 async def request_documents(conn: Conn, request_id: str) -> list[asyncpg.Record]:
     """Every document of the request, by round then as it was added."""
     return await conn.fetch(
-        "SELECT id, name, sha256, size, content_type, uri, stored, round, uploaded_at"
+        "SELECT id, name, sha256, size, content_type, uri, stored, round, kind, uploaded_at"
         " FROM documents WHERE request_id = $1 ORDER BY round, uploaded_at, id",
         request_id,
     )

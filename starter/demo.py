@@ -4,9 +4,11 @@ the sample request, printing each stage as the engine reaches it."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 from temporalio.client import Client
@@ -54,6 +56,15 @@ async def run_demo(
     data = json.loads((CONFIG / "request.sample.json").read_text(encoding="utf-8"))
     # A fresh agency reference per run: the same reference would (rightly) find the old request.
     data["agency_reference"] += f"/DEMO-{datetime.now(UTC):%Y%m%d%H%M%S%f}"
+    # The agency uploads its draft and cover letter (PDFs made now, as its office would).
+    owner = f"agency:{data['agency']['code']}"
+    data["documents"] = [
+        {"id": (await _upload(pool, name, body, owner)).id}
+        for name, body in (
+            ("Dự thảo quy hoạch.pdf", [data["title"], data["summary"]]),
+            ("Tờ trình.pdf", [f"Tờ trình về việc đề nghị phản biện: {data['title']}"]),
+        )
+    ]
     submission = RequestSubmission.model_validate(data)
     policy = settings.load_policy()
     kind_policy = policy.for_kind(submission.kind)
@@ -176,7 +187,52 @@ async def run_demo(
     )
     state = await _until(client, rid, lambda s: s.stage == Stage.closed)
     out(f"[closed]     {rid} closed. See it with: advisory show {rid}")
+    path = await _save_conclusion(pool, rid, settings.data_dir / "demo")
+    out(f"             the signed conclusion: {path}")
     return rid
+
+
+def sample_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF of these lines, in the conclusion's font."""
+    from fpdf import FPDF
+
+    from activities.conclusion_pdf import font_files
+
+    pdf = FPDF(format="A4")
+    for style, path in font_files().items():
+        pdf.add_font("Serif", style, str(path))
+    pdf.add_page()
+    pdf.set_font("Serif", size=13)
+    for line in lines:
+        pdf.multi_cell(0, 7, line, new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+async def _upload(pool: asyncpg.Pool, name: str, lines: list[str], owner: str):
+    from infra.documents import PostgresStore
+    from starter import documents
+
+    return await documents.upload(
+        pool, PostgresStore(pool), io.BytesIO(sample_pdf(lines)), name, owner
+    )
+
+
+async def _save_conclusion(pool: asyncpg.Pool, rid: str, directory: Path) -> Path:
+    """The request's conclusion PDF, copied out of the store for a reader to open."""
+    from infra.documents import PostgresStore
+
+    async with pool.acquire() as conn:
+        doc = await conn.fetchrow(
+            "SELECT d.name, d.sha256 FROM conclusion_numbers n"
+            " JOIN documents d ON d.id = n.document_id WHERE n.request_id = $1",
+            rid,
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{rid} {doc['name']}"
+    with path.open("wb") as f:
+        async for chunk in PostgresStore(pool).read(doc["sha256"]):
+            f.write(chunk)
+    return path
 
 
 PARKED = [

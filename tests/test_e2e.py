@@ -125,6 +125,17 @@ async def test_demo_reaches_closed_and_is_found_by_search_attributes(stack, sett
     assert named["screening_accepted"] == "Hoàng Minh Đức, Phó Chánh Văn phòng"
     assert named["submitted"] == "Sở Tài nguyên và Môi trường tỉnh Bắc Giang"
 
+    # The agency's uploaded PDFs are round 0; the conclusion a reader opens reads right.
+    import pypdf
+
+    async with pool.acquire() as conn:
+        docs = [(d["name"], d["round"], d["stored"]) for d in await q.request_documents(conn, rid)]
+    assert docs[:2] == [("Dự thảo quy hoạch.pdf", 0, True), ("Tờ trình.pdf", 0, True)]
+    saved = lines[-1].split("the signed conclusion: ", 1)[1]
+    text = " ".join(" ".join(p.extract_text() for p in pypdf.PdfReader(saved).pages).split())
+    for expected in ("PHÓ CHỦ TỊCH", "Vũ Quang Hải", "Sở Tài nguyên và Môi trường tỉnh Bắc Giang"):
+        assert expected in text, expected
+
 
 async def test_demo_leaves_a_board_found_by_stage_agency_and_opinions(stack, settings, pool):
     screening, supplement, review = await park_requests(stack.client, pool, settings, out=print)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import asyncpg
 from pydantic import (
@@ -117,6 +117,8 @@ class DocumentRef(View):
 
     id: str | None
     name: str
+    # "submitted" by the agency, or the Union's signed "conclusion".
+    kind: Literal["submitted", "conclusion"]
     round: int
     sha256: str
     size: int | None
@@ -132,6 +134,7 @@ def document_refs(request_id: str, rows: list[asyncpg.Record], listed: list[dict
         return [
             DocumentRef(
                 id=None,
+                kind="submitted",
                 round=0,
                 size=None,
                 content_type=None,
@@ -144,6 +147,7 @@ def document_refs(request_id: str, rows: list[asyncpg.Record], listed: list[dict
         DocumentRef(
             id=r["id"],
             name=r["name"],
+            kind=r["kind"],
             round=r["round"],
             sha256=r["sha256"],
             size=r["size"],
