@@ -4,6 +4,7 @@ the API's documentation pages served from an installed package (no CDN)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -104,6 +105,9 @@ def create_app(
             app.state.pool = pool
         app.state.settings = settings
         app.state.store = PostgresStore(app.state.pool)
+        # Storing an upload holds a connection for the whole file: at most half the pool (20)
+        # stores at once, so reads and actions never wait behind a burst of uploads.
+        app.state.storing = asyncio.Semaphore(10)
         app.state.policy = settings.load_policy()
         app.state.task_queue = task_queue or settings.task_queue
         try:

@@ -780,14 +780,15 @@ async def upload_documents(
     stored = []
     try:
         for f in file:
-            doc = await documents.upload(
-                request.app.state.pool,
-                request.app.state.store,
-                f.file,
-                f.filename or "",
-                who.person.ref,
-                limits=limits,
-            )
+            async with request.app.state.storing:
+                doc = await documents.upload(
+                    request.app.state.pool,
+                    request.app.state.store,
+                    f.file,
+                    f.filename or "",
+                    who.person.ref,
+                    limits=limits,
+                )
             stored.append(UploadedDocument(**doc.model_dump(exclude={"uri"})))
     except service.ActionError as err:
         await documents.discard(request.app.state.pool, [d.id for d in stored])
