@@ -52,10 +52,13 @@ async def upload(
     *,
     limits: Limits = Limits(),
     sha256: str | None = None,
+    reuse_for: str | None = None,
 ) -> Document:
     """Stores one file as an upload of `uploaded_by` (role:code), not yet part of a request.
     Refused, with nothing stored: an empty or over-size file, content that is not an allowed
-    type whatever its name, a declared digest that is not the bytes'."""
+    type whatever its name, a declared digest that is not the bytes'. `reuse_for` (a request
+    id): the same file, name and uploader already uploaded, free or of that request, is that
+    upload again — a retried call names the same document."""
     name = check_name(name)
     d = await digest(file)
     if d.size == 0:
@@ -70,6 +73,18 @@ async def upload(
         raise ActionError(f"file: {name} is not a {ALLOWED} file (judged by its content)")
     if sha256 is not None and sha256.lower() != d.sha256:
         raise ActionError(f"sha256: does not match the bytes of {name} (they are {d.sha256})")
+    if reuse_for is not None:
+        async with pool.acquire() as conn:
+            same = await conn.fetchval(
+                "SELECT id FROM documents WHERE uploaded_by = $1 AND sha256 = $2 AND name = $3"
+                " AND (request_id IS NULL OR request_id = $4) ORDER BY uploaded_at LIMIT 1",
+                uploaded_by,
+                d.sha256,
+                name,
+                reuse_for,
+            )
+        if same is not None:
+            return Document(id=same, name=name, sha256=d.sha256, size=d.size, content_type=kind)
     doc_id = f"D-{secrets.token_hex(6).upper()}"
     async with pool.acquire() as conn, conn.transaction():
         await store.put(conn, file, d, kind)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import uuid
 import zipfile
 from urllib.parse import quote
@@ -314,3 +315,58 @@ async def test_the_approved_conclusion_is_issued_as_a_numbered_pdf(
     [attached] = [p for p in message.walk() if p.get_content_type() == "application/pdf"]
     assert attached.get_filename() == doc["name"]
     assert attached.get_payload(decode=True) == store_bytes
+
+
+async def test_a_submission_and_a_supplement_bring_their_files_as_multipart(
+    env, worker, pool, settings, registry
+):
+    await registry.add(3)
+    code = f"A{uuid.uuid4().hex[:6].upper()}"
+    agency = await token(pool, "agency", code)
+    coordinator = await token(pool, "coordinator", "VP01")
+    sub = body(f.submission(registry.field, agency={"code": code}))
+    del sub["documents"]
+    draft = pdf("Du thao", pad=500)
+    parts = {"json": (None, json.dumps(sub, ensure_ascii=False), "text/plain")}
+    files = [("file", ("Dự thảo kế hoạch.pdf", draft, "application/pdf"))]
+    keyed = {**agency, "Idempotency-Key": f"multipart-{code}"}
+    async with api(env, pool, settings, worker) as http:
+        bad = await http.post(
+            "/requests",
+            files=[*parts.items(), ("file", ("x.pdf", b"nope", "application/pdf"))],
+            headers=agency,
+        )
+        assert bad.status_code == 422 and "x.pdf is not a PDF" in bad.json()["detail"]
+        r = await http.post("/requests", files=[*parts.items(), *files], headers=keyed)
+        assert r.status_code == 201, r.text
+        rid = r.json()["request_id"]
+        # The same call again (its answer lost): the first answer, one request, one upload.
+        again = await http.post("/requests", files=[*parts.items(), *files], headers=keyed)
+        assert again.status_code == 201 and again.json() == r.json(), again.text
+        assert again.headers["idempotency-replayed"] == "true"
+        await until_stage(http, rid, agency, "screening")
+        r = await http.post(
+            f"/requests/{rid}/screening",
+            json={"decision": "supplement", "note": "Bổ sung tờ trình"},
+            headers=coordinator,
+        )
+        assert r.status_code == 200, r.text
+        r = await http.post(
+            f"/requests/{rid}/supplement",
+            files=[
+                ("json", (None, json.dumps({"note": "Gửi tờ trình"}), "text/plain")),
+                ("file", ("Tờ trình.docx", docx(), "application/octet-stream")),
+            ],
+            headers=agency,
+        )
+        assert r.status_code == 200, r.text
+        seen = (await http.get(f"/requests/{rid}", headers=agency)).json()
+    assert [(d["name"], d["round"], d["kind"]) for d in seen["documents"]] == [
+        ("Dự thảo kế hoạch.pdf", 0, "submitted"),
+        ("Tờ trình.docx", 1, "submitted"),
+    ]
+    async with pool.acquire() as conn:
+        uploads = await conn.fetchval(
+            "SELECT count(*) FROM documents WHERE uploaded_by = $1", f"agency:{code}"
+        )
+    assert uploads == 2

@@ -14,7 +14,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Header, Path, Query, Request, Response, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from db import queries as q
 from domain.messages import (
@@ -34,9 +36,16 @@ from domain.messages import (
     SupplementInput,
     WithdrawInput,
 )
-from domain.models import ConclusionDraft, OpinionInput, RequestKind, RequestSubmission, Stage
+from domain.models import (
+    ConclusionDraft,
+    OpinionInput,
+    RequestKind,
+    RequestSubmission,
+    Stage,
+    request_id_for,
+)
 from starter import documents, service
-from starter.api.auth import Principal, principal, role
+from starter.api.auth import Principal, bearer, principal, role
 from starter.api.errors import ACTOR_RULE, MEDIA, Problem, problems
 from starter.api.views import (
     Assignment,
@@ -62,6 +71,92 @@ from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
 
 router = APIRouter()
+
+
+class UploadsWithJSON(APIRoute):
+    """A route whose JSON body may come instead as multipart/form-data: the body in a part
+    named `json`, files in parts named `file`. The files are uploaded first, as the caller's,
+    and added to the body's `documents`; the route then runs on that JSON as on any other.
+    A retry of the same call names the same uploads, so its Idempotency-Key replays."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                request = await _with_uploads(request)
+            return await handler(request)
+
+        return route
+
+
+# Routes that take a JSON body or the same as multipart/form-data with files.
+uploads = APIRouter(route_class=UploadsWithJSON)
+
+MULTIPART_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["json"],
+                    "properties": {
+                        "json": {"type": "string", "description": "the JSON body, as text"},
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "files to upload and add to its documents",
+                        },
+                    },
+                }
+            }
+        }
+    }
+}
+
+
+async def _with_uploads(request: Request) -> Request:
+    who = await role("agency")(await principal(request, await bearer(request)))
+    limits = _limits(request)
+    form = await request.form(max_files=limits.files + 1, max_fields=5)
+    raw = form.get("json")
+    if not isinstance(raw, str):
+        raise _invalid("json: the body's part, as text, is required")
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise _invalid(f"json: not valid JSON ({err.msg} at character {err.pos})") from err
+    if not isinstance(data, dict):
+        raise _invalid("json: must be a JSON object")
+    files = [f for f in form.getlist("file") if isinstance(f, StarletteUpload)]
+    if len(files) > limits.files:
+        raise _invalid(f"file: at most {limits.files} files at once")
+    request_id = request.path_params.get("request_id")
+    if request_id is None:  # a submission: its id comes from the agency's reference
+        request_id = request_id_for(who.subject, str(data.get("agency_reference") or ""))
+    uploaded = await _store_all(request, files, who, limits, reuse_for=request_id)
+    documents_given = data.get("documents") if isinstance(data.get("documents"), list) else []
+    data["documents"] = [*documents_given, *({"id": d.id} for d in uploaded)]
+    body = json.dumps(data, ensure_ascii=False).encode()
+    headers = [
+        (k, v) for k, v in request.scope["headers"] if k not in (b"content-type", b"content-length")
+    ]
+    headers += [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request({**request.scope, "headers": headers}, receive)
+
+
 SEATED = ("invited", "accepted", "submitted")
 RequestId = Annotated[str, Path(pattern=r"^R-[0-9A-F]{10}$", examples=["R-1A2B3C4D5E"])]
 IdempotencyKey = Annotated[
@@ -246,8 +341,9 @@ class Submitted(BaseModel):
     created: bool
 
 
-@router.post(
+@uploads.post(
     "/requests",
+    openapi_extra=MULTIPART_BODY,
     status_code=201,
     tags=["agency"],
     response_model=Submitted,
@@ -352,10 +448,14 @@ def _action(
         endpoint.__annotations__["body"] = model
 
     endpoint.__doc__ = summary
+    # The agency's supplement may bring its files along (multipart/form-data).
+    with_files = path == "supplement"
     router.add_api_route(
         f"/requests/{{request_id}}/{path}",
         endpoint,
         methods=["POST"],
+        route_class_override=UploadsWithJSON if with_files else None,
+        openapi_extra=MULTIPART_BODY if with_files else None,
         tags=[tag],
         name=name,
         summary=summary,
@@ -772,14 +872,26 @@ async def upload_documents(
     limits = _limits(request)
     if len(file) > limits.files:
         raise _invalid(f"file: at most {limits.files} files at once")
-    total = sum(f.size or 0 for f in file)
+    stored = await _store_all(request, file, who, limits)
+    return [UploadedDocument(**d.model_dump(exclude={"uri"})) for d in stored]
+
+
+async def _store_all(
+    request: Request,
+    files: list[UploadFile],
+    who: Principal,
+    limits: documents.Limits,
+    reuse_for: str | None = None,
+) -> list[Any]:
+    """Every file stored as the caller's upload, or none (422 naming the rule)."""
+    total = sum(f.size or 0 for f in files)
     if total > limits.request:
         raise _invalid(
             f"file: {total / (1 << 20):.1f} MiB in all; at most {limits.request >> 20} MiB"
         )
-    stored = []
+    stored: list[Any] = []
     try:
-        for f in file:
+        for f in files:
             async with request.app.state.storing:
                 doc = await documents.upload(
                     request.app.state.pool,
@@ -788,10 +900,12 @@ async def upload_documents(
                     f.filename or "",
                     who.person.ref,
                     limits=limits,
+                    reuse_for=reuse_for,
                 )
-            stored.append(UploadedDocument(**doc.model_dump(exclude={"uri"})))
+            stored.append(doc)
     except service.ActionError as err:
-        await documents.discard(request.app.state.pool, [d.id for d in stored])
+        fresh = [d.id for d in stored]
+        await documents.discard(request.app.state.pool, fresh)
         raise _invalid(str(err)) from err
     return stored
 
@@ -839,3 +953,6 @@ async def download_document(
             return Response(status_code=416, headers={"Content-Range": f"bytes */{doc['size']}"})
         await documents.log_download(conn, request_id, doc, who.person.ref, span)
     return documents.streamed(request.app.state.store, doc, span)
+
+
+router.include_router(uploads)
