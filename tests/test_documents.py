@@ -369,4 +369,10 @@ async def test_a_submission_and_a_supplement_bring_their_files_as_multipart(
         uploads = await conn.fetchval(
             "SELECT count(*) FROM documents WHERE uploaded_by = $1", f"agency:{code}"
         )
+        told = await conn.fetchval(
+            "SELECT payload FROM outbox WHERE request_id = $1 AND event = 'supplement_received'",
+            rid,
+        )
     assert uploads == 2
+    # Screening is told what changed.
+    assert (told["round"], told["documents"]) == (1, "Tờ trình.docx")

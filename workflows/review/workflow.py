@@ -198,7 +198,17 @@ class ReviewRequestWorkflow(AutomaticSteps):
                 actor=f"agency:{self._state.agency_code}",
                 details={"note": inp.note, "documents": [d.name for d in inp.documents]},
                 documents_added=inp.documents,
-                notify=[Notice(recipient=COORDINATOR, event="supplement_received")],
+                notify=[
+                    Notice(
+                        recipient=COORDINATOR,
+                        event="supplement_received",
+                        # What changed, for screening: the round and its documents.
+                        data={
+                            "round": n + 1,
+                            "documents": "; ".join(d.name or "" for d in inp.documents),
+                        },
+                    )
+                ],
                 apply={"supplement_round": n + 1},
             )
         return self._view()
