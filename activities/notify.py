@@ -330,6 +330,7 @@ class NotificationActivities:
         # turns "đã được" into "đãđược". Header keeps each space inside an encoded word.
         msg = MIMEMultipart("alternative")
         name, address = email.utils.parseaddr(s.mail_from)
+        name = name or self._union.name
         msg["From"] = email.utils.formataddr((str(Header(name, "utf-8")), address))
         msg["To"] = row["address"]
         msg["Subject"] = Header(m.subject, "utf-8")

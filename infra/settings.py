@@ -110,9 +110,10 @@ class Settings(BaseSettings):
     smtp_username: str | None = Field(default=None, validation_alias="ADVISORY_SMTP_USERNAME")
     smtp_password: SecretStr | None = Field(default=None, validation_alias="ADVISORY_SMTP_PASSWORD")
     smtp_timeout: float = Field(default=30, gt=0, validation_alias="ADVISORY_SMTP_TIMEOUT")
+    # The sender's address; the display name is the Union's (policy [union]) unless this
+    # gives one ("Name <address>"). Its domain names the Message-IDs.
     mail_from: str = Field(
-        default="Liên hiệp các Hội KH&KT Việt Nam <tuvan-phanbien@lienhiephoi.example.vn>",
-        validation_alias="ADVISORY_MAIL_FROM",
+        default="tuvan-phanbien@lienhiephoi.example.vn", validation_alias="ADVISORY_MAIL_FROM"
     )
 
     # Webhooks. allow_private lets endpoints on loopback/private addresses and plain http be

@@ -145,6 +145,14 @@ async def test_upload_attach_and_download_by_seat(env, worker, pool, settings, r
             ("Tờ trình.docx", DOCX, len(letter)),
         ]
         assert uploaded[0]["sha256"] == hashlib.sha256(draft).hexdigest()
+        # A digest given for a file must be the file's.
+        r = await http.post(
+            "/documents",
+            files=[("file", ("Dự thảo.pdf", draft, "application/pdf"))],
+            data={"sha256": "ab" * 32},
+            headers=agency,
+        )
+        assert r.status_code == 422 and "sha256: does not match the bytes" in r.json()["detail"]
         # The same bytes again: a second document, one stored copy.
         again = await http.post(
             "/documents",

@@ -5,6 +5,8 @@ Standard Webhooks reference library, not with our own code."""
 from __future__ import annotations
 
 import asyncio
+import email.header
+import email.utils
 import ipaddress
 import socket
 import ssl
@@ -363,6 +365,15 @@ async def test_mail_signs_as_the_union_the_policy_file_names(
     assert "The Ninh Binh Union of Science and Technology Associations confirms" in received
     assert "— Liên hiệp các Hội Khoa học và Kỹ thuật tỉnh Ninh Bình" in submitted
     assert not any("Kỹ thuật tỉnh Bắc Giang" in t or "Bac Giang Union" in t for t in texts.values())
+    # Sent in its name too.
+    sender = next(iter(by_id.values()))[0]["From"]
+    name, address = email.utils.parseaddr(
+        str(email.header.make_header(email.header.decode_header(sender)))
+    )
+    assert (name, address) == (
+        "Liên hiệp các Hội Khoa học và Kỹ thuật tỉnh Ninh Bình",
+        "tuvan-phanbien@lienhiephoi.example.vn",
+    )
 
 
 @pytest.mark.parametrize(

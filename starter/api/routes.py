@@ -11,7 +11,18 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Header, Path, Query, Request, Response, UploadFile
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    Header,
+    Path,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+)
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
@@ -864,6 +875,10 @@ def _invalid(message: str) -> Problem:
 async def upload_documents(
     request: Request,
     file: Annotated[list[UploadFile], File(description="one or more files")],
+    sha256: Annotated[
+        list[str] | None,
+        Form(description="optional: each file's SHA-256 as your system has it, in order"),
+    ] = None,
     who: Principal = Uploader,
 ) -> list[UploadedDocument]:
     """Upload files (multipart/form-data, each part named `file`): PDF, DOCX, XLSX, ODT, ODS,
@@ -872,7 +887,9 @@ async def upload_documents(
     limits = _limits(request)
     if len(file) > limits.files:
         raise _invalid(f"file: at most {limits.files} files at once")
-    stored = await _store_all(request, file, who, limits)
+    if sha256 is not None and len(sha256) != len(file):
+        raise _invalid(f"sha256: {len(sha256)} given for {len(file)} files; give one per file")
+    stored = await _store_all(request, file, who, limits, declared=sha256)
     return [UploadedDocument(**d.model_dump(exclude={"uri"})) for d in stored]
 
 
@@ -882,6 +899,7 @@ async def _store_all(
     who: Principal,
     limits: documents.Limits,
     reuse_for: str | None = None,
+    declared: list[str] | None = None,
 ) -> list[Any]:
     """Every file stored as the caller's upload, or none (422 naming the rule)."""
     total = sum(f.size or 0 for f in files)
@@ -891,7 +909,7 @@ async def _store_all(
         )
     stored: list[Any] = []
     try:
-        for f in files:
+        for i, f in enumerate(files):
             async with request.app.state.storing:
                 doc = await documents.upload(
                     request.app.state.pool,
@@ -901,6 +919,7 @@ async def _store_all(
                     who.person.ref,
                     limits=limits,
                     reuse_for=reuse_for,
+                    sha256=declared[i] if declared else None,
                 )
             stored.append(doc)
     except service.ActionError as err:
