@@ -91,5 +91,7 @@ class PostgresStore:
                 return
             lo = start - n * CHUNK if n == first else 0
             hi = end - n * CHUNK + 1 if last is not None and n == last else len(data)
+            if lo >= len(data):  # a start past the last byte: nothing, not an empty chunk
+                return
             yield data[lo:hi]
             n += 1
