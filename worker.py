@@ -21,6 +21,7 @@ from activities.persistence import PersistenceActivities
 from db.pool import create_pool
 from domain.ids import TASK_QUEUE
 from infra.codec import KeyError_
+from infra.documents import StoreSettingError, document_store
 from infra.logging import BindActivityContext, configure_logging
 from infra.settings import Settings, get_settings
 from infra.temporal import connect, metrics_runtime
@@ -56,6 +57,7 @@ def activities_for(
     persistence = PersistenceActivities(
         pool,
         settings.coordinator_email,
+        store=document_store(settings, pool),
         coordinator_language=settings.coordinator_language,
         delivery=settings.delivery_retry() if settings.deliver_notifications else None,
         union=settings.load_policy().union,
@@ -109,6 +111,19 @@ async def main() -> None:
         log.error("worker not started", reason=str(err))
         raise SystemExit(2) from None
     pool = await create_pool(settings.resolve_database_url())
+    try:
+        notify = NotificationActivities(pool, settings)
+        worker = build_worker(
+            client,
+            pool,
+            settings,
+            task_queue=settings.task_queue,
+            activities=activities_for(pool, settings, notify),
+        )
+    except StoreSettingError as err:  # ADVISORY_DOCUMENT_STORE names no store it can use
+        log.error("worker not started", reason=str(err))
+        await pool.close()
+        raise SystemExit(2) from None
     refresher = None
     if settings.metrics_address != "off":
         host, port = metrics.serve(settings.metrics_address)
@@ -116,14 +131,6 @@ async def main() -> None:
         log.info("engine metrics", url=f"http://{host}:{port}/metrics")
     if sdk_metrics is not None:
         log.info("sdk metrics", url=f"http://{sdk_metrics}/metrics")
-    notify = NotificationActivities(pool, settings)
-    worker = build_worker(
-        client,
-        pool,
-        settings,
-        task_queue=settings.task_queue,
-        activities=activities_for(pool, settings, notify),
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -48,7 +48,7 @@ from domain.notifications import (
     signature_header,
     url_refusal,
 )
-from infra.documents import PostgresStore
+from infra.documents import document_store
 from infra.settings import Settings
 
 log = structlog.get_logger("notify")
@@ -231,6 +231,7 @@ class NotificationActivities:
         self._pool = pool
         self._settings = settings
         self._http = http
+        self._store = document_store(settings, pool)
         # Every message signs as the Union the policy file names, read once as the worker
         # starts (a policy file that does not load stops it there, not at the first e-mail).
         self._union = settings.load_policy().union
@@ -312,7 +313,7 @@ class NotificationActivities:
             )
         if doc is None:
             return None
-        data = b"".join([chunk async for chunk in PostgresStore(self._pool).read(doc["sha256"])])
+        data = b"".join([chunk async for chunk in self._store.read(doc["sha256"])])
         return doc["name"], data
 
     def _email(

@@ -19,7 +19,7 @@ from domain.messages import TransitionInput, TransitionResult
 from domain.models import Notice
 from domain.notifications import LANGUAGES, DeliveryRetry
 from domain.policy import UnionIdentity
-from infra.documents import PostgresStore
+from infra.documents import DocumentStore
 
 log = structlog.get_logger("persistence")
 
@@ -30,16 +30,17 @@ class PersistenceActivities:
         pool: asyncpg.Pool,
         coordinator_email: str,
         *,
+        store: DocumentStore,
         coordinator_language: str = "vi",
         delivery: DeliveryRetry | None = None,
         union: UnionIdentity | None = None,
     ) -> None:
-        """`delivery`: how rows are delivered once written; None writes them only. `union`:
-        whose letterhead an approved conclusion is issued in (None: not issued as a
-        document)."""
+        """`store`: where an approved conclusion's PDF is kept. `delivery`: how rows are
+        delivered once written; None writes them only. `union`: whose letterhead an approved
+        conclusion is issued in (None: not issued as a document)."""
         self._pool = pool
         self._union = union
-        self._store = PostgresStore(pool)
+        self._store = store
         self._coordinator_email = coordinator_email
         self._coordinator_language = coordinator_language
         self._delivery = delivery

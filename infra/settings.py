@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     document_max_files: int = Field(
         default=30, ge=1, validation_alias="ADVISORY_DOCUMENT_MAX_FILES"
     )
+    # Where documents' bytes are kept: "postgresql", or an S3-compatible bucket as
+    # s3://bucket[/prefix]?endpoint=http://host:port&region=… (infra/documents.py).
+    document_store: str = Field(default="postgresql", validation_alias="ADVISORY_DOCUMENT_STORE")
     # The task queue workers poll and work is started on; one per deployment.
     task_queue: str = Field(default=TASK_QUEUE, validation_alias="ADVISORY_TASK_QUEUE")
     log_format: Literal["auto", "json", "console"] = Field(

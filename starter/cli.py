@@ -38,6 +38,7 @@ from domain.messages import (
     WithdrawInput,
 )
 from domain.models import Actor, RequestSubmission
+from infra.documents import StoreSettingError
 from infra.settings import Settings, get_settings
 from starter import service
 from starter.registry import REGISTRIES
@@ -156,8 +157,10 @@ def _model(cls: type[BaseModel], data: Any) -> Any:
 
 async def _attach(pool, settings: Settings, paths: list[str], owner: str) -> list[dict]:
     """Uploads the files as `owner`'s (all or none) and returns their references."""
-    from infra.documents import PostgresStore
+    from infra.documents import document_store
     from starter import documents
+
+    store = document_store(settings, pool)
 
     limits = documents.Limits(
         file=settings.document_max_file_mib << 20,
@@ -171,9 +174,7 @@ async def _attach(pool, settings: Settings, paths: list[str], owner: str) -> lis
         for path in map(Path, paths):
             try:
                 with path.open("rb") as file:
-                    doc = await documents.upload(
-                        pool, PostgresStore(pool), file, path.name, owner, limits=limits
-                    )
+                    doc = await documents.upload(pool, store, file, path.name, owner, limits=limits)
             except FileNotFoundError as err:
                 raise UsageError(f"--attach: no such file {path}") from err
             done.append(doc.id)
@@ -1159,7 +1160,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     try:
         asyncio.run(args.fn(args, settings))
-    except UsageError as err:
+    except (UsageError, StoreSettingError) as err:
         print(f"advisory: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except service.ActionError as err:

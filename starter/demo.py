@@ -24,6 +24,7 @@ from domain.messages import (
     SubmitOpinionInput,
 )
 from domain.models import RequestSubmission, Role, Stage
+from infra.documents import DocumentStore, document_store
 from infra.settings import CONFIG, Settings
 from starter import service
 from workflows.assignment import ExpertAssignmentWorkflow
@@ -56,10 +57,11 @@ async def run_demo(
     data = json.loads((CONFIG / "request.sample.json").read_text(encoding="utf-8"))
     # A fresh agency reference per run: the same reference would (rightly) find the old request.
     data["agency_reference"] += f"/DEMO-{datetime.now(UTC):%Y%m%d%H%M%S%f}"
+    store = document_store(settings, pool)
     # The agency uploads its draft and cover letter (PDFs made now, as its office would).
     owner = f"agency:{data['agency']['code']}"
     data["documents"] = [
-        {"id": (await _upload(pool, name, body, owner)).id}
+        {"id": (await _upload(pool, store, name, body, owner)).id}
         for name, body in (
             ("Dự thảo quy hoạch.pdf", [data["title"], data["summary"]]),
             ("Tờ trình.pdf", [f"Tờ trình về việc đề nghị phản biện: {data['title']}"]),
@@ -187,7 +189,7 @@ async def run_demo(
     )
     state = await _until(client, rid, lambda s: s.stage == Stage.closed)
     out(f"[closed]     {rid} closed. See it with: advisory show {rid}")
-    path = await _save_conclusion(pool, rid, settings.data_dir / "demo")
+    path = await _save_conclusion(pool, store, rid, settings.data_dir / "demo")
     out(f"             the signed conclusion: {path}")
     return rid
 
@@ -208,18 +210,18 @@ def sample_pdf(lines: list[str]) -> bytes:
     return bytes(pdf.output())
 
 
-async def _upload(pool: asyncpg.Pool, name: str, lines: list[str], owner: str):
-    from infra.documents import PostgresStore
+async def _upload(
+    pool: asyncpg.Pool, store: DocumentStore, name: str, lines: list[str], owner: str
+):
     from starter import documents
 
-    return await documents.upload(
-        pool, PostgresStore(pool), io.BytesIO(sample_pdf(lines)), name, owner
-    )
+    return await documents.upload(pool, store, io.BytesIO(sample_pdf(lines)), name, owner)
 
 
-async def _save_conclusion(pool: asyncpg.Pool, rid: str, directory: Path) -> Path:
+async def _save_conclusion(
+    pool: asyncpg.Pool, store: DocumentStore, rid: str, directory: Path
+) -> Path:
     """The request's conclusion PDF, copied out of the store for a reader to open."""
-    from infra.documents import PostgresStore
 
     async with pool.acquire() as conn:
         doc = await conn.fetchrow(
@@ -230,7 +232,7 @@ async def _save_conclusion(pool: asyncpg.Pool, rid: str, directory: Path) -> Pat
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{rid} {doc['name']}"
     with path.open("wb") as f:
-        async for chunk in PostgresStore(pool).read(doc["sha256"]):
+        async for chunk in store.read(doc["sha256"]):
             f.write(chunk)
     return path
 

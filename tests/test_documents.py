@@ -14,6 +14,7 @@ from urllib.parse import quote
 from db import queries as q
 from domain.filetypes import DOCX, ODT, PDF, PNG, sniff
 from domain.models import Stage
+from infra.documents import document_store
 from starter.documents import byte_range, check_name
 from tests import factories as f
 from tests.test_api import api, body, token, until_stage
@@ -297,14 +298,7 @@ async def test_the_approved_conclusion_is_issued_as_a_numbered_pdf(
     assert row["payload"]["document"] == doc["id"]
     assert row["payload"]["download"] == f"/requests/{rid}/documents/{doc['id']}"
 
-    store_bytes = b"".join(
-        [
-            c
-            async for c in __import__("infra.documents")
-            .documents.PostgresStore(pool)
-            .read(doc["sha256"])
-        ]
-    )
+    store_bytes = b"".join([c async for c in document_store(settings, pool).read(doc["sha256"])])
     assert hashlib.sha256(store_bytes).hexdigest() == doc["sha256"]
     text = " ".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(store_bytes)).pages)
     text = " ".join(text.split())

@@ -13,6 +13,7 @@ from temporalio import activity
 from activities.persistence import PersistenceActivities
 from domain.messages import ScreeningInput, TransitionInput, TransitionResult
 from domain.models import Stage
+from infra.documents import document_store
 from starter import service
 from tests import factories as f
 from tests.test_lifecycle import until
@@ -41,7 +42,9 @@ class FailAfterCommit:
 
 async def test_retry_after_commit_writes_nothing_twice(env, pool, settings, policy, registry):
     await registry.add(3)
-    real = PersistenceActivities(pool, settings.coordinator_email)
+    real = PersistenceActivities(
+        pool, settings.coordinator_email, store=document_store(settings, pool)
+    )
     flaky = FailAfterCommit(real, step="screened-0")
     acts = [a for a in activities_for(pool, settings) if a.__name__ != "record_transition"]
     task_queue = f"tq-{uuid.uuid4().hex}"
@@ -109,7 +112,9 @@ async def test_the_same_transition_twice_is_recorded_once(pool, settings, regist
         intake=IntakeRecord(submission=sub, submitted_at=datetime.now(UTC)),
         notify=[Notice(recipient=Recipient(kind="agency"), event="request_received")],
     )
-    acts = PersistenceActivities(pool, settings.coordinator_email)
+    acts = PersistenceActivities(
+        pool, settings.coordinator_email, store=document_store(settings, pool)
+    )
     first = await acts.record_transition(t)
     second = await acts.record_transition(t)
     assert first.applied and not second.applied and first.audit_id == second.audit_id

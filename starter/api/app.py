@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
 from db.liveness import ProcessLock
-from infra.documents import PostgresStore
+from infra.documents import document_store
 from infra.settings import Settings, get_settings
 from starter.api import errors, routes
 
@@ -104,7 +104,7 @@ def create_app(
         else:
             app.state.pool = pool
         app.state.settings = settings
-        app.state.store = PostgresStore(app.state.pool)
+        app.state.store = document_store(settings, app.state.pool)
         # Storing an upload holds a connection for the whole file: at most half the pool (20)
         # stores at once, so reads and actions never wait behind a burst of uploads.
         app.state.storing = asyncio.Semaphore(10)
