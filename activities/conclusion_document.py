@@ -75,7 +75,10 @@ async def issue(
         addressee=req["agency"],
         recommendation=LABELS["vi"][conclusion.recommendation.value],
         text=conclusion.text,
-        points=[p["comments_for_agency"] for p in points if p["comments_for_agency"]],
+        # Each point once, in the order the experts made it.
+        points=list(
+            dict.fromkeys(p["comments_for_agency"] for p in points if p["comments_for_agency"])
+        ),
         signer_name=conclusion.approved_by or "",
     )
     pdf = render_conclusion_pdf(page)

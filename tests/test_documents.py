@@ -311,6 +311,8 @@ async def test_the_approved_conclusion_is_issued_as_a_numbered_pdf(
         "Cần bổ sung đánh giá tác động môi trường.",
     ):
         assert expected in text, expected
+    # Three experts made the same point: the agency reads it once.
+    assert text.count("Cần bổ sung đánh giá tác động môi trường.") == 1
 
     acts = NotificationActivities(pool, settings)
     message = acts._email(row, await acts._attachment(row))
