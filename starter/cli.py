@@ -162,11 +162,7 @@ async def _attach(pool, settings: Settings, paths: list[str], owner: str) -> lis
 
     store = document_store(settings, pool)
 
-    limits = documents.Limits(
-        file=settings.document_max_file_mib << 20,
-        request=settings.document_max_request_mib << 20,
-        files=settings.document_max_files,
-    )
+    limits = documents.Limits.of(settings)
     if len(paths) > limits.files:
         raise UsageError(f"--attach: at most {limits.files} files")
     done: list[str] = []

@@ -19,6 +19,7 @@ from db import queries as q
 from domain.filetypes import ALLOWED, KINDS, sniff
 from domain.models import Document
 from infra.documents import DocumentStore, digest
+from infra.settings import Settings
 from starter.service import ActionError
 
 MiB = 1 << 20
@@ -29,6 +30,15 @@ class Limits:
     file: int = 50 * MiB
     request: int = 200 * MiB
     files: int = 30
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        """The limits the deployment configures (ADVISORY_DOCUMENT_MAX_*)."""
+        return cls(
+            file=settings.document_max_file_mib * MiB,
+            request=settings.document_max_request_mib * MiB,
+            files=settings.document_max_files,
+        )
 
 
 def check_name(name: str) -> str:

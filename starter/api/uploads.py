@@ -117,12 +117,7 @@ class UploadedDocument(BaseModel):
 
 
 def _limits(request: Request) -> documents.Limits:
-    s = request.app.state.settings
-    return documents.Limits(
-        file=s.document_max_file_mib << 20,
-        request=s.document_max_request_mib << 20,
-        files=s.document_max_files,
-    )
+    return documents.Limits.of(request.app.state.settings)
 
 
 def _invalid(message: str) -> Problem:
