@@ -74,6 +74,7 @@ class AssignmentChanged(Model):
 # configured identity; absent from the API's schema, and refused in a body. None only in
 # histories recorded before actors were signed in.
 SignedIn = SkipJsonSchema[Actor | None]
+ACTOR_RULE = "who acts is who signed in; a request body may not name them"
 
 
 def actor_ref(actor: Actor | None) -> str:

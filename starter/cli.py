@@ -20,27 +20,10 @@ from pydantic import BaseModel, ValidationError
 from temporalio.service import RPCError
 
 from domain.calendar import VN_TZ
-from domain.messages import (
-    AcceptInput,
-    AddExpertInput,
-    AdoptionInput,
-    ApproveInput,
-    ConfirmCouncilInput,
-    DeclineInput,
-    DraftConclusionInput,
-    ExtendAssignmentInput,
-    ExtendInput,
-    ReplaceExpertInput,
-    ReturnConclusionInput,
-    ScreeningInput,
-    SubmitOpinionInput,
-    SupplementInput,
-    WithdrawInput,
-)
 from domain.models import Actor, RequestSubmission
 from infra.documents import StoreSettingError
 from infra.settings import Settings, get_settings
-from starter import service
+from starter import actions, service
 from starter.registry import REGISTRIES
 
 EXIT_BAD_INPUT = 2
@@ -210,178 +193,75 @@ async def cmd_submit(args, settings: Settings) -> None:
         print(f"{result.request_id} already exists for this agency reference; nothing changed")
 
 
-async def _request_action(args, update: Any, inp: BaseModel) -> None:
-    client = await _client()
-    state = await service.request_update(client, args.request, update, inp)
-    _print_json(state) if args.json else print_state(state)
-
-
-async def _assignment_action(args, update: Any, inp: BaseModel) -> None:
-    client = await _client()
-    view = await service.assignment_update(client, args.request, args.expert, update, inp)
-    if args.json:
-        _print_json(view)
+async def _person(args, settings: Settings, pool, action: actions.Action) -> Actor:
+    """Who the CLI acts as: a coordinator as ADVISORY_CLI_AS says, an expert as the command
+    names them, an agency as the request's own."""
+    if action.role == "coordinator":
+        return await _signed_in(settings)
+    if action.role == "expert":
+        code = args.expert
     else:
-        due = view.due_at or view.respond_by
-        print(f"{args.request} {view.expert_code}: {view.state.value}, due {_when(due)}")
-
-
-async def cmd_screen(args, settings: Settings) -> None:
-    from workflows.review import ReviewRequestWorkflow
-
-    data = {"decision": args.decision, "note": args.note or ""}
-    inp = _model(ScreeningInput, {**data, "actor": await _signed_in(settings)})
-    await _request_action(args, ReviewRequestWorkflow.screen, inp)
-
-
-async def cmd_supplement(args, settings: Settings) -> None:
-    from workflows.review import ReviewRequestWorkflow
-
-    data = _read_json(args.file) if args.file else {"documents": []}
-    if isinstance(data, list):
-        data = {"documents": data}
-    if args.note:
-        data["note"] = args.note
-    if args.attach:
-        pool = await _pool(settings)
-        try:
-            async with pool.acquire() as conn:
-                agency = await conn.fetchval(
-                    "SELECT agency_code FROM requests WHERE id = $1", args.request
-                )
-            if agency is None:
-                raise UsageError(f"no request {args.request}")
-            attached = await _attach(pool, settings, args.attach, f"agency:{agency}")
-            data["documents"] = [*data["documents"], *attached]
-            inp = _model(SupplementInput, data)
-            inp = inp.model_copy(
-                update={
-                    "documents": await service.with_uploads(
-                        pool, inp.documents, f"agency:{agency}", args.request
-                    )
-                }
+        async with pool.acquire() as conn:
+            code = await conn.fetchval(
+                "SELECT agency_code FROM requests WHERE id = $1", args.request
             )
-        finally:
-            await pool.close()
+        if code is None:
+            raise UsageError(f"no request {args.request}")
+    try:
+        return await service.signed_in(pool, action.role, code)
+    except service.ActionError as err:
+        raise UsageError(str(err)) from err
+
+
+def _given(args, action: actions.Action, documents: list[dict] | None = None) -> Any:
+    """What the person gives: --file's JSON, the options over it, and uploaded documents."""
+    if action.given is None:
+        return None
+    data = _read_json(args.file) if args.file else {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{args.file}: must be a JSON object, as the API's body")
+    for option in action.options:
+        value = getattr(args, _dest(option))
+        if value is None:
+            continue
+        *parents, last = option.field.split(".")
+        at = data
+        for name in parents:
+            at = at.setdefault(name, {})
+        at[last] = value
+    if documents is not None:
+        data["documents"] = [*data.get("documents", []), *documents]
+    return _model(action.given, data)
+
+
+async def cmd_action(args, settings: Settings) -> None:
+    """One action of the catalogue (starter/actions.py): its options make what the person
+    gives, the person is who the CLI acts as, and `actions.take` runs it."""
+    action = actions.ACTIONS[args.command]
+    # Bad input is refused before anything is sent or uploaded (the uploads' place held).
+    placeholder = [{"id": "D-000000000000"}] if getattr(args, "attach", None) else None
+    given = _given(args, action, placeholder)
+    pool = await _pool(settings)
+    try:
+        person = await _person(args, settings, pool, action)
+        client = await _client()
+        if placeholder:
+            given = _given(args, action, await _attach(pool, settings, args.attach, person.ref))
+        inp = action.input(person, given)
+        result = await actions.take(client, pool, action, person, args.request, inp)
+    finally:
+        await pool.close()
+    if args.json:
+        _print_json(result)
+    elif action.on_assignment:
+        due = result.due_at or result.respond_by
+        print(f"{args.request} {result.expert_code}: {result.state.value}, due {_when(due)}")
     else:
-        inp = _model(SupplementInput, data)
-    await _request_action(args, ReviewRequestWorkflow.supplement, inp)
+        print_state(result)
 
 
-async def cmd_add_expert(args, settings: Settings) -> None:
-    from workflows.review import ReviewRequestWorkflow
-
-    inp = _model(AddExpertInput, {"expert_code": args.expert, "actor": await _signed_in(settings)})
-    await _request_action(args, ReviewRequestWorkflow.add_expert, inp)
-
-
-async def cmd_extend(args, settings: Settings) -> None:
-    data = {"days": args.days, "reason": args.reason, "actor": await _signed_in(settings)}
-    if args.expert:
-        from workflows.assignment import ExpertAssignmentWorkflow
-
-        inp = _model(ExtendAssignmentInput, {**data, "expert_code": args.expert})
-        await _assignment_action(args, ExpertAssignmentWorkflow.extend, inp)
-    else:
-        from workflows.review import ReviewRequestWorkflow
-
-        await _request_action(
-            args, ReviewRequestWorkflow.extend_deadline, _model(ExtendInput, data)
-        )
-
-
-async def cmd_replace(args, settings: Settings) -> None:
-    from workflows.review import ReviewRequestWorkflow
-
-    inp = _model(
-        ReplaceExpertInput,
-        {
-            "expert_code": args.expert,
-            "replacement": args.by_expert,
-            "reason": args.reason,
-            "actor": await _signed_in(settings),
-        },
-    )
-    await _request_action(args, ReviewRequestWorkflow.replace_expert, inp)
-
-
-async def cmd_accept(args, settings: Settings) -> None:
-    from workflows.assignment import ExpertAssignmentWorkflow
-
-    inp = _model(AcceptInput, {"expert_code": args.expert})
-    await _assignment_action(args, ExpertAssignmentWorkflow.accept, inp)
-
-
-async def cmd_decline(args, settings: Settings) -> None:
-    from workflows.assignment import ExpertAssignmentWorkflow
-
-    inp = _model(DeclineInput, {"expert_code": args.expert, "reason": args.reason})
-    await _assignment_action(args, ExpertAssignmentWorkflow.decline, inp)
-
-
-async def cmd_opinion(args, settings: Settings) -> None:
-    from workflows.assignment import ExpertAssignmentWorkflow
-
-    if args.file:
-        opinion = _read_json(args.file)
-    else:
-        opinion = {
-            "recommendation": args.recommendation,
-            "summary": args.summary,
-            "comments_for_agency": args.comments,
-            "confidential_note": args.note or "",
-        }
-    inp = _model(SubmitOpinionInput, {"expert_code": args.expert, "opinion": opinion})
-    await _assignment_action(args, ExpertAssignmentWorkflow.submit_opinion, inp)
-
-
-async def cmd_draft(args, settings: Settings) -> None:
-    from workflows.review import ReviewRequestWorkflow
-
-    draft = (
-        _read_json(args.file)
-        if args.file
-        else {"recommendation": args.recommendation, "text": args.text}
-    )
-    inp = _model(DraftConclusionInput, {"expert_code": args.expert, "draft": draft})
-    await _request_action(args, ReviewRequestWorkflow.draft_conclusion, inp)
-
-
-async def cmd_approve(args, settings: Settings) -> None:
-    from workflows.review import ReviewRequestWorkflow
-
-    inp = _model(ApproveInput, {"actor": await _signed_in(settings)})
-    await _request_action(args, ReviewRequestWorkflow.approve_conclusion, inp)
-
-
-async def cmd_return(args, settings: Settings) -> None:
-    from workflows.review import ReviewRequestWorkflow
-
-    data = {"comments": args.comments, "actor": await _signed_in(settings)}
-    inp = _model(ReturnConclusionInput, data)
-    await _request_action(args, ReviewRequestWorkflow.return_conclusion, inp)
-
-
-async def cmd_answer(args, settings: Settings) -> None:
-    from workflows.review import ReviewRequestWorkflow
-
-    if args.file:
-        answer = _read_json(args.file)
-    else:
-        answer = {
-            "status": args.status,
-            "explanation": args.explanation,
-            "answered_by": {"name": args.name, "email": args.email},
-        }
-    inp = _model(AdoptionInput, {"answer": answer})
-    await _request_action(args, ReviewRequestWorkflow.answer_adoption, inp)
-
-
-async def cmd_withdraw(args, settings: Settings) -> None:
-    from workflows.review import ReviewRequestWorkflow
-
-    inp = _model(WithdrawInput, {"reason": args.reason})
-    await _request_action(args, ReviewRequestWorkflow.withdraw, inp)
+def _dest(option: actions.Option) -> str:
+    return "opt_" + option.field.replace(".", "_")
 
 
 async def cmd_list(args, settings: Settings) -> None:
@@ -606,18 +486,6 @@ def _registry_show(name: str, r) -> str:
 async def cmd_council(args, settings: Settings) -> None:
     from db import queries as q
 
-    if args.action == "confirm":
-        from workflows.review import ReviewRequestWorkflow
-
-        data: dict = {"actor": await _signed_in(settings)}
-        if args.members:
-            data["members"] = [m.strip() for m in args.members.split(",") if m.strip()]
-        if args.chair:
-            data["chair"] = args.chair
-        await _request_action(
-            args, ReviewRequestWorkflow.confirm_council, _model(ConfirmCouncilInput, data)
-        )
-        return
     pool = await _pool(settings)
     async with pool.acquire() as conn:
         row = await q.get_council(conn, args.request)
@@ -1003,68 +871,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--attach", action="append", metavar="PATH", help="a file to upload with it (repeatable)"
     )
-    c = cmd("screen", cmd_screen, "record the screening decision (coordinator)")
-    c.add_argument("request")
-    c.add_argument("decision", choices=["accept", "supplement", "decline"])
-    c.add_argument("--note", help="what to supplement, or why it is declined")
-    c = cmd("supplement", cmd_supplement, "add the documents asked for (agency)")
-    c.add_argument("request")
-    c.add_argument("file", nargs="?", help="JSON: a list of documents, or {documents, note}")
-    c.add_argument("--note")
-    c.add_argument("--attach", action="append", metavar="PATH", help="a file to upload")
-    c = cmd("add-expert", cmd_add_expert, "invite one more expert to the council (coordinator)")
-    c.add_argument("request")
-    c.add_argument("expert")
-    c = cmd("extend", cmd_extend, "extend the stage's deadline, or one expert's (coordinator)")
-    c.add_argument("request")
-    c.add_argument("--expert", help="extend this expert's respond-by or review-due date")
-    c.add_argument("--days", type=int, required=True, help="working days to add")
-    c.add_argument("--reason", required=True)
-    c = cmd("replace", cmd_replace, "replace an expert who has not delivered (coordinator)")
-    c.add_argument("request")
-    c.add_argument("expert", help="the expert to replace")
-    c.add_argument("--by-expert", help="who replaces them (default: the next alternate)")
-    c.add_argument("--reason", required=True)
-    c = cmd("accept", cmd_accept, "accept an invitation (expert)")
-    c.add_argument("request")
-    c.add_argument("expert")
-    c = cmd("decline", cmd_decline, "decline an invitation (expert)")
-    c.add_argument("request")
-    c.add_argument("expert")
-    c.add_argument("--reason", required=True)
-    c = cmd("opinion", cmd_opinion, "submit an opinion (expert)")
-    c.add_argument("request")
-    c.add_argument("expert")
-    c.add_argument("--file", help="JSON opinion; or use the options below")
-    c.add_argument(
-        "--recommendation", choices=["endorse", "endorse_with_changes", "do_not_endorse"]
-    )
-    c.add_argument("--summary")
-    c.add_argument("--comments", help="comments for the agency")
-    c.add_argument("--note", help="confidential note for the coordinator")
-    c = cmd("draft", cmd_draft, "draft the conclusion (chair)")
-    c.add_argument("request")
-    c.add_argument("expert", help="the chair's expert code")
-    c.add_argument("--file")
-    c.add_argument(
-        "--recommendation", choices=["endorse", "endorse_with_changes", "do_not_endorse"]
-    )
-    c.add_argument("--text")
-    c = cmd("approve", cmd_approve, "approve and sign the conclusion (coordinator)")
-    c.add_argument("request")
-    c = cmd("return", cmd_return, "return the draft to the chair with comments (coordinator)")
-    c.add_argument("request")
-    c.add_argument("--comments", required=True)
-    c = cmd("answer", cmd_answer, "answer on adoption of the conclusion (agency)")
-    c.add_argument("request")
-    c.add_argument("--file")
-    c.add_argument("--status", choices=["adopted", "partially_adopted", "not_adopted"])
-    c.add_argument("--explanation")
-    c.add_argument("--name")
-    c.add_argument("--email")
-    c = cmd("withdraw", cmd_withdraw, "withdraw a request (agency)")
-    c.add_argument("request")
-    c.add_argument("--reason", required=True)
+    for action in actions.ACTIONS.values():
+        c = cmd(action.name, cmd_action, f"{action.summary.lower()} ({action.role})")
+        c.add_argument("request")
+        if action.role == "expert":
+            c.add_argument("expert", help="your expert code")
+        for option in action.options:
+            positional = not option.flag.startswith("-")
+            c.add_argument(
+                *(() if positional else (option.flag,)),
+                **({} if option.choices else {"metavar": option.flag.lstrip("-").upper()}),
+                dest=_dest(option),
+                help=option.help or None,
+                choices=option.choices,
+                type=option.type,
+                **({} if positional else {"required": option.required}),
+            )
+        if action.given is not None:
+            c.add_argument("--file", help="JSON: what to give, as the API's body")
+        if action.takes_documents:
+            c.add_argument(
+                "--attach", action="append", metavar="PATH", help="a file to upload (repeatable)"
+            )
     c = cmd(
         "list",
         cmd_list,
@@ -1095,11 +923,9 @@ def build_parser() -> argparse.ArgumentParser:
         c = cmd(name, cmd_registry, f"the {one} registry: import, list, show, deactivate")
         c.add_argument("action", choices=["import", "list", "show", "deactivate", "seed"])
         c.add_argument("target", nargs="?", help=f"a .csv/.json file to import, or {one}'s code")
-    c = cmd("council", cmd_council, "a request's council: show the proposal, or confirm it")
-    c.add_argument("action", choices=["show", "confirm"])
+    c = cmd("council", cmd_council, "a request's proposed council, with the reasons")
+    c.add_argument("action", choices=["show"])
     c.add_argument("request")
-    c.add_argument("--members", help="confirm: the council, as codes separated by commas")
-    c.add_argument("--chair", help="confirm: which member chairs")
     c = cmd("inbox", cmd_inbox, "a recipient's notifications; mark them read or unread")
     c.add_argument("action", nargs="?", choices=["list", "read", "unread"], default="list")
     c.add_argument("ids", nargs="*", help="read/unread: notification ids")

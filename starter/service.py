@@ -35,6 +35,14 @@ class ActionError(Exception):
     """An action a person asked for was refused; the message says why, in one line."""
 
 
+class InvalidInput(ActionError):
+    """What the person gave breaks a rule of one field: refused before anything is sent."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field, self.rule = field, rule
+
+
 @dataclass
 class Submitted:
     request_id: str

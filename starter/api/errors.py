@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from domain.messages import ACTOR_RULE
+
 log = structlog.get_logger("api")
 MEDIA = "application/problem+json"
 TYPES = "https://advisory.example.vn/problems/"
@@ -57,8 +59,7 @@ def problem_response(p: Problem, request: Request | None = None) -> JSONResponse
 
 
 # The actor of an action is set from the token; a body that names one, valid or not, is told
-# this rule rather than how its actor object was malformed.
-ACTOR_RULE = "who acts is who signed in; a request body may not name them"
+# this rule (ACTOR_RULE) rather than how its actor object was malformed.
 
 
 # What a body that is not a JSON document is told, whatever stopped it being read.

@@ -25,34 +25,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from db import queries as q
-from domain.messages import (
-    AcceptInput,
-    AddExpertInput,
-    AdoptionInput,
-    ApproveInput,
-    ConfirmCouncilInput,
-    DeclineInput,
-    DraftConclusionInput,
-    ExtendAssignmentInput,
-    ExtendInput,
-    ReplaceExpertInput,
-    ReturnConclusionInput,
-    ScreeningInput,
-    SubmitOpinionInput,
-    SupplementInput,
-    WithdrawInput,
-)
-from domain.models import (
-    ConclusionDraft,
-    OpinionInput,
-    RequestKind,
-    RequestSubmission,
-    Stage,
-)
-from starter import documents, service
+from domain.models import RequestKind, RequestSubmission, Stage
+from starter import actions, documents, service
 from starter.api import uploads
 from starter.api.auth import Principal, principal, role
-from starter.api.errors import ACTOR_RULE, MEDIA, Problem, problems
+from starter.api.errors import MEDIA, Problem, problems
 from starter.api.uploads import MULTIPART_BODY, DocumentId, UploadsWithJSON
 from starter.api.views import (
     Assignment,
@@ -74,8 +51,6 @@ from starter.api.views import (
     state_view,
     timeline_view,
 )
-from workflows.assignment import ExpertAssignmentWorkflow
-from workflows.review import ReviewRequestWorkflow
 
 router = APIRouter()
 # Routes whose JSON body may come as multipart/form-data with its files.
@@ -96,7 +71,6 @@ IdempotencyKey = Annotated[
 ]
 Agency = Depends(role("agency"))
 Expert = Depends(role("expert"))
-Coordinator = Depends(role("coordinator"))
 Anyone = Depends(principal)
 # Marking one's own notifications read: everyone but operators, who change nothing.
 Reader = Depends(role("agency", "expert", "coordinator"))
@@ -206,37 +180,18 @@ def _client(request: Request):
     return request.app.state.client
 
 
-async def _request_action(
-    request: Request, who: Principal, rid: str, update, inp
-) -> RequestStateView:
-    await visible_request(request, rid, who)
-    state = await service.request_update(
-        _client(request), rid, update, inp, update_id=_update_id(request, who)
-    )
-    return state_view(state, who)
-
-
-async def _expert_action(request: Request, who: Principal, rid: str, update, inp) -> Assignment:
-    await visible_request(request, rid, who)
-    view = await service.assignment_update(
-        _client(request), rid, who.subject, update, inp, update_id=_update_id(request, who)
-    )
-    return assignment_view(view)
-
-
-def signed(inp: BaseModel | None, who: Principal) -> Any:
-    """The input with its actor: the signed-in person, never someone a body names."""
-    if inp is None or "actor" not in type(inp).model_fields:
-        return inp
-    if "actor" in inp.model_fields_set:
+def _signed(action: actions.Action, body: BaseModel | None, who: Principal) -> Any:
+    """The update's input with its actor: the signed-in person, never someone a body names."""
+    try:
+        return action.input(who.person, body)
+    except service.InvalidInput as err:
         raise Problem(
             422,
             "Invalid input",
-            f"actor: {ACTOR_RULE}",
+            str(err),
             kind="validation",
-            errors=[{"field": "actor", "message": ACTOR_RULE}],
-        )
-    return inp.model_copy(update={"actor": who.person})
+            errors=[{"field": err.field, "message": err.rule}],
+        ) from err
 
 
 def _update_id(request: Request, who: Principal) -> str | None:
@@ -314,41 +269,32 @@ async def submit(
     return await act(request, who, key, body, run, status_code=lambda s: 201 if s.created else 200)
 
 
-def _action(
-    path: str,
-    name: str,
-    summary: str,
-    guard: Any,
-    update: Any,
-    model: type[BaseModel] | None,
-    *,
-    tag: str,
-    on_assignment: bool = False,
-    make: Callable[[Principal, Any], BaseModel] | None = None,
-) -> None:
-    """Registers `POST /requests/{id}/<path>`: the workflow update `update` (on the caller's
-    own assignment when `on_assignment`), its input the body or `make(caller, body)`, run
-    once per Idempotency-Key."""
-    run_update = _expert_action if on_assignment else _request_action
+def _route(action: actions.Action) -> None:
+    """`POST /requests/{id}/<path>` for one action of the catalogue, run once per
+    Idempotency-Key; its caller must have the action's role."""
 
     async def run(request: Request, request_id: str, body: Any, who: Principal, key: str | None):
-        inp = signed(make(who, body) if make is not None else body, who)
+        inp = _signed(action, body, who)
 
-        async def action() -> Any:
-            given = inp
-            if given is not None and "documents" in type(given).model_fields:
-                # Uploaded documents named by id: filled in from the uploads, which must be
-                # the caller's.
-                await visible_request(request, request_id, who)
-                attached = await service.with_uploads(
-                    request.app.state.pool, given.documents, who.person.ref, request_id
-                )
-                given = given.model_copy(update={"documents": attached})
-            return await run_update(request, who, request_id, update, given)
+        async def taken() -> Any:
+            await visible_request(request, request_id, who)
+            result = await actions.take(
+                _client(request),
+                request.app.state.pool,
+                action,
+                who.person,
+                request_id,
+                inp,
+                update_id=_update_id(request, who),
+            )
+            if action.on_assignment:
+                return assignment_view(result)
+            return state_view(result, who)
 
-        return await act(request, who, key, inp, action)
+        return await act(request, who, key, body, taken)
 
-    if model is None:
+    guard = Depends(role(action.role))
+    if action.given is None:
 
         async def endpoint(
             request: Request,
@@ -370,186 +316,30 @@ def _action(
             return await run(request, request_id, body, who, key)
 
         # Annotations are strings here (postponed evaluation); this one names a local.
-        endpoint.__annotations__["body"] = model
+        endpoint.__annotations__["body"] = action.given
 
-    endpoint.__doc__ = summary
-    # The agency's supplement may bring its files along (multipart/form-data).
-    takes_files = path == "supplement"
+    endpoint.__doc__ = action.summary
     router.add_api_route(
-        f"/requests/{{request_id}}/{path}",
+        f"/requests/{{request_id}}/{action.path}",
         endpoint,
         methods=["POST"],
-        route_class_override=UploadsWithJSON if takes_files else None,
-        openapi_extra=MULTIPART_BODY if takes_files else None,
-        tags=[tag],
-        name=name,
-        summary=summary,
-        response_model=Assignment if on_assignment else RequestStateView,
-        response_description="Your assignment as it now stands"
-        if on_assignment
+        # A supplement may bring its files along (multipart/form-data).
+        route_class_override=UploadsWithJSON if action.takes_documents else None,
+        openapi_extra=MULTIPART_BODY if action.takes_documents else None,
+        tags=[action.role],
+        name=action.name.replace("-", "_"),
+        summary=action.summary,
+        response_model=Assignment if action.on_assignment else RequestStateView,
+        response_description="The assignment as it now stands"
+        if action.on_assignment
         else "The request's new state as you may see it: the staff's, the agency's or an "
         "expert's view",
         responses=ACTION_ERRORS,
     )
 
 
-# --- agencies' actions ---------------------------------------------------------------------
-
-for _path, _name, _summary, _update, _model in [
-    (
-        "supplement",
-        "supplement",
-        "Send the documents screening asked for",
-        ReviewRequestWorkflow.supplement,
-        SupplementInput,
-    ),
-    (
-        "withdraw",
-        "withdraw",
-        "Withdraw the request, at any stage before the conclusion is delivered",
-        ReviewRequestWorkflow.withdraw,
-        WithdrawInput,
-    ),
-    (
-        "adoption",
-        "answer_adoption",
-        "Answer how the conclusion was adopted (tiếp thu, giải trình)",
-        ReviewRequestWorkflow.answer_adoption,
-        AdoptionInput,
-    ),
-]:
-    _action(_path, _name, _summary, Agency, _update, _model, tag="agency")
-
-
-# --- experts' actions: the expert is the token's subject -----------------------------------
-
-
-class DeclineBody(BaseModel):
-    reason: Annotated[str, Field(min_length=1, max_length=2000)]
-
-
-_action(
-    "assignment/accept",
-    "accept",
-    "Accept your invitation to the request's council",
-    Expert,
-    ExpertAssignmentWorkflow.accept,
-    None,
-    tag="expert",
-    on_assignment=True,
-    make=lambda who, _: AcceptInput(expert_code=who.subject),
-)
-_action(
-    "assignment/decline",
-    "decline",
-    "Decline your invitation, with a reason",
-    Expert,
-    ExpertAssignmentWorkflow.decline,
-    DeclineBody,
-    tag="expert",
-    on_assignment=True,
-    make=lambda who, body: DeclineInput(expert_code=who.subject, reason=body.reason),
-)
-_action(
-    "assignment/opinion",
-    "opinion",
-    "Submit your opinion",
-    Expert,
-    ExpertAssignmentWorkflow.submit_opinion,
-    OpinionInput,
-    tag="expert",
-    on_assignment=True,
-    make=lambda who, body: SubmitOpinionInput(expert_code=who.subject, opinion=body),
-)
-_action(
-    "conclusion/draft",
-    "draft",
-    "Draft the council's conclusion (the chair)",
-    Expert,
-    ReviewRequestWorkflow.draft_conclusion,
-    ConclusionDraft,
-    tag="expert",
-    make=lambda who, body: DraftConclusionInput(expert_code=who.subject, draft=body),
-)
-
-
-# --- coordinators' actions -----------------------------------------------------------------
-
-for _path, _summary, _update, _model in [
-    (
-        "screening",
-        "Screen: accept, ask for a supplement, or decline",
-        ReviewRequestWorkflow.screen,
-        ScreeningInput,
-    ),
-    (
-        "council/confirm",
-        "Confirm the proposed council, as it is or edited",
-        ReviewRequestWorkflow.confirm_council,
-        ConfirmCouncilInput,
-    ),
-    (
-        "experts",
-        "Add an expert when declines used up the alternates",
-        ReviewRequestWorkflow.add_expert,
-        AddExpertInput,
-    ),
-    (
-        "extend",
-        "Extend the current stage's deadline",
-        ReviewRequestWorkflow.extend_deadline,
-        ExtendInput,
-    ),
-    ("replace", "Replace an expert", ReviewRequestWorkflow.replace_expert, ReplaceExpertInput),
-    (
-        "conclusion/approve",
-        "Approve and sign the conclusion",
-        ReviewRequestWorkflow.approve_conclusion,
-        ApproveInput,
-    ),
-    (
-        "conclusion/return",
-        "Return the draft to the chair with comments",
-        ReviewRequestWorkflow.return_conclusion,
-        ReturnConclusionInput,
-    ),
-]:
-    _action(
-        _path, _path.replace("/", "_"), _summary, Coordinator, _update, _model, tag="coordinator"
-    )
-
-
-@router.post(
-    "/requests/{request_id}/assignments/extend",
-    tags=["coordinator"],
-    response_model=Assignment,
-    response_description="The expert's assignment with its new dates",
-    responses=ACTION_ERRORS,
-)
-async def extend_assignment(
-    request: Request,
-    request_id: RequestId,
-    body: ExtendAssignmentInput,
-    who: Principal = Coordinator,
-    key: IdempotencyKey = None,
-) -> JSONResponse:
-    """Extend one expert's respond-by or review-due date."""
-
-    inp = signed(body, who)
-
-    async def run() -> Assignment:
-        await visible_request(request, request_id, who)
-        view = await service.assignment_update(
-            _client(request),
-            request_id,
-            body.expert_code,
-            ExpertAssignmentWorkflow.extend,
-            inp,
-            update_id=_update_id(request, who),
-        )
-        return assignment_view(view)
-
-    return await act(request, who, key, body, run)
+for _action in actions.ACTIONS.values():
+    _route(_action)
 
 
 # --- reads ---------------------------------------------------------------------------------
