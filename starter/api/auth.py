@@ -6,30 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
-from typing import Literal
 
 import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from db import queries as q
-from domain.models import Actor
 from domain.text import with_article
 from starter import service
+from starter.access import Principal, Role
 from starter.api.errors import Problem
 
-Role = Literal["agency", "expert", "coordinator", "operator"]
 ROLES: tuple[Role, ...] = ("agency", "expert", "coordinator", "operator")
 bearer = HTTPBearer(auto_error=False, description="advisory tokens create --role … --subject …")
-
-
-@dataclass(frozen=True)
-class Principal:
-    role: Role
-    subject: str
-    token_id: int
-    person: Actor  # as the registry names them: what actions record as their actor
 
 
 def hash_token(token: str) -> str:

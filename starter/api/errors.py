@@ -16,6 +16,7 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.messages import ACTOR_RULE
+from starter import access
 
 log = structlog.get_logger("api")
 MEDIA = "application/problem+json"
@@ -103,6 +104,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc, request)
+
+    @app.exception_handler(access.NotVisible)
+    async def _not_visible(request: Request, exc: access.NotVisible) -> JSONResponse:
+        return problem_response(Problem(404, "Not found", str(exc), kind="not-found"), request)
+
+    @app.exception_handler(access.AgenciesReadConclusions)
+    async def _conclusions(request: Request, exc: access.AgenciesReadConclusions) -> JSONResponse:
+        return problem_response(Problem(403, "Forbidden", str(exc), kind="forbidden"), request)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from db import queries as q
 from domain.models import RequestKind, RequestSubmission, Stage
-from starter import actions, documents, service
+from starter import access, actions, documents, service
 from starter.api import uploads
 from starter.api.auth import Principal, principal, role
 from starter.api.errors import MEDIA, Problem, problems
@@ -46,18 +46,13 @@ from starter.api.views import (
     TimelineEvent,
     assignment_view,
     from_row,
-    opinion_view,
-    read_view,
     state_view,
-    timeline_view,
 )
 
 router = APIRouter()
 # Routes whose JSON body may come as multipart/form-data with its files.
 with_files = APIRouter(route_class=UploadsWithJSON)
 
-
-SEATED = ("invited", "accepted", "submitted")
 RequestId = Annotated[str, Path(pattern=r"^R-[0-9A-F]{10}$", examples=["R-1A2B3C4D5E"])]
 IdempotencyKey = Annotated[
     str | None,
@@ -82,21 +77,11 @@ Reader = Depends(role("agency", "expert", "coordinator"))
 async def visible_request(request: Request, request_id: str, who: Principal):
     """The request's row if this party may see it; 404 otherwise, whether it exists or not."""
     async with request.app.state.pool.acquire() as conn:
-        row = await q.get_request(conn, request_id)
-        mine = row is not None and (
-            who.role in ("coordinator", "operator")
-            or (who.role == "agency" and row["agency_code"] == who.subject)
-            or (
-                who.role == "expert"
-                and any(
-                    a["expert_code"] == who.subject
-                    for a in await q.assignments_of(conn, request_id)
-                )
-            )
-        )
-    if not mine:
-        raise Problem(404, "Not found", f"no request {request_id}", kind="not-found")
-    return row
+        try:
+            return await access.visible_request(conn, request_id, who)
+        except access.NotVisible as err:
+            # Raised as a Problem: inside an action it is the answer its key keeps.
+            raise Problem(404, "Not found", str(err), kind="not-found") from None
 
 
 def _refused(err: service.ActionError, request_id: str) -> Problem:
@@ -415,15 +400,7 @@ async def get_request(
     request: Request, request_id: RequestId, who: Principal = Anyone
 ) -> RequestView:
     """The request as you may see it."""
-    row = await visible_request(request, request_id, who)
-    async with request.app.state.pool.acquire() as conn:
-        assignments = await q.assignments_of(conn, request_id)
-        conclusion = await q.conclusion_of(conn, request_id)
-        adoption = await conn.fetchrow(
-            "SELECT * FROM adoption_answers WHERE request_id = $1", request_id
-        )
-        documents = await q.request_documents(conn, request_id)
-    return read_view(row, assignments, conclusion, adoption, who, documents)
+    return await access.request_view(request.app.state.pool, request_id, who)
 
 
 @router.get(
@@ -434,10 +411,7 @@ async def get_request(
 )
 async def timeline(request: Request, request_id: RequestId, who: Principal = Anyone) -> list[Any]:
     """The audit log. Agencies and experts see the stage changes; staff see every event."""
-    await visible_request(request, request_id, who)
-    async with request.app.state.pool.acquire() as conn:
-        rows = await q.audit_trail(conn, request_id)
-    return timeline_view(rows, who)
+    return await access.timeline(request.app.state.pool, request_id, who)
 
 
 @router.get(
@@ -452,26 +426,7 @@ async def opinions(
     """Opinions: staff see all; an expert as the policy's `opinions_visible_to` allows (by
     default the chair sees the council's, to draft the conclusion, a member their own);
     agencies see the signed conclusion instead (403)."""
-    if who.role == "agency":
-        raise Problem(
-            403,
-            "Forbidden",
-            "agencies receive the signed conclusion, not opinions",
-            kind="forbidden",
-        )
-    await visible_request(request, request_id, who)
-    async with request.app.state.pool.acquire() as conn:
-        rows = await q.opinions_of(conn, request_id)
-        seats = await q.assignments_of(conn, request_id)
-    if who.role == "expert":
-        rule = request.app.state.policy.opinions_visible_to
-        # Rights come with a seat still held: a chair who declined or was replaced, or a
-        # member whose invitation lapsed, reads only their own.
-        seat = next((s for s in seats if s["expert_code"] == who.subject), None)
-        seated = seat is not None and seat["state"] in SEATED
-        everyone = seated and (rule == "council" or (rule == "chair" and seat["role"] == "chair"))
-        rows = [r for r in rows if everyone or r["expert_code"] == who.subject]
-    return [opinion_view(r, who) for r in rows]
+    return await access.opinions(request.app.state.pool, request_id, who, request.app.state.policy)
 
 
 @router.get("/me/tasks", tags=["expert"], response_model=list[Task], responses=problems(401, 403))
@@ -558,23 +513,8 @@ async def download_document(
     """A document of the request, streamed, for the agency, an expert while seated,
     coordinators and operators; anyone else gets the same 404 as a missing document. Ranges
     (`Range: bytes=a-b`) answer 206. Every download is in the audit log."""
-    missing = Problem(404, "Not found", f"no document {document_id}", kind="not-found")
-    try:
-        row = await visible_request(request, request_id, who)
-    except Problem:
-        raise missing from None
     async with request.app.state.pool.acquire() as conn:
-        if who.role == "expert":
-            seats = await q.assignments_of(conn, request_id)
-            if not any(s["expert_code"] == who.subject and s["state"] in SEATED for s in seats):
-                raise missing
-        doc = await conn.fetchrow(
-            "SELECT * FROM documents WHERE id = $1 AND request_id = $2 AND stored",
-            document_id,
-            row["id"],
-        )
-        if doc is None:
-            raise missing
+        doc = await access.document(conn, request_id, document_id, who)
         span = documents.byte_range(range_, doc["size"])
         if span == "unsatisfiable":
             return Response(status_code=416, headers={"Content-Range": f"bytes */{doc['size']}"})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import asyncpg
 from pydantic import (
@@ -37,7 +37,9 @@ from domain.models import (
     Role,
     Stage,
 )
-from starter.api.auth import Principal
+
+if TYPE_CHECKING:
+    from starter.access import Principal
 
 SIGNED = {Stage.delivered, Stage.adoption, Stage.closed}
 # A seat still held (a chair who declined or was replaced keeps no chair's rights).
