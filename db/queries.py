@@ -1195,3 +1195,41 @@ async def conclusion_of(conn: Conn, request_id: str) -> asyncpg.Record | None:
         " ORDER BY version DESC LIMIT 1",
         request_id,
     )
+
+
+# --- Portal drafts -----------------------------------------------------------------------
+
+
+async def save_draft(
+    conn: Conn, person: str, request_id: str, action: str, fields: dict[str, Any]
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO portal_drafts (person, request_id, action, fields) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (person, request_id, action)
+        DO UPDATE SET fields = EXCLUDED.fields, saved_at = now()
+        """,
+        person,
+        request_id,
+        action,
+        fields,
+    )
+
+
+async def draft(conn: Conn, person: str, request_id: str, action: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT fields, saved_at FROM portal_drafts"
+        " WHERE person = $1 AND request_id = $2 AND action = $3",
+        person,
+        request_id,
+        action,
+    )
+
+
+async def drop_draft(conn: Conn, person: str, request_id: str, action: str) -> None:
+    await conn.execute(
+        "DELETE FROM portal_drafts WHERE person = $1 AND request_id = $2 AND action = $3",
+        person,
+        request_id,
+        action,
+    )
