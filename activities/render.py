@@ -42,6 +42,14 @@ LABELS: dict[str, dict[str, str]] = {
         "adoption": "trả lời về việc tiếp thu",
         "email": "thư điện tử",
         "webhook": "webhook",
+        "links": "Làm ngay trên cổng thông tin (mỗi liên kết dùng một lần):",
+        "link_accept": "Nhận lời",
+        "link_decline": "Từ chối",
+        "link_opinion": "Gửi ý kiến",
+        "link_conclusion": "Dự thảo kết luận",
+        "link_supplement": "Bổ sung hồ sơ",
+        "link_adoption": "Trả lời tiếp thu",
+        "link_request": "Xem hồ sơ",
     },
     "en": {
         "endorse": "endorse",
@@ -63,6 +71,14 @@ LABELS: dict[str, dict[str, str]] = {
         "adoption": "answer on adoption",
         "email": "e-mail",
         "webhook": "webhook",
+        "links": "Act on the portal now (each link works once):",
+        "link_accept": "Accept",
+        "link_decline": "Decline",
+        "link_opinion": "Write your opinion",
+        "link_conclusion": "Draft the conclusion",
+        "link_supplement": "Supplement the request",
+        "link_adoption": "Answer on adoption",
+        "link_request": "See the request",
     },
 }
 
@@ -100,22 +116,46 @@ def events(language: str) -> set[str]:
     return set(_catalogue(language)[1])
 
 
-def render(event: str, language: str, context: dict[str, Any], *, union: UnionIdentity) -> Message:
+def render(
+    event: str,
+    language: str,
+    context: dict[str, Any],
+    *,
+    union: UnionIdentity,
+    links: list[tuple[str, str]] = (),
+) -> Message:
     """KeyError for an event without a template: a bug, caught by the catalogue test. The
-    Union's identity is the deployment's, never the row's: a payload cannot sign as another."""
-    env, templates = _catalogue(language if language in LANGUAGES else "vi")
+    Union's identity is the deployment's, never the row's: a payload cannot sign as another.
+    `links`: (label name, URL) pairs, shown above the signature (the last paragraph)."""
+    language = language if language in LANGUAGES else "vi"
+    env, templates = _catalogue(language)
     t = templates[event]
     context = {**context, "union": union}
     subject = " ".join(env.from_string(t["subject"]).render(**context).split())
-    text = env.from_string(t["body"]).render(**context).strip() + "\n"
-    return Message(subject=subject, text=text, html=_html(subject, text, language))
+    body = env.from_string(t["body"]).render(**context)
+    paragraphs = [p.strip() for p in body.split("\n\n") if p.strip()]
+    labels = LABELS[language]
+    labelled = [(labels[f"link_{name}"], url) for name, url in links]
+    if labelled:
+        lines = [labels["links"], *(f"{label}: {url}" for label, url in labelled)]
+        paragraphs.insert(max(len(paragraphs) - 1, 1), "\n".join(lines))
+    text = "\n\n".join(paragraphs) + "\n"
+    return Message(subject=subject, text=text, html=_html(subject, text, language, labelled))
 
 
-def _html(subject: str, text: str, language: str) -> str:
-    """The same words as the plain text, escaped, one <p> per paragraph."""
+def _html(subject: str, text: str, language: str, links: list[tuple[str, str]] = ()) -> str:
+    """The same words as the plain text, escaped, one <p> per paragraph; the links' lines
+    as links."""
     paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    linked = {f"{label}: {url}": (label, url) for label, url in links}
+
+    def line(words: str) -> Markup:
+        if words in linked:
+            return Markup('<a href="{1}">{0}</a>').format(*linked[words])
+        return escape(words)
+
     body = "\n".join(
-        Markup("<p>{}</p>").format(Markup("<br>\n").join(escape(line) for line in p.split("\n")))
+        Markup("<p>{}</p>").format(Markup("<br>\n").join(line(x) for x in p.split("\n")))
         for p in paragraphs
     )
     return (

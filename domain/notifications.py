@@ -71,6 +71,47 @@ EVENTS: frozenset[str] = frozenset(
 )
 LANGUAGES = ("vi", "en")
 
+# The portal pages an e-mail's links open, by event and recipient: each link signs its
+# recipient in for that one task (starter/portal). The first of a pair is the label's name in
+# the e-mail's language (activities/render.py LABELS, "link_<name>").
+_ANSWER = (
+    ("accept", "/portal/tasks/{request_id}/accept"),
+    ("decline", "/portal/tasks/{request_id}/decline"),
+)
+_OPINION = (("opinion", "/portal/tasks/{request_id}/opinion"),)
+_CONCLUSION = (("conclusion", "/portal/tasks/{request_id}/conclusion"),)
+_SUPPLEMENT = (("supplement", "/portal/requests/{request_id}/supplement"),)
+_ADOPTION = (("adoption", "/portal/requests/{request_id}/adoption"),)
+_REQUEST = (("request", "/portal/requests/{request_id}"),)
+TASK_LINKS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("invitation", "expert"): _ANSWER,
+    ("respond_reminder", "expert"): _ANSWER,
+    ("review_reminder", "expert"): _OPINION,
+    ("review_due", "expert"): _OPINION,
+    ("deadline_extended", "expert"): _OPINION,
+    ("draft_conclusion_requested", "expert"): _CONCLUSION,
+    ("synthesis_reminder", "expert"): _CONCLUSION,
+    ("conclusion_returned", "expert"): _CONCLUSION,
+    ("supplement_requested", "agency"): _SUPPLEMENT,
+    ("supplement_reminder", "agency"): _SUPPLEMENT,
+    ("conclusion_delivered", "agency"): _ADOPTION,
+    ("adoption_answer_requested", "agency"): _ADOPTION,
+    ("adoption_reminder", "agency"): _ADOPTION,
+    ("request_received", "agency"): _REQUEST,
+    ("request_accepted", "agency"): _REQUEST,
+    ("request_declined", "agency"): _REQUEST,
+    ("supplement_received", "agency"): _REQUEST,
+    ("review_completed", "agency"): _REQUEST,
+    ("withdrawal_confirmed", "agency"): _REQUEST,
+    ("request_lapsed", "agency"): _REQUEST,
+}
+
+
+def task_links(event: str, recipient_kind: str, request_id: str) -> list[tuple[str, str]]:
+    """The (label name, portal path) pairs an e-mail about `event` to this recipient carries."""
+    pairs = TASK_LINKS.get((event, recipient_kind), ())
+    return [(name, path.format(request_id=request_id)) for name, path in pairs]
+
 
 class Channel(StrEnum):
     inbox = "inbox"

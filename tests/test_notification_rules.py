@@ -21,6 +21,7 @@ from domain.notifications import (
     new_secret,
     sign,
     signature_header,
+    task_links,
     url_refusal,
 )
 from domain.policy import UnionIdentity
@@ -100,6 +101,26 @@ def test_every_message_signs_as_the_configured_union(language, kind):
         assert name in m.text and name in m.html, event
         # No message speaks for the national Union in a province's name.
         assert "Việt Nam" not in m.text and "Vietnam" not in m.text, event
+
+
+@pytest.mark.parametrize(
+    ("language", "accept", "decline"), [("vi", "Nhận lời", "Từ chối"), ("en", "Accept", "Decline")]
+)
+def test_an_invitation_carries_its_task_links_above_the_signature(language, accept, decline):
+    links = [
+        (name, f"https://portal.example/l/{name}?t=a&b")
+        for name, _ in task_links("invitation", "expert", "R-1")
+    ]
+    m = render(
+        "invitation", language, {"request_id": "R-1", "title": "T"}, union=PROVINCIAL, links=links
+    )
+    paragraphs = m.text.strip().split("\n\n")
+    assert f"{accept}: https://portal.example/l/accept?t=a&b" in paragraphs[-2]
+    assert f"{decline}: https://portal.example/l/decline?t=a&b" in paragraphs[-2]
+    assert PROVINCIAL.name in paragraphs[-1] or PROVINCIAL.name_en in paragraphs[-1]
+    assert f'<a href="https://portal.example/l/accept?t=a&amp;b">{accept}</a>' in m.html
+    # Only the task's own recipients get links; a coordinator's copy has none.
+    assert task_links("invitation", "coordinator", "R-1") == []
 
 
 def test_signature_is_the_reference_librarys():
