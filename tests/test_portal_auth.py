@@ -80,8 +80,9 @@ async def portal(env, pool, settings: Settings, base_url: str = PORTAL) -> Async
     app.include_router(probe, prefix="/portal")
     async with app.router.lifespan_context(app):
         # A client address of its own per test: the per-client limit is not shared.
-        client = (f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}",)
-        transport = httpx.ASGITransport(app=app, client=(client[0], 40000))
+        n = uuid.uuid4().int
+        client = (f"10.{n % 250}.{(n >> 8) % 250}.{(n >> 16) % 250}", 40000)
+        transport = httpx.ASGITransport(app=app, client=client)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
             yield http
 
