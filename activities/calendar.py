@@ -3,11 +3,9 @@ package that changes between releases, and a replayed history must keep the date
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from temporalio import activity
 
-from domain.calendar import WorkingCalendar
+from domain.calendar import working_calendar
 from domain.messages import (
     DueDateInput,
     DueDateResult,
@@ -15,24 +13,17 @@ from domain.messages import (
     ReminderPlanInput,
     ReminderPlanResult,
 )
-from domain.policy import CalendarPolicy
-
-
-@lru_cache(maxsize=16)
-def _calendar(policy_json: str) -> WorkingCalendar:
-    policy = CalendarPolicy.model_validate_json(policy_json)
-    return WorkingCalendar(policy.extra_days_off, policy.extra_working_days)
 
 
 class CalendarActivities:
     @activity.defn(name="due_date")
     async def due_date(self, inp: DueDateInput) -> DueDateResult:
-        cal = _calendar(inp.calendar.model_dump_json())
+        cal = working_calendar(inp.calendar)
         return DueDateResult(due=cal.due(inp.start, inp.days, inp.mode))
 
     @activity.defn(name="reminder_plan")
     async def reminder_plan(self, inp: ReminderPlanInput) -> ReminderPlanResult:
-        cal = _calendar(inp.calendar.model_dump_json())
+        cal = working_calendar(inp.calendar)
         plan = cal.reminder_plan(
             inp.now,
             inp.due,

@@ -48,6 +48,7 @@ from domain.notifications import (
     signature_header,
     url_refusal,
 )
+from infra import mail
 from infra.documents import document_store
 from infra.settings import Settings
 
@@ -92,11 +93,6 @@ async def dispatch(
                 pass
 
     await asyncio.gather(*(start(i) for i in outbox_ids))
-
-
-def _mail_domain(mail_from: str) -> str:
-    address = email.utils.parseaddr(mail_from)[1]
-    return address.rpartition("@")[2] or "advisory.invalid"
 
 
 # --- webhook connections --------------------------------------------------------------
@@ -325,14 +321,12 @@ class NotificationActivities:
         context.setdefault("request_id", row["request_id"])
         context.setdefault("title", "")
         m = render(row["event"], row["language"], context, union=self._union)
-        domain = _mail_domain(s.mail_from)
+        domain = mail.mail_domain(s)
         # Built with the classic MIME classes and Header: the modern policy's folder drops the
         # space between two encoded words of a long non-ASCII subject (CPython, 3.11), which
         # turns "đã được" into "đãđược". Header keeps each space inside an encoded word.
         msg = MIMEMultipart("alternative")
-        name, address = email.utils.parseaddr(s.mail_from)
-        name = name or self._union.name
-        msg["From"] = email.utils.formataddr((str(Header(name, "utf-8")), address))
+        msg["From"] = mail.sender(s, self._union.name)
         msg["To"] = row["address"]
         msg["Subject"] = Header(m.subject, "utf-8")
         # The same row is the same message: a resend after a lost acknowledgement carries the
@@ -391,21 +385,7 @@ class NotificationActivities:
             return
         message = self._email(row, await self._attachment(row))
         try:
-            # An overall bound: the client's own timeout is per command, and an attempt must
-            # end well inside the activity's timeout so two attempts never overlap.
-            async with asyncio.timeout(s.smtp_timeout * 2):
-                await aiosmtplib.send(
-                    message,
-                    hostname=s.smtp_host,
-                    port=s.smtp_port,
-                    use_tls=s.smtp_tls,
-                    # Required when configured (a relay that does not offer it is an error, not
-                    # a reason to send credentials in clear); implicit TLS excludes it.
-                    start_tls=s.smtp_starttls and not s.smtp_tls,
-                    username=s.smtp_username,
-                    password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-                    timeout=s.smtp_timeout,
-                )
+            await mail.send(s, message)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
             code = _smtp_code(e)
             permanent = code is not None and 500 <= code < 600

@@ -8,9 +8,13 @@ deadline is computed in an activity and its result is what the history records.
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Literal
+from functools import lru_cache
+from typing import TYPE_CHECKING, Literal
 
 import holidays
+
+if TYPE_CHECKING:
+    from domain.policy import CalendarPolicy
 
 # Vietnam has kept UTC+7 without daylight saving since 1975; a fixed offset needs no tzdata.
 VN_TZ = timezone(timedelta(hours=7), "ICT")
@@ -122,3 +126,14 @@ class WorkingCalendar:
             day += timedelta(days=1)
             n += self.is_working_day(day)
         return n
+
+
+def working_calendar(policy: CalendarPolicy) -> WorkingCalendar:
+    """The calendar a policy's [calendar] describes, built once per distinct policy: the
+    holiday tables fill in year by year as they are asked, and are kept for the next caller."""
+    return _calendar(tuple(policy.extra_days_off), tuple(policy.extra_working_days))
+
+
+@lru_cache(maxsize=16)
+def _calendar(days_off: tuple[date, ...], working_days: tuple[date, ...]) -> WorkingCalendar:
+    return WorkingCalendar(days_off, working_days)

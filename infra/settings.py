@@ -25,6 +25,8 @@ CONFIG = ROOT / "config"
 DATABASE_NAME = "advisory"
 # The dev stack's CLI identity, written by `make up` into its data directory.
 CLI_AS_FILE = "cli-as"
+# The dev stack's portal secret, made once by `make up` into its data directory.
+PORTAL_SECRET_FILE = "portal.secret"
 
 
 class Settings(BaseSettings):
@@ -128,6 +130,28 @@ class Settings(BaseSettings):
     webhook_rotation_hours: float = Field(
         default=72, gt=0, validation_alias="ADVISORY_WEBHOOK_ROTATION_HOURS"
     )
+
+    # The web portal (starter/portal). Its own address, as links in e-mails name it; the secret
+    # that signs its links and forms (on the dev stack, a file made once in the data
+    # directory); how long a session lasts without a request, and at most.
+    portal_url: str = Field(default="http://127.0.0.1:8000", validation_alias="ADVISORY_PORTAL_URL")
+    portal_secret: SecretStr | None = Field(default=None, validation_alias="ADVISORY_PORTAL_SECRET")
+    portal_idle_minutes: float = Field(
+        default=30, gt=0, validation_alias="ADVISORY_PORTAL_IDLE_MINUTES"
+    )
+    portal_session_hours: float = Field(
+        default=12, gt=0, validation_alias="ADVISORY_PORTAL_SESSION_HOURS"
+    )
+
+    def resolve_portal_secret(self) -> bytes | None:
+        """ADVISORY_PORTAL_SECRET, else the dev stack's secret file; None without either (the
+        portal then refuses to serve rather than sign with a guessable or passing secret)."""
+        if self.portal_secret:
+            return self.portal_secret.get_secret_value().encode()
+        path = self.data_dir / PORTAL_SECRET_FILE
+        if path.exists():
+            return path.read_text(encoding="utf-8").strip().encode()
+        return None
 
     def resolve_payload_keys(self) -> dict[str, bytes] | None:
         """Keys from ADVISORY_PAYLOAD_KEYS, else the dev stack's key file. Without either, None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,9 +25,16 @@ import structlog
 from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
-from infra.codec import ensure_key_file, key_file
+from infra.codec import ensure_key_file, key_file, write_key_file
 from infra.logging import configure_logging
-from infra.settings import CLI_AS_FILE, DATABASE_NAME, ROOT, Settings, get_settings
+from infra.settings import (
+    CLI_AS_FILE,
+    DATABASE_NAME,
+    PORTAL_SECRET_FILE,
+    ROOT,
+    Settings,
+    get_settings,
+)
 from infra.temporal import connect
 from starter.mailsink import MailSink
 from starter.registry import AGENCIES, COORDINATORS, EXPERTS, seed
@@ -210,6 +218,11 @@ async def main() -> None:
             # and the CLI read the same file.
             env["ADVISORY_PAYLOAD_KEYS"] = ensure_key_file(data_dir)
             where_keys = str(key_file(data_dir))
+        # The portal signs its links and forms with a secret kept beside the data (read by
+        # the API from there), so a restart keeps e-mailed links and open forms valid.
+        if not settings.portal_secret:
+            ensure_portal_secret(data_dir)
+        env.setdefault("ADVISORY_PORTAL_URL", f"http://127.0.0.1:{API_PORT}")
         pool = await create_pool(db_url, max_size=2)
         async with pool.acquire() as conn:
             applied = await migrate(conn)
@@ -284,6 +297,8 @@ async def main() -> None:
             f"  experts         {total} from {settings.experts_file.name} ({changed} changed)\n"
             f"  worker          log {data_dir / 'worker.log'}\n"
             f"  HTTP API        http://127.0.0.1:{API_PORT}/docs, log {data_dir / 'api.log'}\n"
+            f"  portal          {env['ADVISORY_PORTAL_URL'].rstrip('/')}/portal/ (sign in with a "
+            "registered e-mail; the link arrives in the mail below)\n"
             "                  either is started again whenever it exits (logged here)\n"
             "                  a token: .venv/bin/advisory tokens create --role coordinator "
             "--subject VP01\n"
@@ -326,6 +341,13 @@ async def main() -> None:
         _stop(temporal, "Temporal dev server")
         # The embedded PostgreSQL stops at exit (cleanup_mode="stop").
     print("stopped.", flush=True)
+
+
+def ensure_portal_secret(data_dir: Path) -> None:
+    """The dev stack's portal secret, made once (readable by its owner only) and kept."""
+    path = data_dir / PORTAL_SECRET_FILE
+    if not path.exists():
+        write_key_file(path, secrets.token_urlsafe(32))
 
 
 if __name__ == "__main__":

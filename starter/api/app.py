@@ -1,6 +1,7 @@
 """The FastAPI application: one Temporal client and one PostgreSQL pool per process, made in
-the lifespan (or handed in by a test), a body-size limit, problem-details errors, routes, and
-the API's documentation pages served from an installed package (no CDN)."""
+the lifespan (or handed in by a test), a body-size limit, problem-details errors, routes, the
+API's documentation pages served from an installed package (no CDN), and the web portal's
+pages (starter/portal) under /portal."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from temporalio.client import Client
 from db.liveness import ProcessLock
 from infra.documents import document_store
 from infra.settings import Settings, get_settings
+from starter import portal
 from starter.api import errors, routes
 
 MAX_BODY = 1 << 20  # 1 MiB: a JSON body
@@ -137,6 +139,8 @@ def create_app(
     )
     errors.install(app)
     app.include_router(routes.router)
+    # The web portal's pages (/portal), over the same pool, client and service layer.
+    portal.install(app, settings)
     # The form's own fields and boundaries ride on top of the documents' limit.
     app.add_middleware(BodyLimit, uploads=(settings.document_max_request_mib << 20) + MAX_BODY)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
