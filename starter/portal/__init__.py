@@ -97,10 +97,10 @@ from importlib.resources import files
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from infra.links import PREFIX, safe_next, task_link
 from infra.settings import Settings
 from starter.portal.forms import Form
 from starter.portal.i18n import N_, format_date
-from starter.portal.links import PREFIX, safe_next, task_link
 from starter.portal.pages import NAVIGATION, PageError, Portal, render
 from starter.portal.people import (
     Person,

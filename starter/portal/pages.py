@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from domain.calendar import working_calendar
 from domain.policy import UnionIdentity
+from infra.links import PREFIX
 from infra.settings import Settings
 from starter.portal.forms import CSRF_FIELD, Form
 from starter.portal.i18n import (
@@ -25,7 +26,6 @@ from starter.portal.i18n import (
     format_date,
     translations,
 )
-from starter.portal.links import PREFIX
 
 if TYPE_CHECKING:
     from starter.portal.people import Visitor

@@ -22,10 +22,10 @@ from fastapi import Depends, Request, Response
 
 from db import portal as db
 from domain.models import Actor
+from infra.links import PREFIX, mac
 from starter import service
 from starter.portal.forms import CSRF_FIELD
 from starter.portal.i18n import DEFAULT_LANGUAGE, Language, language, translations
-from starter.portal.links import PREFIX, mac
 from starter.portal.pages import PageError, Portal, SignInRequired, portal_of
 
 SESSION_COOKIE = "advisory_session"

@@ -10,9 +10,9 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.background import BackgroundTask
 
 from db import portal as db
+from infra.links import SIGN_IN_VALID_FOR, LinkState, read_link, safe_next
 from starter.portal.forms import Form
 from starter.portal.i18n import LANGUAGES, language
-from starter.portal.links import SIGN_IN_VALID_FOR, LinkState, read_link, safe_next
 from starter.portal.pages import portal_of, render, sign_in_url
 from starter.portal.people import (
     LANG_COOKIE,

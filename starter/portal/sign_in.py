@@ -14,8 +14,8 @@ import structlog
 
 from db import portal as db
 from infra import mail
+from infra.links import SIGN_IN_VALID_FOR, link_path, link_token
 from starter.portal.i18n import DEFAULT_LANGUAGE, language, translations
-from starter.portal.links import SIGN_IN_VALID_FOR, link_path, link_token
 from starter.portal.pages import ROLE_NAMES, Portal
 
 log = structlog.get_logger("portal")

@@ -1,0 +1,190 @@
+"""A portal form taking one action of the catalogue (starter/actions.py).
+
+What the person typed becomes the action's input, run by `actions.take` as the person who
+signed in, exactly as the API and the CLI run it. A refusal comes back as a message beside
+the field it is about (or above the form), in the person's language, and the form keeps what
+they typed. A form posted twice (a double click, a reload) is one action: its hidden `once`
+value makes the workflow update's id, which Temporal applies once.
+
+    form = Form.of(once=new_once())                 # the page, first shown
+    ...
+    done = await act(me, "decline", request_id, {"reason": form.value("reason")}, form)
+    if done is None:                                 # refused: show the form again
+        return render(me, "expert/decline.html", ctx, form=form, status=422)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from typing import Any
+
+from pydantic import ValidationError
+
+from domain.messages import RequestState
+from domain.models import AssignmentView
+from starter import actions, service
+from starter.access import Principal
+from starter.portal.forms import Form
+from starter.portal.i18n import N_
+from starter.portal.people import SignedIn, Visitor
+
+# The key of a message about the whole form, not one field (shown above it).
+WHOLE_FORM = "_"
+ONCE_FIELD = "once"
+
+
+def principal(me: SignedIn) -> Principal:
+    """The signed-in person as the read rules (starter/access.py) know them."""
+    p = me.person
+    return Principal(role=p.role, subject=p.code, person=p.actor)  # type: ignore[arg-type]
+
+
+def new_once() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def _update_id(me: SignedIn, name: str, request_id: str, once: str) -> str | None:
+    if not once:
+        return None
+    encoded = json.dumps([me.person.actor.ref, name, request_id, once], ensure_ascii=False)
+    return "portal-" + hashlib.sha256(encoded.encode()).hexdigest()
+
+
+async def act(
+    me: SignedIn, name: str, request_id: str, given: dict[str, Any] | None, form: Form
+) -> RequestState | AssignmentView | None:
+    """Takes the action `name` as `me` on the request; None when it was refused, with the
+    reasons put on `form`."""
+    action = actions.ACTIONS[name]
+    state = me.request.app.state
+    try:
+        model = action.given.model_validate(given or {}) if action.given is not None else None
+    except ValidationError as err:
+        for e in err.errors():
+            form.error(".".join(str(p) for p in e["loc"]) or WHOLE_FORM, invalid(me, e))
+        return None
+    try:
+        inp = action.input(me.person.actor, model)
+        return await actions.take(
+            state.client,
+            state.pool,
+            action,
+            me.person.actor,
+            request_id,
+            inp,
+            update_id=_update_id(me, name, request_id, form.value(ONCE_FIELD)),
+        )
+    except service.ActionError as err:
+        field, message = refusal(me, str(err))
+        form.error(field if field in form.values else WHOLE_FORM, message)
+        return None
+
+
+# --- in the person's language ----------------------------------------------------------------
+
+STAGES = {
+    "intake": N_("intake"),
+    "screening": N_("screening"),
+    "supplement": N_("waiting for a supplement"),
+    "council": N_("forming the council"),
+    "review": N_("review by the council"),
+    "synthesis": N_("drafting the conclusion"),
+    "approval": N_("approval of the conclusion"),
+    "delivered": N_("conclusion delivered"),
+    "adoption": N_("waiting for the answer on adoption"),
+    "closed": N_("closed"),
+    "declined": N_("declined"),
+    "withdrawn": N_("withdrawn"),
+}
+ASSIGNMENT_STATES = {
+    "invited": N_("invited"),
+    "accepted": N_("accepted"),
+    "declined": N_("declined"),
+    "expired": N_("expired"),
+    "submitted": N_("opinion sent"),
+    "cancelled": N_("cancelled"),
+}
+
+
+def stage_name(me: Visitor, stage: str) -> str:
+    return me.gettext(STAGES.get(stage, stage))
+
+
+def state_name(me: Visitor, state: str) -> str:
+    return me.gettext(ASSIGNMENT_STATES.get(state, state))
+
+
+def invalid(me: Visitor, error: dict[str, Any]) -> str:
+    """A field's validation error (pydantic's) as a person reads it."""
+    kind, ctx = error.get("type", ""), error.get("ctx") or {}
+    if kind == "missing":
+        return me.gettext("Please fill this in.")
+    if kind == "string_too_short":
+        if ctx.get("min_length", 1) <= 1:
+            return me.gettext("Please fill this in.")
+        return me.gettext("Write at least %(n)s characters.", n=ctx.get("min_length"))
+    if kind == "string_too_long":
+        return me.gettext("Write at most %(n)s characters.", n=ctx.get("max_length"))
+    if kind in ("literal_error", "enum"):
+        return me.gettext("Choose one of the options.")
+    if kind == "too_short":
+        return me.gettext("Add at least %(n)s.", n=ctx.get("min_length"))
+    if kind in ("int_parsing", "int_type", "greater_than_equal", "less_than_equal"):
+        return me.gettext("Enter a whole number in the range allowed.")
+    if "email" in str(error.get("msg", "")).lower():
+        return me.gettext("Enter an e-mail address, like name@example.vn.")
+    return me.gettext("This value is not valid.")
+
+
+# The engine's refusals (workflow validators, the service layer), recognised by their words.
+_REFUSALS: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(r"the request is in (?P<stage>\w+), not"),
+        N_("This cannot be done now: the request is at the stage “%(stage)s”."),
+    ),
+    (
+        re.compile(r"the request is (?P<stage>\w+): nothing more"),
+        N_("The request is %(stage)s: nothing more can be done on it."),
+    ),
+    (
+        re.compile(r"has ended|is closed|is not running"),
+        N_("This task has ended: nothing more can be done on it."),
+    ),
+    (
+        re.compile(r"the invitation is already (?P<state>\w+)"),
+        N_("This invitation is already %(state)s."),
+    ),
+    (re.compile(r"accept the invitation first"), N_("Accept the invitation first.")),
+    (
+        re.compile(r"the assignment is (?P<state>\w+)"),
+        N_("Your assignment is %(state)s: this cannot be done."),
+    ),
+    (
+        re.compile(r"already being recorded|is being withdrawn"),
+        N_("Another action on this request is being recorded; try again in a moment."),
+    ),
+    (re.compile(r"is not the chair"), N_("Only the council's chair drafts the conclusion.")),
+    (re.compile(r"no upload"), N_("A document is not one of your uploads.")),
+    (re.compile(r"^no "), N_("Not found.")),
+]
+
+
+def refusal(me: Visitor, text: str) -> tuple[str, str]:
+    """(field, message) for a refusal: the field its text names ("note: …"), else the whole
+    form; the message in the person's language, with the engine's own words after it when
+    no translation knows them."""
+    field, sep, rest = text.partition(": ")
+    field = field if sep and re.fullmatch(r"[a-z_.0-9]+", field) else WHOLE_FORM
+    for pattern, message in _REFUSALS:
+        found = pattern.search(text)
+        if found:
+            names = found.groupdict()
+            if "stage" in names:
+                names["stage"] = stage_name(me, names["stage"])
+            if "state" in names:
+                names["state"] = state_name(me, names["state"])
+            return field, me.gettext(message, **names)
+    return field, me.gettext("The engine refused this: %(reason)s", reason=rest or text)
