@@ -1197,6 +1197,22 @@ async def conclusion_of(conn: Conn, request_id: str) -> asyncpg.Record | None:
     )
 
 
+async def conclusion_number(conn: Conn, request_id: str) -> asyncpg.Record | None:
+    """The signed conclusion's number as printed, its PDF document and when it was issued."""
+    return await conn.fetchrow(
+        "SELECT number, document_id, issued_at FROM conclusion_numbers WHERE request_id = $1",
+        request_id,
+    )
+
+
+async def expertise_fields_in_registry(conn: Conn) -> list[str]:
+    """Every field some active expert of the registry works in: what a request may ask for."""
+    return await conn.fetchval(
+        "SELECT coalesce(array_agg(DISTINCT f ORDER BY f), '{}')"
+        " FROM experts, jsonb_object_keys(expertise) f WHERE active"
+    )
+
+
 # --- Portal drafts -----------------------------------------------------------------------
 
 

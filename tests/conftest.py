@@ -200,3 +200,14 @@ def advisory(*args: str, env_vars: dict[str, str]) -> subprocess.CompletedProces
 
 async def run_cli(*args: str, env_vars: dict[str, str]) -> subprocess.CompletedProcess:
     return await asyncio.to_thread(advisory, *args, env_vars=env_vars)
+
+
+@pytest.fixture
+def mail():
+    """A real SMTP server in this process, catching what is sent (portal sign-in links)."""
+    from starter.mailsink import MailSink
+    from tests.test_devstack import free_port
+
+    sink = MailSink(port=free_port()).start()
+    yield sink
+    sink.stop()

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 from fastapi import APIRouter, Depends
@@ -30,17 +29,9 @@ from starter.api import create_app
 from starter.mailsink import MailSink
 from starter.portal import Form, SignedIn, only, render, revoke_all_sessions, task_link
 from starter.portal.i18n import deadline_text, format_date
-from tests.test_devstack import free_port
 
 PORTAL = "http://127.0.0.1:8000"
 LINK = re.compile(r"https?://[^\s]+/portal/link/[A-Za-z0-9_.-]+")
-
-
-@pytest.fixture
-def mail():
-    sink = MailSink(port=free_port()).start()
-    yield sink
-    sink.stop()
 
 
 def portal_settings(mail: MailSink, **changes) -> Settings:
@@ -75,8 +66,11 @@ async def probe_submit(me: SignedIn = Depends(coordinators_only)):
 
 
 @asynccontextmanager
-async def portal(env, pool, settings: Settings, base_url: str = PORTAL) -> AsyncIterator:
-    app = create_app(settings, client=env.client, pool=pool)
+async def portal(
+    env, pool, settings: Settings, base_url: str = PORTAL, task_queue: str | None = None
+) -> AsyncIterator:
+    """The app over HTTP; `task_queue`: a test's worker's, for pages that start requests."""
+    app = create_app(settings, client=env.client, pool=pool, task_queue=task_queue)
     app.include_router(probe, prefix="/portal")
     async with app.router.lifespan_context(app):
         # A client address of its own per test: the per-client limit is not shared.

@@ -123,7 +123,8 @@ def invalid(me: Visitor, error: dict[str, Any]) -> str:
     if kind == "missing":
         return me.gettext("Please fill this in.")
     if kind == "string_too_short":
-        if ctx.get("min_length", 1) <= 1:
+        # Left blank (or spaces only) is a field not filled in, whatever its minimum length.
+        if ctx.get("min_length", 1) <= 1 or not str(error.get("input") or "").strip():
             return me.gettext("Please fill this in.")
         return me.gettext("Write at least %(n)s characters.", n=ctx.get("min_length"))
     if kind == "string_too_long":

@@ -43,7 +43,10 @@ ROLE_NAMES = {
 
 # The navigation of each role: (path, message id). Page authors add their pages here.
 NAVIGATION: dict[str, list[tuple[str, str]]] = {
-    "agency": [(f"{PREFIX}/", N_("Home"))],
+    "agency": [
+        (f"{PREFIX}/requests", N_("My requests")),
+        (f"{PREFIX}/requests/new", N_("Submit a request")),
+    ],
     "expert": [(f"{PREFIX}/", N_("Home"))],
     "coordinator": [(f"{PREFIX}/", N_("Home"))],
     "operator": [(f"{PREFIX}/", N_("Home"))],
@@ -185,12 +188,27 @@ def sign_in_url(next_path: str | None = None) -> str:
 
 
 def install_handlers(app: FastAPI) -> None:
-    from starter.portal.people import bare_visitor
+    from starter import access
+    from starter.api.errors import Problem, problem_response
+    from starter.portal.people import bare_visitor, visitor
 
     @app.exception_handler(PageError)
     async def _page_error(request: Request, exc: PageError) -> Response:
         visitor = exc.visitor or bare_visitor(request)
         return render(visitor, exc.template, exc.context, status=exc.status)
+
+    @app.exception_handler(access.NotVisible)
+    async def _not_visible(request: Request, exc: access.NotVisible) -> Response:
+        # Another party's object answers exactly as a missing one: a page under /portal,
+        # the API's problem details elsewhere.
+        path = request.url.path
+        if path != PREFIX and not path.startswith(f"{PREFIX}/"):
+            return problem_response(Problem(404, "Not found", str(exc), kind="not-found"), request)
+        try:
+            v = await visitor(request)
+        except PageError:
+            v = bare_visitor(request)
+        return render(v, "not_found.html", status=404)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:

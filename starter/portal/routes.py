@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.background import BackgroundTask
 
 from db import portal as db
-from infra.links import SIGN_IN_VALID_FOR, LinkState, read_link, safe_next
+from infra.links import PREFIX, SIGN_IN_VALID_FOR, LinkState, read_link, safe_next
 from starter.portal.forms import Form
 from starter.portal.i18n import LANGUAGES, language
 from starter.portal.pages import portal_of, render, sign_in_url
@@ -35,6 +35,8 @@ YEAR = 365 * 24 * 3600
 
 @router.get("/")
 async def home(me: SignedIn = Depends(signed_in)) -> Response:
+    if me.person.role == "agency":  # an agency's home is its list of requests
+        return RedirectResponse(f"{PREFIX}/requests", status_code=303)
     return render(me, "home.html")
 
 
