@@ -185,7 +185,21 @@ def sign_in_url(next_path: str | None = None) -> str:
 
 
 def install_handlers(app: FastAPI) -> None:
-    from starter.portal.people import bare_visitor
+    from starter.access import NotVisible
+    from starter.portal.people import bare_visitor, visitor
+
+    api_not_visible = app.exception_handlers[NotVisible]
+
+    @app.exception_handler(NotVisible)
+    async def _not_found(request: Request, exc: NotVisible) -> Response:
+        """Not there, or not this person's: on a portal page, the same page for both."""
+        if not request.url.path.startswith(f"{PREFIX}/"):
+            return await api_not_visible(request, exc)
+        try:
+            who = await visitor(request)
+        except Exception:  # noqa: BLE001 (a 404 page is given whatever stopped the session)
+            who = bare_visitor(request)
+        return render(who, "not_found.html", status=404)
 
     @app.exception_handler(PageError)
     async def _page_error(request: Request, exc: PageError) -> Response:
