@@ -34,6 +34,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from activities import metrics
 from activities.render import render
+from db import portal as portal_db
 from db import queries as q
 from domain.notifications import (
     Channel,
@@ -46,10 +47,12 @@ from domain.notifications import (
     address_refusal,
     notification_workflow_id,
     signature_header,
+    task_links,
     url_refusal,
 )
 from infra import mail
 from infra.documents import document_store
+from infra.links import task_link
 from infra.settings import Settings
 
 log = structlog.get_logger("notify")
@@ -312,15 +315,36 @@ class NotificationActivities:
         data = b"".join([chunk async for chunk in self._store.read(doc["sha256"])])
         return doc["name"], data
 
+    async def _task_links(self, row: asyncpg.Record) -> list[tuple[str, str]]:
+        """The signed portal links the e-mail carries for its task: only to an address that
+        signs its recipient in (a registered, active one), and only with a portal secret."""
+        kind, code, address = row["recipient_kind"], row["recipient_code"], row["address"]
+        wanted = task_links(row["event"], kind, row["request_id"])
+        secret = self._settings.resolve_portal_secret()
+        if not wanted or not code or not address or secret is None:
+            return []
+        async with self._pool.acquire() as conn:
+            identities = await portal_db.identities_by_email(conn, address.lower())
+        if not any((i["role"], i["code"]) == (kind, code) for i in identities):
+            return []
+        valid_for = timedelta(days=self._settings.portal_task_link_days)
+        return [
+            (name, task_link(self._settings, kind, code, address, path, valid_for))
+            for name, path in wanted
+        ]
+
     def _email(
-        self, row: asyncpg.Record, attachment: tuple[str, bytes] | None = None
+        self,
+        row: asyncpg.Record,
+        attachment: tuple[str, bytes] | None = None,
+        links: list[tuple[str, str]] = (),
     ) -> MIMEMultipart:
         s = self._settings
         payload: dict[str, Any] = dict(row["payload"])
         context = {**payload, "recipient_kind": row["recipient_kind"]}
         context.setdefault("request_id", row["request_id"])
         context.setdefault("title", "")
-        m = render(row["event"], row["language"], context, union=self._union)
+        m = render(row["event"], row["language"], context, union=self._union, links=links)
         domain = mail.mail_domain(s)
         # Built with the classic MIME classes and Header: the modern policy's folder drops the
         # space between two encoded words of a long non-ASCII subject (CPython, 3.11), which
@@ -383,7 +407,7 @@ class NotificationActivities:
         row = await self._unsent(inp)
         if row is None:
             return
-        message = self._email(row, await self._attachment(row))
+        message = self._email(row, await self._attachment(row), await self._task_links(row))
         try:
             await mail.send(s, message)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:

@@ -31,8 +31,7 @@ from infra.settings import Settings
 from starter.api import create_app
 from starter.api.auth import create_token
 from tests import factories as f
-from tests.conftest import CONVERTER, _binary
-from tests.test_notifications import free_port
+from tests.conftest import CONVERTER, _binary, free_port
 from worker import build_worker
 
 FIELD = "bench-field"

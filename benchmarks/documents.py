@@ -58,8 +58,7 @@ from infra.settings import CONFIG, ROOT, Settings
 from starter.api.auth import create_token
 from starter.registry import AGENCIES, COORDINATORS, seed
 from tests import factories as f
-from tests.conftest import _binary
-from tests.test_notifications import free_port
+from tests.conftest import _binary, free_port
 from worker import build_worker
 
 MiB = 1 << 20

@@ -28,8 +28,8 @@ from domain.models import RegisteredAgency
 from infra.settings import Settings
 from starter.mailsink import MailSink
 from starter.notifications import register_webhook
-from tests.conftest import CONVERTER, _binary
-from tests.test_notifications import Receiver, free_port
+from tests.conftest import CONVERTER, _binary, free_port
+from tests.test_notifications import Receiver
 from worker import build_worker
 
 

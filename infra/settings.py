@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     portal_session_hours: float = Field(
         default=12, gt=0, validation_alias="ADVISORY_PORTAL_SESSION_HOURS"
     )
+    # How long an e-mail's task link ("Nhận lời", "Bổ sung hồ sơ"…) signs its recipient in;
+    # each reminder brings fresh ones.
+    portal_task_link_days: float = Field(
+        default=14, gt=0, validation_alias="ADVISORY_PORTAL_TASK_LINK_DAYS"
+    )
 
     def resolve_portal_secret(self) -> bytes | None:
         """ADVISORY_PORTAL_SECRET, else the dev stack's secret file; None without either (the

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from domain import search_attributes as sa
 from domain.models import Expert, RegisteredAgency
 from infra.codec import data_converter, parse_keys
 from infra.settings import CONFIG, Settings, load_policy
+from starter.mailsink import MailSink
 from starter.registry import AGENCIES, COORDINATORS, seed
 from starter.search_attributes import ensure_search_attributes
 from worker import build_worker
@@ -202,12 +204,20 @@ async def run_cli(*args: str, env_vars: dict[str, str]) -> subprocess.CompletedP
     return await asyncio.to_thread(advisory, *args, env_vars=env_vars)
 
 
-@pytest.fixture
-def mail():
-    """A real SMTP server in this process, catching what is sent (portal sign-in links)."""
-    from starter.mailsink import MailSink
-    from tests.test_devstack import free_port
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    sink = MailSink(port=free_port()).start()
+
+@pytest.fixture
+def smtp_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def mail(smtp_port: int):
+    """The real SMTP server a test's worker or portal sends to; it keeps every message."""
+    sink = MailSink(port=smtp_port).start()
     yield sink
     sink.stop()

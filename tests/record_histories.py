@@ -246,7 +246,8 @@ async def record_notifications(env: WorkflowEnvironment, pool, registry: Registr
     e-mail that gives up (nothing listens) and is reported to the operator."""
     from starter.mailsink import MailSink
     from starter.notifications import register_webhook
-    from tests.test_notifications import Receiver, free_port
+    from tests.conftest import free_port
+    from tests.test_notifications import Receiver
 
     receiver = Receiver()
     receiver.answer = lambda _id, n: 500 if n == 1 else 200

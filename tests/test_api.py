@@ -681,7 +681,7 @@ async def test_fuzzing_the_openapi_document_finds_every_answer_as_declared(
     import subprocess
     import sys
 
-    from tests.test_notifications import free_port
+    from tests.conftest import free_port
 
     port = free_port()
     proc = subprocess.Popen(  # noqa: ASYNC220 (only forks; the server runs on its own)

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,16 +20,10 @@ import pytest
 
 from starter.devstack import restart_delay
 from tests import factories as f
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 from tests.test_api import body, token, until_stage
 
 STACK_DEADLINE = 120  # s for the stack to start its worker and API on a busy 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def started(process: str) -> Callable[[dict], bool]:

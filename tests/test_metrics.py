@@ -17,9 +17,8 @@ from domain.models import Stage
 from infra.temporal import metrics_runtime
 from starter import service
 from tests import factories as f
-from tests.conftest import CONVERTER, start_time_skipping
+from tests.conftest import CONVERTER, free_port, start_time_skipping
 from tests.test_lifecycle import until
-from tests.test_notifications import free_port
 from worker import build_worker
 from workflows.review import ReviewRequestWorkflow
 

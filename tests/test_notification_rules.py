@@ -286,7 +286,7 @@ async def test_a_row_withdrawn_while_waiting_for_a_retry_is_not_sent(pool, tmp_p
     from activities.notify import NotificationActivities
     from domain.notifications import Channel, DeliverInput
     from starter.mailsink import MailSink
-    from tests.test_notifications import free_port
+    from tests.conftest import free_port
 
     oid = await outbox_row(pool)
     async with pool.acquire() as conn:

@@ -8,7 +8,6 @@ import asyncio
 import email.header
 import email.utils
 import ipaddress
-import socket
 import ssl
 import threading
 import uuid
@@ -44,12 +43,6 @@ from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
 
 OPERATOR = "ops@test.example"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Receiver:
@@ -99,18 +92,6 @@ def receiver():
     r = Receiver()
     yield r
     r.close()
-
-
-@pytest.fixture
-def smtp_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def mail(smtp_port: int):
-    sink = MailSink(port=smtp_port).start()
-    yield sink
-    sink.stop()
 
 
 def notify_settings(smtp_port: int, **changes) -> Settings:

@@ -265,7 +265,7 @@ async def test_supplement_withdraw_and_what_another_agency_gets(env, worker, poo
         theirs = await http.get(f"/portal/requests/{rid}")
         assert theirs.status_code == missing.status_code == 404
         assert text_of(theirs.text) == text_of(missing.text)
-        assert "Không tìm thấy trang" in text_of(theirs.text)
+        assert "Không tìm thấy" in text_of(theirs.text)
         assert (await http.get(document)).status_code == 404
         form = (await http.get("/portal/requests/new")).text
         poked = await http.post(

@@ -188,27 +188,26 @@ def sign_in_url(next_path: str | None = None) -> str:
 
 
 def install_handlers(app: FastAPI) -> None:
-    from starter import access
-    from starter.api.errors import Problem, problem_response
+    from starter.access import NotVisible
     from starter.portal.people import bare_visitor, visitor
+
+    api_not_visible = app.exception_handlers[NotVisible]
+
+    @app.exception_handler(NotVisible)
+    async def _not_found(request: Request, exc: NotVisible) -> Response:
+        """Not there, or not this person's: on a portal page, the same page for both."""
+        if not request.url.path.startswith(f"{PREFIX}/"):
+            return await api_not_visible(request, exc)
+        try:
+            who = await visitor(request)
+        except Exception:  # noqa: BLE001 (a 404 page is given whatever stopped the session)
+            who = bare_visitor(request)
+        return render(who, "not_found.html", status=404)
 
     @app.exception_handler(PageError)
     async def _page_error(request: Request, exc: PageError) -> Response:
         visitor = exc.visitor or bare_visitor(request)
         return render(visitor, exc.template, exc.context, status=exc.status)
-
-    @app.exception_handler(access.NotVisible)
-    async def _not_visible(request: Request, exc: access.NotVisible) -> Response:
-        # Another party's object answers exactly as a missing one: a page under /portal,
-        # the API's problem details elsewhere.
-        path = request.url.path
-        if path != PREFIX and not path.startswith(f"{PREFIX}/"):
-            return problem_response(Problem(404, "Not found", str(exc), kind="not-found"), request)
-        try:
-            v = await visitor(request)
-        except PageError:
-            v = bare_visitor(request)
-        return render(v, "not_found.html", status=404)
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:
