@@ -25,7 +25,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from e2e.stack import ROOT, SERVER_DEADLINE, UI_DEADLINE, advisory, wait_until
+from e2e.stack import ROOT, SERVER_DEADLINE, UI_DEADLINE, advisory, get, wait_until
 
 SHOTS = ROOT / ".data" / "e2e"
 PHONE = {"width": 390, "height": 844}
@@ -147,6 +147,7 @@ def pdf(text: str) -> bytes:
 
 def test_a_request_through_the_portal_alone(stack, tmp_path):
     base = f"http://127.0.0.1:{stack['ports']['api']}"
+    wait_until("the portal answers", lambda: "ok" in get(f"{base}/health"), deadline())
     pages = Pages()
     plan, annex = tmp_path / "Dự thảo kế hoạch.pdf", tmp_path / "Tờ trình.pdf"
     plan.write_bytes(pdf("Du thao ke hoach"))
@@ -168,6 +169,8 @@ def test_a_request_through_the_portal_alone(stack, tmp_path):
         agency.fill("input[name=title]", "Dự thảo Kế hoạch phát triển khoa học và công nghệ")
         agency.fill("input[name=agency_reference]", reference)
         agency.fill("textarea[name=summary]", "Đề nghị tư vấn về mục tiêu và giải pháp.")
+        for field in ("moi-truong", "quy-hoach"):  # fields of the sample experts
+            agency.check(f"input[name=expertise_fields][value={field}]")
         agency.locator("input[type=file]").set_input_files([plan, annex])
         agency.locator("main form button[type=submit]").click()
         expect(agency).to_have_url(re.compile(r"/portal/requests/R-[0-9A-F]{10}$"))
@@ -264,7 +267,7 @@ def test_a_request_through_the_portal_alone(stack, tmp_path):
         other = experts[1][1]
         reused = person(browser)
         reused.goto(link_in(invitations[0], "Nhận lời"))
-        expect(reused.locator("main")).to_contain_text("đã được dùng")
+        expect(reused.locator("main")).to_contain_text("đã được sử dụng")
         pages.seen(reused, "link-used")
         stranger = other.request.get(f"{base}/portal/tasks/R-0000000000")
         assert stranger.status == 404
