@@ -78,7 +78,9 @@ async def weight(base: str, person: tuple, page: str) -> tuple[int, int]:
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         await sign_in(http, *person)
         html = (await http.get(page)).content
-        assets = sum(len((await http.get(a)).content) for a in set(ASSET.findall(html.decode())))
+        assets = 0
+        for asset in set(ASSET.findall(html.decode())):
+            assets += len((await http.get(asset)).content)
     return len(html), len(html) + assets
 
 
