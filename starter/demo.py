@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 from temporalio.client import Client
 
+from db import queries as q
 from domain.messages import (
     AcceptInput,
     AdoptionInput,
@@ -341,5 +342,20 @@ async def park_requests(
         out(f"  left in {state.stage.value:<11} {rid}  {code}: {state.waiting_for}")
         if state.council and state.council.shortfall:
             out(f"    {state.council.shortfall}")
+        await _invited_can_answer(pool, state, out)
         ids.append(rid)
     return ids
+
+
+async def _invited_can_answer(pool: asyncpg.Pool, state, out: Callable[[str], None]) -> None:
+    """Who can still answer from their invitation e-mail, whose "Nhận lời" link opens the
+    portal already signed in."""
+    invited = [a.expert_code for a in state.assignments if a.state.value == "invited"]
+    if not invited:
+        return
+    async with pool.acquire() as conn:
+        rows = [await q.get_expert(conn, code) for code in invited]
+    out("    each can answer in the portal from the invitation e-mail (its Nhận lời / Từ chối")
+    out("    links sign them in; `make up` keeps the mail in .data/mail/):")
+    for row in rows:
+        out(f"      {row['code']} {row['name']} <{row['email']}>")
