@@ -148,6 +148,19 @@ class Settings(BaseSettings):
         default=14, gt=0, validation_alias="ADVISORY_PORTAL_TASK_LINK_DAYS"
     )
 
+    # Optional sign-in through the province's identity provider (OpenID Connect): its issuer
+    # URL (discovery at <url>/.well-known/openid-configuration), this portal's client id and
+    # secret there, and its name on the sign-in page. The provider vouches for an e-mail
+    # address; the registries decide who that address is, as for an e-mailed link.
+    portal_oidc_url: str | None = Field(default=None, validation_alias="ADVISORY_PORTAL_OIDC_URL")
+    portal_oidc_client_id: str | None = Field(
+        default=None, validation_alias="ADVISORY_PORTAL_OIDC_CLIENT_ID"
+    )
+    portal_oidc_client_secret: SecretStr | None = Field(
+        default=None, validation_alias="ADVISORY_PORTAL_OIDC_CLIENT_SECRET"
+    )
+    portal_oidc_name: str | None = Field(default=None, validation_alias="ADVISORY_PORTAL_OIDC_NAME")
+
     def resolve_portal_secret(self) -> bytes | None:
         """ADVISORY_PORTAL_SECRET, else the dev stack's secret file; None without either (the
         portal then refuses to serve rather than sign with a guessable or passing secret)."""

@@ -11,6 +11,7 @@ from starlette.background import BackgroundTask
 
 from db import portal as db
 from infra.links import PREFIX, SIGN_IN_VALID_FOR, LinkState, read_link, safe_next
+from starter.portal import oidc
 from starter.portal.forms import Form
 from starter.portal.i18n import LANGUAGES, language
 from starter.portal.pages import portal_of, render, sign_in_url
@@ -40,9 +41,15 @@ async def home(me: SignedIn = Depends(signed_in)) -> Response:
     return render(me, "home.html")
 
 
+def _sign_in_page(v: Visitor, form: Form, status: int = 200) -> Response:
+    settings = portal_of(v.request).settings
+    provider = (settings.portal_oidc_name or "") if oidc.configured(settings) else None
+    return render(v, "sign_in.html", {"provider": provider}, form=form, status=status)
+
+
 @router.get("/sign-in")
 async def sign_in_form(next: str = "", v: Visitor = Depends(visitor)) -> Response:
-    return render(v, "sign_in.html", form=Form.of(next=safe_next(next)))
+    return _sign_in_page(v, Form.of(next=safe_next(next)))
 
 
 @router.post("/sign-in")
@@ -51,7 +58,7 @@ async def sign_in(v: Visitor = Depends(visitor)) -> Response:
     address = form.value("email").strip().lower()
     if not EMAIL.match(address) or len(address) > 254:
         form.error("email", v.gettext("Enter your e-mail address, like name@example.vn."))
-        return render(v, "sign_in.html", form=form, status=422)
+        return _sign_in_page(v, form, status=422)
     next_path = safe_next(form.value("next"))
     client = v.request.client.host if v.request.client else "unknown"
     portal = portal_of(v.request)
