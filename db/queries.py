@@ -8,7 +8,14 @@ from typing import Any
 
 import asyncpg
 
-from domain.models import Coordinator, Document, Expert, RegisteredAgency, identities
+from domain.models import (
+    Coordinator,
+    Document,
+    Expert,
+    Operator,
+    RegisteredAgency,
+    identities,
+)
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -339,7 +346,7 @@ async def set_assignment_overdue(
 
 # The registries: what each holds, and the one way rows are written (an import of the same
 # data twice changes nothing) and deactivated (never deleted: the audit trail names them).
-REGISTRIES = ("experts", "agencies", "coordinators")
+REGISTRIES = ("experts", "agencies", "coordinators", "operators")
 
 
 async def upsert_registry_row(conn: Conn, registry: str, row: dict[str, Any]) -> str:
@@ -410,6 +417,20 @@ async def upsert_coordinator(conn: Conn, c: Coordinator) -> str:
             "email": str(c.email),
             "language": c.language,
             "active": c.active,
+        },
+    )
+
+
+async def upsert_operator(conn: Conn, o: Operator) -> str:
+    return await upsert_registry_row(
+        conn,
+        "operators",
+        {
+            "code": o.code,
+            "name": o.name,
+            "email": str(o.email),
+            "language": o.language,
+            "active": o.active,
         },
     )
 

@@ -39,7 +39,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from db import queries as q
-from domain.models import Coordinator, Expert, Model, RegisteredAgency
+from domain.models import Coordinator, Expert, Model, Operator, RegisteredAgency
 
 
 class RegistryFileError(RuntimeError):
@@ -137,7 +137,8 @@ class Registry:
 EXPERTS = Registry("experts", "expert", Expert, _expert_row, q.upsert_expert)
 AGENCIES = Registry("agencies", "agency", RegisteredAgency, _agency_row, q.upsert_agency)
 COORDINATORS = Registry("coordinators", "coordinator", Coordinator, _cells, q.upsert_coordinator)
-REGISTRIES = {r.name: r for r in (EXPERTS, AGENCIES, COORDINATORS)}
+OPERATORS = Registry("operators", "operator", Operator, _cells, q.upsert_operator)
+REGISTRIES = {r.name: r for r in (EXPERTS, AGENCIES, COORDINATORS, OPERATORS)}
 
 
 def read_entries(registry: Registry, path: Path) -> tuple[list[tuple[int, Any]], list[str]]:
