@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import asyncpg
@@ -19,7 +21,7 @@ from activities.council import CouncilActivities
 from activities.notify import NotificationActivities
 from activities.persistence import PersistenceActivities
 from db.pool import create_pool
-from domain.ids import TASK_QUEUE
+from domain.ids import TASK_QUEUE, notification_task_queue
 from infra.codec import KeyError_
 from infra.documents import StoreSettingError, document_store
 from infra.logging import BindActivityContext, configure_logging
@@ -29,7 +31,11 @@ from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.notification import NotificationWorkflow
 from workflows.review import ReviewRequestWorkflow
 
-WORKFLOWS = [ReviewRequestWorkflow, ExpertAssignmentWorkflow, NotificationWorkflow]
+# Requests and their experts run on the task queue; notification deliveries on their own
+# (domain.ids.notification_task_queue), so the operators' view of the task queue is the case
+# board. WORKFLOWS is every type this process runs (the replayer checks them all).
+REQUEST_WORKFLOWS = [ReviewRequestWorkflow, ExpertAssignmentWorkflow]
+WORKFLOWS = [*REQUEST_WORKFLOWS, NotificationWorkflow]
 
 # The domain models and the libraries they validate with are pure and deterministic: passing
 # them through saves re-importing them into every workflow's sandbox (and e-mail validation
@@ -80,24 +86,60 @@ def activities_for(
     ]
 
 
+@dataclass
+class EngineWorker:
+    """What a worker process runs: one worker polling the task queue (requests, experts) and
+    one polling its notifications queue; `async with` runs both, `task_queue` is the first's."""
+
+    requests: Worker
+    notifications: Worker
+    _running: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    @property
+    def task_queue(self) -> str:
+        return self.requests.task_queue
+
+    async def __aenter__(self) -> EngineWorker:
+        async with AsyncExitStack() as starting:
+            await starting.enter_async_context(self.notifications)
+            await starting.enter_async_context(self.requests)
+            self._running = starting.pop_all()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._running.aclose()
+
+
 def build_worker(
     client: Client,
     pool: asyncpg.Pool,
     settings: Settings,
     task_queue: str = TASK_QUEUE,
     activities: list | None = None,
-) -> Worker:
-    return Worker(
-        client,
-        task_queue=task_queue,
-        workflows=WORKFLOWS,
-        workflow_runner=SANDBOX,
-        activities=activities if activities is not None else activities_for(pool, settings),
-        # Explicit limits: two cores, and every activity holds a pool connection.
-        max_concurrent_activities=20,
-        max_concurrent_workflow_tasks=20,
-        graceful_shutdown_timeout=timedelta(seconds=20),
-        interceptors=[BindActivityContext()],
+) -> EngineWorker:
+    # Both get every activity: an activity runs on its workflow's queue, so only deliveries'
+    # ever reach the notifications queue, and there is no second list to keep in step.
+    activities = activities if activities is not None else activities_for(pool, settings)
+
+    def worker(queue: str, workflows: list, slots: int) -> Worker:
+        return Worker(
+            client,
+            task_queue=queue,
+            workflows=workflows,
+            workflow_runner=SANDBOX,
+            activities=activities,
+            # Explicit limits: two cores, and every activity holds a pool connection.
+            max_concurrent_activities=slots,
+            max_concurrent_workflow_tasks=slots,
+            graceful_shutdown_timeout=timedelta(seconds=20),
+            interceptors=[BindActivityContext()],
+        )
+
+    return EngineWorker(
+        requests=worker(task_queue, REQUEST_WORKFLOWS, 20),
+        # Deliveries wait on SMTP and webhooks, seldom on CPU: fewer slots, so a burst of
+        # them never takes every pool connection from the requests.
+        notifications=worker(notification_task_queue(task_queue), [NotificationWorkflow], 10),
     )
 
 
@@ -135,7 +177,11 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker started", task_queue=settings.task_queue)
+    log.info(
+        "worker started",
+        task_queue=settings.task_queue,
+        notifications=notification_task_queue(settings.task_queue),
+    )
     async with worker:
         await stop.wait()
         log.info("worker stopping")

@@ -68,7 +68,8 @@ async def dispatch(
     retry: DeliveryRetry,
     replace_running: bool = False,
 ) -> None:
-    """Starts the delivery of each row. The workflow id is the row's, so a row already being
+    """Starts the delivery of each row on `task_queue`, a notifications queue
+    (domain.ids.notification_task_queue). The workflow id is the row's, so a row already being
     delivered is left to that run; a finished run may be followed by another, which sends
     only the channels still pending.
 
@@ -604,6 +605,7 @@ class NotificationActivities:
             await dispatch(
                 activity.client(),
                 [report],
+                # This delivery's own queue: the notifications queue.
                 task_queue=activity.info().task_queue,
                 retry=s.delivery_retry(),
             )

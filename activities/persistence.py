@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities import conclusion_document, metrics
 from activities.notify import dispatch
 from db import queries as q
+from domain.ids import notification_task_queue
 from domain.messages import TransitionInput, TransitionResult
 from domain.models import Notice
 from domain.notifications import LANGUAGES, DeliveryRetry
@@ -69,7 +70,7 @@ class PersistenceActivities:
             await dispatch(
                 activity.client(),
                 ids,
-                task_queue=activity.info().task_queue,
+                task_queue=notification_task_queue(activity.info().task_queue),
                 retry=self._delivery,
             )
         return result

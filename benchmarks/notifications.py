@@ -24,6 +24,7 @@ from activities.notify import dispatch
 from db import queries as q
 from db.migrate import migrate
 from db.pool import create_pool
+from domain.ids import notification_task_queue
 from domain.models import RegisteredAgency
 from infra.settings import Settings
 from starter.mailsink import MailSink
@@ -91,7 +92,12 @@ async def main(rows: int) -> None:
     task_queue = f"bench-{uuid.uuid4().hex}"
     async with build_worker(env.client, pool, settings, task_queue=task_queue):
         started = time.perf_counter()
-        await dispatch(env.client, ids, task_queue=task_queue, retry=settings.delivery_retry())
+        await dispatch(
+            env.client,
+            ids,
+            task_queue=notification_task_queue(task_queue),
+            retry=settings.delivery_retry(),
+        )
         dispatched = time.perf_counter() - started
         while True:
             async with pool.acquire() as conn:

@@ -1,6 +1,13 @@
-"""Business ids and the one task queue. Ids carry request and expert codes, never names."""
+"""Business ids and the task queues. Ids carry request and expert codes, never names."""
 
 TASK_QUEUE = "advisory-review"
+
+
+def notification_task_queue(task_queue: str) -> str:
+    """Where notification deliveries run, beside a deployment's task queue: apart from the
+    requests, so the operators' list of a queue (`TaskQueue = 'advisory-review'`) is the case
+    board, not thousands of deliveries."""
+    return f"{task_queue}-notifications"
 
 
 def review_workflow_id(request_id: str) -> str:

@@ -17,7 +17,7 @@ from activities.notify import (
     vetted_addresses,
 )
 from db import queries as q
-from domain.ids import TASK_QUEUE
+from domain.ids import TASK_QUEUE, notification_task_queue
 from domain.notifications import new_secret, url_refusal
 from infra.settings import Settings
 
@@ -106,6 +106,10 @@ async def retry(
             raise NotificationError(f"id: no notification {', '.join(map(str, missing))}")
         ids = await q.reopen_notifications(conn, ids)
     await dispatch(
-        client, ids, task_queue=task_queue, retry=settings.delivery_retry(), replace_running=True
+        client,
+        ids,
+        task_queue=notification_task_queue(task_queue),
+        retry=settings.delivery_retry(),
+        replace_running=True,
     )
     return ids
