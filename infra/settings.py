@@ -8,6 +8,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -163,6 +164,25 @@ class Settings(BaseSettings):
         default=None, validation_alias="ADVISORY_PORTAL_OIDC_CLIENT_SECRET"
     )
     portal_oidc_name: str | None = Field(default=None, validation_alias="ADVISORY_PORTAL_OIDC_NAME")
+
+    # The Temporal UI's public address: the one origin whose pages may call the codec server
+    # (/portal/codec) with the portal's session cookie, and where a request's page is linked
+    # from (infra.temporal.temporal_ui_url). It must share a site (registrable domain, https)
+    # with ADVISORY_PORTAL_URL, or the browser keeps the SameSite=Lax cookie from the codec.
+    temporal_ui_url: str = Field(
+        default="http://127.0.0.1:8233", validation_alias="ADVISORY_TEMPORAL_UI_URL"
+    )
+
+    @property
+    def temporal_ui_origin(self) -> str:
+        """The UI's origin as a browser sends it in `Origin`: scheme://host[:port], no path,
+        the scheme's default port left out."""
+        url = urlsplit(self.temporal_ui_url.strip())
+        host = url.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        default = {"http": 80, "https": 443}.get(url.scheme)
+        port = f":{url.port}" if url.port and url.port != default else ""
+        return f"{url.scheme}://{host}{port}"
 
     def resolve_portal_secret(self) -> bytes | None:
         """ADVISORY_PORTAL_SECRET, else the dev stack's secret file; None without either (the

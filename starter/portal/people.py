@@ -147,6 +147,13 @@ async def _person(request: Request, session_id: str) -> Person | None:
     )
 
 
+async def session_person(request: Request) -> Person | None:
+    """Who the request's session cookie signs in, if anyone: for what is no page (the codec
+    server) as for pages (`visitor`)."""
+    session_id = request.cookies.get(SESSION_COOKIE, "")
+    return await _person(request, session_id) if session_id else None
+
+
 async def visitor(request: Request) -> Visitor:
     """Dependency: whoever is on the page. On a POST it first checks the form's CSRF token:
     a form without it, or with another browser's or session's, is refused with a 403 page
@@ -155,7 +162,7 @@ async def visitor(request: Request) -> Visitor:
     if portal.secret is None:
         raise PageError(None, 503, "not_configured.html")
     session_id = request.cookies.get(SESSION_COOKIE, "")
-    person = await _person(request, session_id) if session_id else None
+    person = await session_person(request)
     browser = request.cookies.get(BROWSER_COOKIE, "")
     new_browser = None
     if len(browser) < 32:
