@@ -164,6 +164,12 @@ def link_path(token: str) -> str:
     return f"{PREFIX}/link/{token}"
 
 
+def case_url(settings: Settings, request_id: str) -> str:
+    """The coordinator's page of a request in the portal, as an absolute URL (the Temporal
+    UI's request pages link to it)."""
+    return f"{settings.portal_url.rstrip('/')}{PREFIX}/cases/{request_id}"
+
+
 def task_link(
     settings: Settings,
     role: str,

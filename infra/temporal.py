@@ -5,6 +5,7 @@ stack's address when nothing is set."""
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
@@ -17,6 +18,7 @@ from temporalio.runtime import (
     TelemetryFilter,
 )
 
+from domain.ids import review_workflow_id
 from infra.codec import data_converter
 from infra.settings import Settings, get_settings
 
@@ -32,6 +34,15 @@ async def connect(settings: Settings | None = None, runtime: Runtime | None = No
         data_converter=data_converter(settings.resolve_payload_keys()),
         runtime=runtime,
     )
+
+
+def temporal_ui_url(settings: Settings, request_id: str) -> str:
+    """The request's page in the Temporal UI (ADVISORY_TEMPORAL_UI_URL): its workflow in the
+    namespace `connect` uses; the UI opens the latest run of that id."""
+    namespace = ClientConfig.load_client_connect_config().get("namespace") or "default"
+    workflow_id = review_workflow_id(request_id)
+    base = settings.temporal_ui_url.rstrip("/")
+    return f"{base}/namespaces/{quote(namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
 
 
 def metrics_runtime(address: str | None) -> Runtime:

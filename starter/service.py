@@ -27,6 +27,8 @@ from domain.ids import TASK_QUEUE, assignment_workflow_id, review_workflow_id
 from domain.messages import RequestState, ReviewRequestInput
 from domain.models import Actor, Agency, AssignmentView, Document, RequestSubmission, Stage
 from domain.policy import Policy
+from infra.links import case_url
+from infra.settings import get_settings
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.review import ReviewRequestWorkflow
 
@@ -49,9 +51,16 @@ class Submitted:
     created: bool  # False: the same agency reference was submitted before
 
 
-def _summary(s: RequestSubmission) -> str:
-    title = s.title if len(s.title) <= 120 else s.title[:119].rstrip() + "…"
-    return f"{s.kind.value} · {s.agency.code} · {title}"
+def _summary(s: RequestSubmission, request_id: str) -> str:
+    """The request's line in the Temporal UI, readable without the codec: codes only. Its
+    title is the agency's text, as the rest of its input: a signed-in operator reads it through
+    the codec server."""
+    return f"{s.kind.value} · {s.agency.code} · {request_id}"
+
+
+def _details(request_id: str) -> str:
+    """Markdown under the summary in the UI: the way back to the request's case page."""
+    return f"[Case {request_id} in the portal]({case_url(get_settings(), request_id)})"
 
 
 async def submit(
@@ -99,7 +108,8 @@ async def submit(
                     SearchAttributePair(sa.AGENCY, submission.agency.code),
                 ]
             ),
-            static_summary=_summary(submission),
+            static_summary=_summary(submission, request_id),
+            static_details=_details(request_id),
             memo=memo,
         )
     except WorkflowAlreadyStartedError:
