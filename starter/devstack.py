@@ -70,7 +70,11 @@ async def ensure_database(admin_url: str) -> None:
         await conn.close()
 
 
-def start_temporal(data_dir: Path) -> subprocess.Popen:
+def start_temporal(data_dir: Path, codec_endpoint: str) -> subprocess.Popen:
+    """The dev server, its UI on 127.0.0.1 (the portal's site: see starter.portal.codec) with
+    the engine's codec endpoint as the cluster's setting. The dev server sets no
+    includeCredentials (its UI config is built in the CLI, no flag, variable or file), so a
+    browser sends its portal session only with its own Codec Server setting (README)."""
     args = [
         _bin("temporal"),
         "server",
@@ -81,6 +85,8 @@ def start_temporal(data_dir: Path) -> subprocess.Popen:
         str(TEMPORAL_PORT),
         "--ui-port",
         str(UI_PORT),
+        "--ui-codec-endpoint",
+        codec_endpoint,
         "--db-filename",
         str(data_dir / "temporal.db"),
         "--log-level",
@@ -223,6 +229,7 @@ async def main() -> None:
         if not settings.portal_secret:
             ensure_portal_secret(data_dir)
         env.setdefault("ADVISORY_PORTAL_URL", f"http://127.0.0.1:{API_PORT}")
+        codec = f"{env['ADVISORY_PORTAL_URL'].rstrip('/')}/portal/codec"
         pool = await create_pool(db_url, max_size=2)
         async with pool.acquire() as conn:
             applied = await migrate(conn)
@@ -231,16 +238,20 @@ async def main() -> None:
             where_temporal = f"{os.environ['TEMPORAL_ADDRESS']} (external)"
             client = await wait_for_temporal(None)
             await ensure_search_attributes(client)
-            ui = "(the cluster's own UI)"
+            ui = env.get("ADVISORY_TEMPORAL_UI_URL", "(the cluster's own UI)")
         else:
-            temporal = start_temporal(data_dir)
+            # The UI on 127.0.0.1 like the portal: one site, so the portal's SameSite=Lax
+            # session cookie reaches the codec server from the UI's pages (not so from
+            # localhost, another site).
+            env.setdefault("ADVISORY_TEMPORAL_UI_URL", f"http://127.0.0.1:{UI_PORT}")
+            temporal = start_temporal(data_dir, codec)
             env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{TEMPORAL_PORT}"
             os.environ["TEMPORAL_ADDRESS"] = env["TEMPORAL_ADDRESS"]
             client = await wait_for_temporal(temporal)
             # A .data/temporal.db from an older version may lack a newer attribute.
             await ensure_search_attributes(client)
             where_temporal = f"127.0.0.1:{TEMPORAL_PORT} (dev server, {data_dir / 'temporal.db'})"
-            ui = f"http://localhost:{UI_PORT}"
+            ui = env["ADVISORY_TEMPORAL_UI_URL"]
 
         changed, total = await seed(pool, EXPERTS, settings.experts_file)
         await seed(pool, AGENCIES, settings.agencies_file)
@@ -291,6 +302,10 @@ async def main() -> None:
         print(
             "\nAdvisory & Review Engine is up.\n"
             f"  Temporal UI     {ui}\n"
+            f"  codec server    {codec}\n"
+            "                  payloads in clear for an operator or a coordinator signed in to\n"
+            "                  the portal, once the UI's Codec Server setting (its top bar) uses\n"
+            "                  this endpoint and includes cross-origin credentials (README)\n"
             f"  Temporal        {where_temporal}\n"
             f"  PostgreSQL      {where_pg}\n"
             f"                  {db_url}\n"
