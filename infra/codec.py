@@ -1,8 +1,9 @@
 """Payload encryption: what Temporal stores and its UI shows of a request — the submission with
 the requester's name and e-mail, opinions with their confidential notes, query results — is
-AES-256-GCM ciphertext. Plain strings stay readable: the UI's summaries and current details
-(kind, agency code, title, what the request waits for) and the SDK's own metadata messages,
-which never carry a name or an address.
+AES-256-GCM ciphertext. Plain strings stay readable: the UI's summaries, details and current
+details (kind, agency code, request id, the case page's link, what the request waits for) and
+the SDK's own metadata messages, which never carry a name or an address. Signed-in staff read
+the rest through the codec server (starter/portal/codec.py), which uses this codec.
 
 Keys come from ADVISORY_PAYLOAD_KEYS as `id:base64key[,id:base64key…]`: the first encrypts,
 every one decrypts, so a key is rotated by putting the new one first (`advisory keys rotate`).
