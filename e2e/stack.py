@@ -64,6 +64,8 @@ def stack():
         ADVISORY_METRICS=f"127.0.0.1:{ports['metrics']}",
         ADVISORY_SDK_METRICS=f"127.0.0.1:{ports['sdk']}",
         ADVISORY_API_PORT=str(ports["api"]),
+        # For the CLI too: the requests it submits link to their case pages on this portal.
+        ADVISORY_PORTAL_URL=f"http://127.0.0.1:{ports['api']}",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "starter.devstack"],
