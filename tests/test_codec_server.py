@@ -15,6 +15,9 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from db import queries as q
 from domain.models import Operator
+from infra.links import case_url
+from infra.settings import Settings
+from infra.temporal import temporal_ui_url
 from tests.conftest import CONVERTER
 from tests.test_portal_agency import new_agency
 from tests.test_portal_auth import (
@@ -197,3 +200,29 @@ async def test_a_payload_that_cannot_be_opened_is_named_and_why(env, pool, mail)
         r = await post(http, "decode", body(good), {"Content-Type": "text/plain"})
         assert r.status_code == 422
         assert "Content-Type: application/json" in r.json()["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("http://127.0.0.1:8233", "http://127.0.0.1:8233"),
+        ("https://Temporal.LienHiepHoi.org.vn:443/ui/", "https://temporal.lienhiephoi.org.vn"),
+        ("http://[::1]:8233/", "http://[::1]:8233"),
+    ],
+)
+def test_the_allowed_origin_is_the_ui_address_as_a_browser_sends_it(url, origin):
+    assert Settings(temporal_ui_url=url).temporal_ui_origin == origin
+
+
+def test_a_request_links_to_its_case_page_and_to_its_ui_page(monkeypatch):
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", "lhh-tvpb")  # as connect() reads it
+    s = Settings(
+        portal_url="https://portal.lienhiephoi.org.vn/",
+        temporal_ui_url="https://temporal.lienhiephoi.org.vn/",
+    )
+    assert case_url(s, "R-1A2B3C4D5E") == (
+        "https://portal.lienhiephoi.org.vn/portal/cases/R-1A2B3C4D5E"
+    )
+    assert temporal_ui_url(s, "R-1A2B3C4D5E") == (
+        "https://temporal.lienhiephoi.org.vn/namespaces/lhh-tvpb/workflows/review-R-1A2B3C4D5E"
+    )

@@ -72,7 +72,11 @@ async def test_demo_reaches_closed_and_is_found_by_search_attributes(stack, sett
     assert b"binary/encrypted" in b"".join(
         base64.b64decode(m) for m in re.findall(r'"encoding": "([^"]+)"', raw)
     )
-    assert (await described.static_summary()).startswith("critique · STNMT · ")
+    # The summary names no title; the details link to the request's case page.
+    assert await described.static_summary() == f"critique · STNMT · {rid}"
+    details = await described.static_details()
+    assert details.startswith(f"[Case {rid} in the portal](http")
+    assert details.endswith(f"/portal/cases/{rid})")
     metadata = await handle.query("__temporal_workflow_metadata")
     assert metadata.current_details == "closed"
 

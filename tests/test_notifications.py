@@ -29,6 +29,7 @@ from standardwebhooks import Webhook
 from activities.notify import NotificationActivities, webhook_client
 from activities.render import render
 from db import queries as q
+from domain.ids import notification_task_queue
 from domain.messages import AcceptInput, ApproveInput, ScreeningInput
 from domain.models import Stage
 from infra.settings import CONFIG, Settings
@@ -735,6 +736,10 @@ async def test_a_refused_mailbox_fails_at_once_and_a_retry_replaces_the_running_
         assert email["attempts"] == 1 and "550" in email["last_error"]
         assert (await channel(pool, row["id"], "webhook"))["status"] == "pending"
         handle = dev_env.client.get_workflow_handle(f"notification-{row['id']}")
+        # Apart from the request, on its own queue: the operators' list of the task queue
+        # holds requests and experts only.
+        deliveries = notification_task_queue(w.task_queue)
+        assert (await handle.describe()).task_queue == deliveries
         history = (await handle.fetch_history()).to_json()
         # The failure's kind is readable; its message (the relay's code) is encrypted.
         assert row["address"] not in history and "MailRejected" in history
@@ -751,6 +756,7 @@ async def test_a_refused_mailbox_fails_at_once_and_a_retry_replaces_the_running_
                 if now["status"] == "delivered":
                     break
                 await asyncio.sleep(0.1)
+        assert (await handle.describe()).task_queue == deliveries  # the retry's run too
     mid = f"<notification-{row['id']}@lienhiephoi.example.vn>"
     assert len(mails_for(mail, rid)[mid]) == 1
     assert (await channel(pool, row["id"], "email"))["attempts"] == 2
