@@ -19,12 +19,13 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from domain.messages import RequestState
-from domain.models import AssignmentView
+from domain.models import AssignmentView, RequestKind
 from starter import actions, service
 from starter.access import Principal
 from starter.portal.forms import Form
@@ -54,17 +55,25 @@ def _update_id(me: SignedIn, name: str, request_id: str, once: str) -> str | Non
 
 
 async def act(
-    me: SignedIn, name: str, request_id: str, given: dict[str, Any] | None, form: Form
+    me: SignedIn,
+    name: str,
+    request_id: str,
+    given: dict[str, Any] | None,
+    form: Form,
+    fields: Mapping[str, str] | None = None,
 ) -> RequestState | AssignmentView | None:
     """Takes the action `name` as `me` on the request; None when it was refused, with the
-    reasons put on `form`."""
+    reasons put on `form`. `fields`: the form's name for a field of what is given, where the
+    two differ (a decline's "reason" is the screening's "note")."""
     action = actions.ACTIONS[name]
     state = me.request.app.state
+    named = fields or {}
     try:
         model = action.given.model_validate(given or {}) if action.given is not None else None
     except ValidationError as err:
         for e in err.errors():
-            form.error(".".join(str(p) for p in e["loc"]) or WHOLE_FORM, invalid(me, e))
+            field = ".".join(str(p) for p in e["loc"]) or WHOLE_FORM
+            form.error(named.get(field, field), invalid(me, e))
         return None
     try:
         inp = action.input(me.person.actor, model)
@@ -79,6 +88,7 @@ async def act(
         )
     except service.ActionError as err:
         field, message = refusal(me, str(err))
+        field = named.get(field, field)
         form.error(field if field in form.values else WHOLE_FORM, message)
         return None
 
@@ -109,12 +119,60 @@ ASSIGNMENT_STATES = {
 }
 
 
+KINDS = {
+    RequestKind.advisory: N_("Advisory"),
+    RequestKind.critique: N_("Critique"),
+    RequestKind.social_assessment: N_("Social assessment"),
+}
+# Each audit event of the timeline (access.timeline), as a sentence anyone may read: the
+# agency's page shows these, the office's adds its own (starter/portal/office.py).
+EVENTS = {
+    "submitted": N_("The request was received"),
+    "screening_accepted": N_("The Union's office accepted the request for review"),
+    "screening_declined": N_("The Union's office declined the request"),
+    "supplement_requested": N_("The Union's office asked for a supplement"),
+    "supplemented": N_("The supplement was sent"),
+    "supplement_lapsed": N_("The time for the supplement ran out"),
+    "council_proposed": N_("An expert council was proposed"),
+    "council_confirmed": N_("The expert council was confirmed"),
+    "experts_needed": N_("More experts are being sought for the council"),
+    "expert_replaced": N_("An expert of the council was replaced"),
+    "review_opened": N_("The council's review began"),
+    "quorum_reached": N_("The council's opinions are all in"),
+    "synthesis_opened": N_("The chair began drafting the conclusion"),
+    "conclusion_drafted": N_("The conclusion was drafted"),
+    "conclusion_returned": N_("The draft conclusion was returned for changes"),
+    "conclusion_approved": N_("The conclusion was approved and signed"),
+    "conclusion_delivered": N_("The conclusion was delivered"),
+    "adoption_answer_requested": N_("Your answer on adoption was asked for"),
+    "adoption_answered": N_("The answer on adoption was received; the request is closed"),
+    "deadline_extended": N_("The deadline was extended"),
+    "deadline_escalated": N_("The deadline passed and was reported to the Union's office"),
+    "withdrawn": N_("The request was withdrawn"),
+}
+
+
 def stage_name(me: Visitor, stage: str) -> str:
     return me.gettext(STAGES.get(stage, stage))
 
 
 def state_name(me: Visitor, state: str) -> str:
     return me.gettext(ASSIGNMENT_STATES.get(state, state))
+
+
+def kind_name(me: Visitor, kind: str) -> str:
+    return me.gettext(KINDS.get(RequestKind(kind), kind))
+
+
+def event_sentence(
+    me: Visitor, action: str, stage: str | None, events: Mapping[str, str] = EVENTS
+) -> str:
+    """An audit event as a sentence; one no sentence knows, by the stage it moved to."""
+    if action in events:
+        return me.gettext(events[action])
+    if stage is None:
+        return me.gettext("Something was recorded: %(action)s", action=action)
+    return me.gettext("The request moved to the stage “%(stage)s”", stage=stage_name(me, stage))
 
 
 def invalid(me: Visitor, error: dict[str, Any]) -> str:
@@ -169,6 +227,26 @@ _REFUSALS: list[tuple[re.Pattern[str], str]] = [
     ),
     (re.compile(r"is not the chair"), N_("Only the council's chair drafts the conclusion.")),
     (re.compile(r"no upload"), N_("A document is not one of your uploads.")),
+    (
+        re.compile(r"required \(at least (?P<n>\d+) characters\)"),
+        N_("Write at least %(n)s characters."),
+    ),
+    (
+        re.compile(r"the request is in (?P<stage>\w+), which has no deadline"),
+        N_("The stage “%(stage)s” has no deadline of its own to extend."),
+    ),
+    (
+        re.compile(r"deadline has been extended (?P<n>\d+) time"),
+        N_("This deadline has been extended %(n)s times already, the most the policy allows."),
+    ),
+    (
+        re.compile(r"at most (?P<n>-?\d+) more day\(s\) may be added .* allows (?P<max>\d+)"),
+        N_("At most %(n)s more days may be added to this deadline (%(max)s in all)."),
+    ),
+    (
+        re.compile(r"the review is closing on its quorum"),
+        N_("The review is closing on its quorum: its deadline cannot be extended."),
+    ),
     (re.compile(r"^no "), N_("Not found.")),
 ]
 
