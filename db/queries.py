@@ -1170,6 +1170,63 @@ async def requests_page(
     )
 
 
+async def open_requests(
+    conn: Conn,
+    *,
+    agency: str | None,
+    kind: str | None,
+    field: str | None,
+    screened_by: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """The requests not yet ended, for the office's board, the earliest deadline first, each
+    with what tells where it stands (its council, its opinions) and the coordinator who last
+    screened it (`screened_by`: a coordinator's code; nothing else records one responsible)."""
+    return await conn.fetch(
+        """
+        SELECT r.id, r.kind, r.agency_code, g.name AS agency_name, r.title, r.stage,
+            r.next_deadline, r.submitted_at, r.expertise_fields, r.council_size, r.overdue,
+            EXISTS (SELECT 1 FROM assignments a
+                WHERE a.request_id = r.id AND a.overdue) AS expert_overdue,
+            c.status AS council_status,
+            (SELECT count(*) FROM assignments a
+                WHERE a.request_id = r.id AND a.state = 'submitted') AS opinions,
+            (SELECT count(*) FROM assignments a
+                WHERE a.request_id = r.id AND a.state = 'invited') AS invited,
+            s.actor AS screened_by, co.name AS screened_by_name
+        FROM requests r
+        JOIN agencies g ON g.code = r.agency_code
+        LEFT JOIN councils c ON c.request_id = r.id
+        LEFT JOIN LATERAL (
+            SELECT l.actor FROM audit_log l
+            WHERE l.request_id = r.id
+              AND l.action IN ('screening_accepted', 'supplement_requested')
+            ORDER BY l.id DESC LIMIT 1) s ON true
+        LEFT JOIN coordinators co ON s.actor = 'coordinator:' || co.code
+        WHERE r.stage NOT IN ('closed', 'declined', 'withdrawn')
+          AND ($1::text IS NULL OR r.agency_code = $1)
+          AND ($2::text IS NULL OR r.kind = $2)
+          AND ($3::text IS NULL OR $3 = ANY (r.expertise_fields))
+          AND ($4::text IS NULL OR s.actor = 'coordinator:' || $4)
+        ORDER BY r.next_deadline NULLS LAST, r.submitted_at, r.id
+        LIMIT $5
+        """,
+        agency,
+        kind,
+        field,
+        screened_by,
+        limit,
+    )
+
+
+async def expert_names(conn: Conn, codes: list[str]) -> dict[str, str]:
+    """Each expert's name by code, for the codes that are in the registry."""
+    rows = await conn.fetch(
+        "SELECT code, name FROM experts WHERE code = ANY($1::text[])", sorted(set(codes))
+    )
+    return {r["code"]: r["name"] for r in rows}
+
+
 async def assignments_of(conn: Conn, request_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT expert_code, role, state, invited_at, respond_by, due_at, overdue,"
