@@ -196,7 +196,7 @@ async def test_the_board_groups_orders_and_filters(env, worker, pool, mail, poli
         screening = group_of(shown, "screening")
         assert row_ids(screening) == [late, waiting]
         seen = text_of(screening)
-        assert "sơ loại hồ sơ (2)" in seen
+        assert "Sơ loại hồ sơ (2)" in seen
         assert re.search(r"\d\d/\d\d/\d{4} \((quá hạn \d+ ngày làm việc|đã quá hạn)\)", seen)
         assert re.search(r"\d\d/\d\d/\d{4} \(còn \d+ ngày làm việc\)", seen)
         assert "Văn phòng: sơ loại hồ sơ" in seen

@@ -127,7 +127,6 @@ NOTICES = {
 }
 # An event of the catalogue no sentence above knows yet.
 SOME_NOTICE = N_("A notification about this request")
-COUNCIL_STATUS = {"proposed": N_("proposed"), "confirmed": N_("confirmed")}
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,10 @@ class Standing:
     """What tells what a request waits for, from its row (the board's) or its record."""
 
     stage: str
+    # PostgreSQL keeps a council "proposed" until a coordinator confirms it, which happens
+    # only where the policy has them confirm; elsewhere the engine goes on by itself.
     council_status: str | None
+    confirming: bool  # the kind's policy has the coordinator confirm the council
     opinions: int
     invited: int
     council_size: int | None
@@ -150,7 +152,7 @@ def waiting_for(me: Visitor, s: Standing) -> str:
     if stage == Stage.council:
         if s.council_status is None:
             return me.gettext("The engine: proposing a council")
-        if s.council_status == "proposed":
+        if s.council_status == "proposed" and s.confirming:
             return me.gettext("The office: confirming the proposed council")
         return me.gettext("The office: adding experts to the council")
     if stage == Stage.review:
@@ -187,6 +189,13 @@ def _words(me: Visitor) -> dict[str, Any]:
         "recommendation_name": lambda r: me.gettext(RECOMMENDATIONS.get(r, r)),
         "can_act": me.person is not None and me.person.role == "coordinator",
     }
+
+
+def _confirming(me: Visitor, kind: str) -> bool:
+    """Whether the policy has a coordinator confirm this kind's councils (the policy the
+    engine runs now: a request started under another keeps the rule it started with)."""
+    policy = me.request.app.state.policy
+    return policy.for_kind(RequestKind(kind)).council_confirmation == "coordinator"
 
 
 def _see_other(path: str) -> RedirectResponse:
@@ -275,7 +284,12 @@ async def board(me: SignedIn = staff) -> Response:
     for r in rows:
         due = r["next_deadline"]
         standing = Standing(
-            r["stage"], r["council_status"], r["opinions"], r["invited"], r["council_size"]
+            stage=r["stage"],
+            council_status=r["council_status"],
+            confirming=_confirming(me, r["kind"]),
+            opinions=r["opinions"],
+            invited=r["invited"],
+            council_size=r["council_size"],
         )
         groups.setdefault(r["stage"], []).append(
             Row(
@@ -324,11 +338,18 @@ class Event:
     detail: str
 
 
-def _detail(me: Visitor, action: str, details: Mapping[str, Any], names: dict[str, str]) -> str:
-    """What an event says beyond its sentence: the note, reason or comments a person wrote,
-    the new date of a deadline, the expert or document it is about."""
+def _detail(
+    me: Visitor,
+    action: str,
+    details: Mapping[str, Any],
+    names: dict[str, str],
+    by: str | None,
+) -> str:
+    """What an event says beyond its sentence and who acted (`by`): the note, reason or
+    comments a person wrote, the new date of a deadline, the expert or document it is
+    about."""
     parts = []
-    if code := details.get("expert_code"):
+    if (code := details.get("expert_code")) and names.get(code, code) != by:
         parts.append(names.get(code, code))
     if action == "document_downloaded" and details.get("name"):
         parts.append(str(details["name"]))
@@ -360,11 +381,12 @@ async def _case(me: SignedIn, request_id: str) -> dict[str, Any]:
             codes.append(view.conclusion.drafted_by)
         names = await q.expert_names(conn, codes)
     standing = Standing(
-        view.stage.value,
-        council["status"] if council else None,
-        sum(1 for a in view.assignments if a.state == "submitted"),
-        sum(1 for a in view.assignments if a.state == "invited"),
-        row["council_size"],
+        stage=view.stage.value,
+        council_status=council["status"] if council else None,
+        confirming=_confirming(me, view.kind),
+        opinions=sum(1 for a in view.assignments if a.state == "submitted"),
+        invited=sum(1 for a in view.assignments if a.state == "invited"),
+        council_size=row["council_size"],
     )
     events = [
         Event(
@@ -373,7 +395,7 @@ async def _case(me: SignedIn, request_id: str) -> dict[str, Any]:
                 me, e.action, e.stage.value if e.stage else None, EVENTS
             ),
             by=e.actor_name,
-            detail=_detail(me, e.action, e.details, names),
+            detail=_detail(me, e.action, e.details, names, e.actor_name),
         )
         for e in reversed(timeline)
     ]
@@ -401,8 +423,6 @@ async def _case(me: SignedIn, request_id: str) -> dict[str, Any]:
         "requested_by": row["requested_by"] or {},
         "waiting": waiting_for(me, standing),
         "step": (case_path(view.request_id, step[0]), me.gettext(step[1])) if step else None,
-        "council": council,
-        "council_status": me.gettext(COUNCIL_STATUS[council["status"]]) if council else "",
         "proposed": proposed,
         "expert_name": lambda code: names.get(code, code),
         "events": events,
