@@ -449,6 +449,33 @@ async def set_active(conn: Conn, registry: str, code: str, active: bool) -> bool
     return True
 
 
+# What a registry's search looks in: an expert's code, name, address, organisation,
+# association and fields; an agency's code, name, aliases and contacts.
+_SEARCHED = {
+    "experts": "e.code || ' ' || e.name || ' ' || e.email || ' ' || e.organisation || ' '"
+    " || e.member_association || ' ' || e.expertise::text",
+    "agencies": "e.code || ' ' || e.name || ' ' || array_to_string(e.aliases, ' ') || ' '"
+    " || e.contacts::text",
+}
+
+
+async def search_registry(
+    conn: Conn, registry: str, text: str, with_inactive: bool, limit: int
+) -> list[asyncpg.Record]:
+    """Entries whose words contain `text` (any case; all of them when empty), active ones
+    only unless `with_inactive`, by code; an expert's with their load."""
+    assert registry in _SEARCHED
+    load = f", {_LOAD} AS load" if registry == "experts" else ""
+    return await conn.fetch(
+        f"SELECT e.*{load} FROM {registry} e"
+        f" WHERE ($1 = '' OR ({_SEARCHED[registry]}) ILIKE '%' || $1 || '%')"
+        " AND (e.active OR $2) ORDER BY e.code LIMIT $3",
+        text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),
+        with_inactive,
+        limit,
+    )
+
+
 async def registry_rows(conn: Conn, registry: str, code: str | None = None) -> list[asyncpg.Record]:
     """A registry's entries by code (one, given its code); an expert's with their load."""
     assert registry in REGISTRIES

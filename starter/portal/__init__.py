@@ -135,7 +135,7 @@ __all__ = [
 def install(app: FastAPI, settings: Settings) -> None:
     """Serves the portal from `app`: its pages under /portal, its stylesheet, and the pages
     given for a refusal. The catalogues and templates are compiled here, once."""
-    from starter.portal import agency, expert, oidc
+    from starter.portal import agency, expert, oidc, registries
     from starter.portal.pages import install_handlers
     from starter.portal.routes import router
 
@@ -150,4 +150,6 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.include_router(agency.router, prefix=PREFIX)
     app.include_router(expert.router, prefix=PREFIX)
     expert.add_navigation()
+    app.include_router(registries.router, prefix=PREFIX)
+    registries.add_navigation()
     install_handlers(app)
