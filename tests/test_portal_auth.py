@@ -538,3 +538,9 @@ def test_every_message_is_in_both_catalogues():
             if m.id and not all(m.string if isinstance(m.string, tuple) else [m.string])
         ]
         assert not untranslated, f"{lang}: untranslated {untranslated}"
+
+
+async def test_the_portal_is_no_part_of_the_api_document(env, pool, mail):
+    async with portal(env, pool, portal_settings(mail)) as http:
+        paths = (await http.get("/openapi.json")).json()["paths"]
+    assert paths and not [p for p in paths if p.startswith("/portal")]

@@ -145,11 +145,9 @@ def install(app: FastAPI, settings: Settings) -> None:
         StaticFiles(directory=str(files("starter.portal") / "static")),
         name="portal-static",
     )
-    app.include_router(router, prefix=PREFIX)
-    app.include_router(oidc.router, prefix=PREFIX)
-    app.include_router(agency.router, prefix=PREFIX)
-    app.include_router(expert.router, prefix=PREFIX)
+    # The portal's pages are no part of the API's OpenAPI document.
+    for pages in (router, oidc.router, agency.router, expert.router, registries.router):
+        app.include_router(pages, prefix=PREFIX, include_in_schema=False)
     expert.add_navigation()
-    app.include_router(registries.router, prefix=PREFIX)
     registries.add_navigation()
     install_handlers(app)
