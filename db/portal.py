@@ -14,12 +14,15 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 async def identities_by_email(conn: Conn, email: str) -> list[asyncpg.Record]:
     """Every active registry entry an address belongs to (role, code, name, language):
-    coordinators first, then experts, then agencies whose contacts list it. Compared without
-    case; `email` is given in lower case."""
+    operators first, then coordinators, experts, and agencies whose contacts list it.
+    Compared without case; `email` is given in lower case."""
     return await conn.fetch(
         """
         SELECT DISTINCT ON (rank, code) role, code, name, language FROM (
-            SELECT 1 AS rank, 'coordinator' AS role, code, name, language
+            SELECT 0 AS rank, 'operator' AS role, code, name, language
+                FROM operators WHERE lower(email) = $1 AND active
+            UNION ALL
+            SELECT 1, 'coordinator' AS role, code, name, language
                 FROM coordinators WHERE lower(email) = $1 AND active
             UNION ALL
             SELECT 2, 'expert', code, name, coalesce(languages[1], 'vi')

@@ -8,7 +8,14 @@ from typing import Any
 
 import asyncpg
 
-from domain.models import Coordinator, Document, Expert, RegisteredAgency, identities
+from domain.models import (
+    Coordinator,
+    Document,
+    Expert,
+    Operator,
+    RegisteredAgency,
+    identities,
+)
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -339,7 +346,7 @@ async def set_assignment_overdue(
 
 # The registries: what each holds, and the one way rows are written (an import of the same
 # data twice changes nothing) and deactivated (never deleted: the audit trail names them).
-REGISTRIES = ("experts", "agencies", "coordinators")
+REGISTRIES = ("experts", "agencies", "coordinators", "operators")
 
 
 async def upsert_registry_row(conn: Conn, registry: str, row: dict[str, Any]) -> str:
@@ -414,6 +421,20 @@ async def upsert_coordinator(conn: Conn, c: Coordinator) -> str:
     )
 
 
+async def upsert_operator(conn: Conn, o: Operator) -> str:
+    return await upsert_registry_row(
+        conn,
+        "operators",
+        {
+            "code": o.code,
+            "name": o.name,
+            "email": str(o.email),
+            "language": o.language,
+            "active": o.active,
+        },
+    )
+
+
 async def set_active(conn: Conn, registry: str, code: str, active: bool) -> bool | None:
     """None: no such entry; False: it already was; True: changed."""
     assert registry in REGISTRIES
@@ -426,6 +447,33 @@ async def set_active(conn: Conn, registry: str, code: str, active: bool) -> bool
         f"UPDATE {registry} SET active = $2, updated_at = now() WHERE code = $1", code, active
     )
     return True
+
+
+# What a registry's search looks in: an expert's code, name, address, organisation,
+# association and fields; an agency's code, name, aliases and contacts.
+_SEARCHED = {
+    "experts": "e.code || ' ' || e.name || ' ' || e.email || ' ' || e.organisation || ' '"
+    " || e.member_association || ' ' || e.expertise::text",
+    "agencies": "e.code || ' ' || e.name || ' ' || array_to_string(e.aliases, ' ') || ' '"
+    " || e.contacts::text",
+}
+
+
+async def search_registry(
+    conn: Conn, registry: str, text: str, with_inactive: bool, limit: int
+) -> list[asyncpg.Record]:
+    """Entries whose words contain `text` (any case; all of them when empty), active ones
+    only unless `with_inactive`, by code; an expert's with their load."""
+    assert registry in _SEARCHED
+    load = f", {_LOAD} AS load" if registry == "experts" else ""
+    return await conn.fetch(
+        f"SELECT e.*{load} FROM {registry} e"
+        f" WHERE ($1 = '' OR ({_SEARCHED[registry]}) ILIKE '%' || $1 || '%')"
+        " AND (e.active OR $2) ORDER BY e.code LIMIT $3",
+        text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),
+        with_inactive,
+        limit,
+    )
 
 
 async def registry_rows(conn: Conn, registry: str, code: str | None = None) -> list[asyncpg.Record]:

@@ -187,6 +187,16 @@ class Coordinator(Model):
     active: bool = True
 
 
+class Operator(Model):
+    """Someone who keeps the engine running: reads every request, acts on none."""
+
+    code: Code
+    name: ShortText
+    email: EmailStr
+    language: Literal["vi", "en"] = "vi"
+    active: bool = True
+
+
 def fold(s: str) -> str:
     """A name as compared: case and runs of spaces do not matter."""
     return " ".join(s.casefold().split())

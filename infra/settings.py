@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     coordinators_file: Path = Field(
         default=CONFIG / "coordinators.sample.csv", validation_alias="ADVISORY_COORDINATORS_FILE"
     )
+    operators_file: Path = Field(
+        default=CONFIG / "operators.sample.csv", validation_alias="ADVISORY_OPERATORS_FILE"
+    )
     coordinator_email: str = Field(
         default="vanphong@lienhiephoi.example.vn", validation_alias="ADVISORY_COORDINATOR_EMAIL"
     )

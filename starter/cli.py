@@ -395,7 +395,7 @@ async def cmd_tasks(args, settings: Settings) -> None:
 
 
 async def cmd_registry(args, settings: Settings) -> None:
-    """experts | agencies | coordinators: import, list, show, deactivate."""
+    """experts | agencies | coordinators | operators: import, list, show, deactivate."""
     from db import queries as q
     from starter.registry import RegistryFileError, import_file
 
@@ -412,7 +412,7 @@ async def cmd_registry(args, settings: Settings) -> None:
             except RegistryFileError as err:
                 raise UsageError(str(err)) from err
             if args.json:
-                _print_json(report.__dict__)
+                _print_json(report.as_dict())
             else:
                 print(report.summary())
             if report.errors:
@@ -460,6 +460,8 @@ def _registry_line(name: str, r) -> str:
     if name == "agencies":
         aliases = f"  (also: {'; '.join(r['aliases'])})" if r["aliases"] else ""
         return f"{r['code']:<10} {r['name']}{aliases}"
+    if name == "operators":
+        return f"{r['code']:<10} {r['name']} <{r['email']}>"
     return f"{r['code']:<10} {r['name']}, {r['title']} <{r['email']}>"
 
 
@@ -471,6 +473,8 @@ def _registry_show(name: str, r) -> str:
         return "\n".join(lines)
     if name == "coordinators":
         return f"{r['code']}  {r['name']}, {r['title']} <{r['email']}> ({r['language']})"
+    if name == "operators":
+        return f"{r['code']}  {r['name']} <{r['email']}> ({r['language']})"
     lines = [
         f"{r['code']}  {r['name']} <{r['email']}>",
         f"  {r['organisation']} · {r['member_association']}",
@@ -919,6 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("experts", "expert"),
         ("agencies", "agency"),
         ("coordinators", "coordinator"),
+        ("operators", "operator"),
     ):
         c = cmd(name, cmd_registry, f"the {one} registry: import, list, show, deactivate")
         c.add_argument("action", choices=["import", "list", "show", "deactivate", "seed"])

@@ -37,7 +37,7 @@ from infra.settings import (
 )
 from infra.temporal import connect
 from starter.mailsink import MailSink
-from starter.registry import AGENCIES, COORDINATORS, EXPERTS, seed
+from starter.registry import AGENCIES, COORDINATORS, EXPERTS, OPERATORS, seed
 from starter.search_attributes import ensure_search_attributes
 
 TEMPORAL_PORT = int(os.environ.get("ADVISORY_TEMPORAL_PORT", "7233"))
@@ -245,6 +245,7 @@ async def main() -> None:
         changed, total = await seed(pool, EXPERTS, settings.experts_file)
         await seed(pool, AGENCIES, settings.agencies_file)
         await seed(pool, COORDINATORS, settings.coordinators_file)
+        await seed(pool, OPERATORS, settings.operators_file)
         # The CLI on this machine acts as the sample office's first coordinator, unless
         # ADVISORY_CLI_AS says otherwise (or the file is edited).
         cli_as = data_dir / CLI_AS_FILE
@@ -303,7 +304,7 @@ async def main() -> None:
             "                  a token: .venv/bin/advisory tokens create --role coordinator "
             "--subject VP01\n"
             f"  registries      agencies from {settings.agencies_file.name}, coordinators from "
-            f"{settings.coordinators_file.name}\n"
+            f"{settings.coordinators_file.name}, operators from {settings.operators_file.name}\n"
             f"                  the CLI acts as {settings.resolve_cli_as()}"
             f" ({cli_as}; ADVISORY_CLI_AS overrides)\n"
             f"  mail            {where_mail}\n"

@@ -131,11 +131,16 @@ async def signed_in(pool: asyncpg.Pool, role: str, code: str) -> Actor:
     """Who acts, as the registries name them: a coordinator with their title, an agency by its
     official name, an expert by name; an operator by the name they were given. Someone not
     registered, or no longer active, is refused."""
-    if role == "operator":
-        return Actor(role="operator", code=code, name=code)
-    table = {"coordinator": "coordinators", "agency": "agencies", "expert": "experts"}[role]
+    table = {
+        "coordinator": "coordinators",
+        "agency": "agencies",
+        "expert": "experts",
+        "operator": "operators",
+    }[role]
     async with pool.acquire() as conn:
         row = await conn.fetchrow(f"SELECT * FROM {table} WHERE code = $1", code)
+    if row is None and role == "operator":  # an API token's operator, by the name it gives
+        return Actor(role="operator", code=code, name=code)
     if row is None:
         raise ActionError(f"no {role} {code} in the {role} registry")
     if not row["active"]:

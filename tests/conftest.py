@@ -29,7 +29,7 @@ from domain.models import Expert, RegisteredAgency
 from infra.codec import data_converter, parse_keys
 from infra.settings import CONFIG, Settings, load_policy
 from starter.mailsink import MailSink
-from starter.registry import AGENCIES, COORDINATORS, seed
+from starter.registry import AGENCIES, COORDINATORS, OPERATORS, seed
 from starter.search_attributes import ensure_search_attributes
 from worker import build_worker
 
@@ -86,6 +86,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     p = await create_pool(database_url, max_size=10)
     await seed(p, AGENCIES, CONFIG / "agencies.sample.csv")
     await seed(p, COORDINATORS, CONFIG / "coordinators.sample.csv")
+    await seed(p, OPERATORS, CONFIG / "operators.sample.csv")
     yield p
     await p.close()
 

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends
 
 from db import queries as q
 from domain.calendar import VN_TZ, WorkingCalendar
-from domain.models import Coordinator, Expert
+from domain.models import Coordinator, Expert, Operator
 from infra.settings import Settings
 from starter.api import create_app
 from starter.mailsink import MailSink
@@ -411,6 +411,23 @@ async def test_a_deactivated_person_is_signed_out(env, pool, mail):
         assert (await http.get("/portal/")).status_code == 303
 
 
+async def test_an_operator_of_the_registry_signs_in_and_is_signed_out_when_deactivated(
+    env, pool, mail
+):
+    tag = uuid.uuid4().hex[:8]
+    operator = Operator(code=f"O{tag}", name=f"Vận hành {tag}", email=f"op.{tag}@portal.example.vn")
+    async with pool.acquire() as conn:
+        await q.upsert_operator(conn, operator)
+    async with portal(env, pool, portal_settings(mail)) as http:
+        await signed_in_as(http, mail, operator.email)
+        seen = text_of((await http.get("/portal/")).text)
+        assert f"Xin chào, {operator.name}" in seen
+        assert "Bạn đã đăng nhập với vai trò cán bộ vận hành." in seen
+        async with pool.acquire() as conn:
+            await q.set_active(conn, "operators", operator.code, False)
+        assert (await http.get("/portal/")).status_code == 303
+
+
 async def test_the_language_follows_the_person_and_the_switch(env, pool, mail):
     expert = await new_expert(pool, languages=("en", "vi"))
     async with portal(env, pool, portal_settings(mail)) as http:
@@ -521,3 +538,9 @@ def test_every_message_is_in_both_catalogues():
             if m.id and not all(m.string if isinstance(m.string, tuple) else [m.string])
         ]
         assert not untranslated, f"{lang}: untranslated {untranslated}"
+
+
+async def test_the_portal_is_no_part_of_the_api_document(env, pool, mail):
+    async with portal(env, pool, portal_settings(mail)) as http:
+        paths = (await http.get("/openapi.json")).json()["paths"]
+    assert paths and not [p for p in paths if p.startswith("/portal")]

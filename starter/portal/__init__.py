@@ -135,7 +135,7 @@ __all__ = [
 def install(app: FastAPI, settings: Settings) -> None:
     """Serves the portal from `app`: its pages under /portal, its stylesheet, and the pages
     given for a refusal. The catalogues and templates are compiled here, once."""
-    from starter.portal import agency, expert, office, oidc
+    from starter.portal import agency, expert, office, oidc, registries
     from starter.portal.pages import install_handlers
     from starter.portal.routes import router
 
@@ -145,10 +145,17 @@ def install(app: FastAPI, settings: Settings) -> None:
         StaticFiles(directory=str(files("starter.portal") / "static")),
         name="portal-static",
     )
-    app.include_router(router, prefix=PREFIX)
-    app.include_router(oidc.router, prefix=PREFIX)
-    app.include_router(agency.router, prefix=PREFIX)
-    app.include_router(expert.router, prefix=PREFIX)
-    app.include_router(office.routes(), prefix=PREFIX)
+    # The portal's pages are no part of the API's OpenAPI document.
+    for pages in (
+        router,
+        oidc.router,
+        agency.router,
+        expert.router,
+        registries.router,
+        office.router,
+    ):
+        app.include_router(pages, prefix=PREFIX, include_in_schema=False)
     expert.add_navigation()
+    registries.add_navigation()
+    office.add_navigation()
     install_handlers(app)

@@ -37,7 +37,7 @@ from starter.portal.i18n import N_
 from starter.portal.pages import render
 from starter.portal.people import SignedIn, Visitor, only, signed_in
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter()
 agency = Depends(only("agency"))
 anyone = Depends(signed_in)
 

@@ -54,17 +54,11 @@ NAVIGATION_ENTRIES = {
 
 
 def add_navigation() -> None:
-    """The office's menu entries (once, however many apps are made)."""
+    """The office's menu entries (install calls it; once, however many apps are made)."""
     for role, entries in NAVIGATION_ENTRIES.items():
         for entry in entries:
             if entry not in NAVIGATION[role]:
                 NAVIGATION[role].append(entry)
-
-
-def routes() -> APIRouter:
-    """The office's pages, for `install`, with their menu entries added."""
-    add_navigation()
-    return router
 
 
 # --- in the person's language ------------------------------------------------------------------
