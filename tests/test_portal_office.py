@@ -8,7 +8,6 @@ on rows."""
 from __future__ import annotations
 
 import re
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -16,13 +15,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from db import portal as portal_db
 from db import queries as q
 from domain.messages import ScreeningInput
-from domain.models import Actor, Contact, Stage
+from domain.models import Actor, Contact, Operator, Stage
 from starter import service
 from starter.api import create_app
-from starter.portal.people import SESSION_COOKIE, hash_session
 from tests import factories as f
 from tests.conftest import register_agency
 from tests.test_lifecycle import accept_and_submit, review_to_synthesis, until
@@ -42,15 +39,14 @@ Browser = Callable[..., Awaitable[httpx.AsyncClient]]
 
 @asynccontextmanager
 async def office_portal(env, pool, mail, worker) -> AsyncIterator[Browser]:
-    """The app, and a way to open a browser of one's own: signed in by the e-mailed link as
-    the person registered for `email`, or (operators have no registry to sign in from) with
-    a session made for the operator `operator`."""
+    """The app, and a way to open a browser of one's own, signed in by the e-mailed link as
+    the person registered for `email`."""
     app = create_app(
         portal_settings(mail), client=env.client, pool=pool, task_queue=worker.task_queue
     )
     async with app.router.lifespan_context(app), AsyncExitStack() as browsers:
 
-        async def browser(email: str | None = None, operator: str | None = None):
+        async def browser(email: str) -> httpx.AsyncClient:
             n = uuid.uuid4().int
             client = (f"10.{n % 250}.{(n >> 8) % 250}.{(n >> 16) % 250}", 40000)
             http = await browsers.enter_async_context(
@@ -58,24 +54,19 @@ async def office_portal(env, pool, mail, worker) -> AsyncIterator[Browser]:
                     transport=httpx.ASGITransport(app=app, client=client), base_url=PORTAL
                 )
             )
-            if email is not None:
-                await signed_in_as(http, mail, email)
-            if operator is not None:
-                session_id = secrets.token_urlsafe(32)
-                async with pool.acquire() as conn:
-                    await portal_db.insert_session(
-                        conn,
-                        hash_session(session_id),
-                        "operator",
-                        operator,
-                        f"{operator}@ops.example.vn",
-                        "vi",
-                        timedelta(hours=1),
-                    )
-                http.cookies.set(SESSION_COOKIE, session_id, domain="127.0.0.1", path="/portal")
+            await signed_in_as(http, mail, email)
             return http
 
         yield browser
+
+
+async def operator(pool) -> str:
+    """An operator of the registry: their e-mail."""
+    tag = uuid.uuid4().hex[:8]
+    o = Operator(code=f"OP{tag}", name=f"Vận hành {tag}", email=f"op.{tag}@portal.example.vn")
+    async with pool.acquire() as conn:
+        await q.upsert_operator(conn, o)
+    return o.email
 
 
 async def coordinator(pool) -> tuple[str, Actor]:
@@ -555,7 +546,7 @@ async def test_only_the_office_acts_and_operators_read(env, worker, pool, mail, 
             )
             assert refused.status_code == 403
 
-        ops = await browser(operator="ops-" + uuid.uuid4().hex[:6])
+        ops = await browser(await operator(pool))
         board = await ops.get("/portal/board", params={"agency": code})
         assert board.status_code == 200 and row_ids(board.text) == [rid]
         assert 'href="/portal/inbox"' not in board.text

@@ -54,11 +54,12 @@ NAVIGATION_ENTRIES = {
 
 
 def add_navigation() -> None:
-    """The office's menu entries (install calls it; once, however many apps are made)."""
+    """The office's menu entries (install calls it; once, however many apps are made): right
+    after Home, the board being where the office's day starts."""
     for role, entries in NAVIGATION_ENTRIES.items():
-        for entry in entries:
+        for i, entry in enumerate(entries):
             if entry not in NAVIGATION[role]:
-                NAVIGATION[role].append(entry)
+                NAVIGATION[role].insert(1 + i, entry)
 
 
 # --- in the person's language ------------------------------------------------------------------
