@@ -71,7 +71,7 @@ async def portal(
 ) -> AsyncIterator:
     """The app over HTTP; `task_queue`: a test's worker's, for pages that start requests."""
     app = create_app(settings, client=env.client, pool=pool, task_queue=task_queue)
-    app.include_router(probe, prefix="/portal")
+    app.include_router(probe, prefix="/portal", include_in_schema=False)
     async with app.router.lifespan_context(app):
         # A client address of its own per test: the per-client limit is not shared.
         n = uuid.uuid4().int
