@@ -136,6 +136,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     """Serves the portal from `app`: its pages under /portal, its stylesheet, and the pages
     given for a refusal. The catalogues and templates are compiled here, once."""
     from starter.portal import agency, expert, oidc
+    from starter.portal.council import router as council_router
     from starter.portal.pages import install_handlers
     from starter.portal.routes import router
 
@@ -149,5 +150,6 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.include_router(oidc.router, prefix=PREFIX)
     app.include_router(agency.router, prefix=PREFIX)
     app.include_router(expert.router, prefix=PREFIX)
+    app.include_router(council_router, prefix=PREFIX)
     expert.add_navigation()
     install_handlers(app)
