@@ -135,7 +135,7 @@ __all__ = [
 def install(app: FastAPI, settings: Settings) -> None:
     """Serves the portal from `app`: its pages under /portal, its stylesheet, and the pages
     given for a refusal. The catalogues and templates are compiled here, once."""
-    from starter.portal import agency, expert, office, oidc, registries
+    from starter.portal import agency, council, expert, office, oidc, registries
     from starter.portal.pages import install_handlers
     from starter.portal.routes import router
 
@@ -146,14 +146,8 @@ def install(app: FastAPI, settings: Settings) -> None:
         name="portal-static",
     )
     # The portal's pages are no part of the API's OpenAPI document.
-    for pages in (
-        router,
-        oidc.router,
-        agency.router,
-        expert.router,
-        registries.router,
-        office.router,
-    ):
+    pages_of = (agency, expert, council, office, oidc, registries)
+    for pages in (router, *(module.router for module in pages_of)):
         app.include_router(pages, prefix=PREFIX, include_in_schema=False)
     expert.add_navigation()
     registries.add_navigation()

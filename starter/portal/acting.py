@@ -4,7 +4,8 @@ What the person typed becomes the action's input, run by `actions.take` as the p
 signed in, exactly as the API and the CLI run it. A refusal comes back as a message beside
 the field it is about (or above the form), in the person's language, and the form keeps what
 they typed. A form posted twice (a double click, a reload) is one action: its hidden `once`
-value makes the workflow update's id, which Temporal applies once.
+value makes the workflow update's id, which Temporal applies once. A refused form comes back
+with a new `once`, so that sending it corrected is a new action.
 
     form = Form.of(once=new_once())                 # the page, first shown
     ...
@@ -19,7 +20,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -60,20 +61,19 @@ async def act(
     request_id: str,
     given: dict[str, Any] | None,
     form: Form,
-    fields: Mapping[str, str] | None = None,
+    explain: Callable[[str], list[tuple[str, str]]] | None = None,
 ) -> RequestState | AssignmentView | None:
     """Takes the action `name` as `me` on the request; None when it was refused, with the
-    reasons put on `form`. `fields`: the form's name for a field of what is given, where the
-    two differ (a decline's "reason" is the screening's "note")."""
+    reasons put on `form`. `explain`: the page's own reading of the engine's refusal, as
+    (field, message) pairs (one refusal may name several fields: an edited council names
+    each member it refuses); when it gives none, `refusal` reads it."""
     action = actions.ACTIONS[name]
     state = me.request.app.state
-    named = fields or {}
     try:
         model = action.given.model_validate(given or {}) if action.given is not None else None
     except ValidationError as err:
         for e in err.errors():
-            field = ".".join(str(p) for p in e["loc"]) or WHOLE_FORM
-            form.error(named.get(field, field), invalid(me, e))
+            form.error(".".join(str(p) for p in e["loc"]) or WHOLE_FORM, invalid(me, e))
         return None
     try:
         inp = action.input(me.person.actor, model)
@@ -87,9 +87,16 @@ async def act(
             update_id=_update_id(me, name, request_id, form.value(ONCE_FIELD)),
         )
     except service.ActionError as err:
-        field, message = refusal(me, str(err))
-        field = named.get(field, field)
-        form.error(field if field in form.values else WHOLE_FORM, message)
+        # The form comes back with a fresh `once`: the engine keeps a refused update's answer
+        # under its id, so the corrected form sent with the old one would get the refusal again.
+        if ONCE_FIELD in form.values:
+            form.values[ONCE_FIELD] = [new_once()]
+        if explain is not None and (explained := explain(str(err))):
+            for field, message in explained:  # the page's own places (a member's row, ...)
+                form.error(field, message)
+        else:
+            field, message = refusal(me, str(err))
+            form.error(field if field in form.values else WHOLE_FORM, message)
         return None
 
 

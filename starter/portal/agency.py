@@ -32,6 +32,7 @@ from domain.models import (
 from infra.links import PREFIX
 from starter import access, documents, service
 from starter.portal import acting
+from starter.portal.acting import kind_name
 from starter.portal.forms import Form
 from starter.portal.i18n import N_
 from starter.portal.pages import render
@@ -106,7 +107,7 @@ def _words(me: Visitor) -> dict[str, Any]:
     """What every agency template uses to put the engine's names in words."""
     return {
         "stage_name": lambda s: acting.stage_name(me, s),
-        "kind_name": lambda k: acting.kind_name(me, k),
+        "kind_name": lambda k: kind_name(me, k),
         "waiting_for": lambda s: waiting_for(me, s),
     }
 

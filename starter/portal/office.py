@@ -15,7 +15,7 @@ case pages; only coordinators act, and every action is the catalogue's, through
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -26,8 +26,9 @@ from fastapi.responses import RedirectResponse, Response
 from db import queries as q
 from domain.calendar import working_calendar
 from domain.models import RequestKind, Stage
+from domain.policy import KindPolicy
 from infra.links import PREFIX
-from starter import access
+from starter import access, service
 from starter.api.views import StaffRequest
 from starter.portal import acting
 from starter.portal.expert import RECOMMENDATIONS, ROLES
@@ -187,10 +188,21 @@ def _words(me: Visitor) -> dict[str, Any]:
 
 
 def _confirming(me: Visitor, kind: str) -> bool:
-    """Whether the policy has a coordinator confirm this kind's councils (the policy the
-    engine runs now: a request started under another keeps the rule it started with)."""
+    """Whether the policy has a coordinator confirm this kind's councils: the policy file's
+    rule, for the board, which does not read every request's own (a request opened under
+    another policy keeps its rule: `_policy` reads it, for one request's pages)."""
     policy = me.request.app.state.policy
     return policy.for_kind(RequestKind(kind)).council_confirmation == "coordinator"
+
+
+async def _policy(me: Visitor, request_id: str, kind: str) -> KindPolicy:
+    """The policy the request runs under, as the engine applies it; the policy file's for
+    its kind when its workflow cannot be read (its history gone)."""
+    state = me.request.app.state
+    try:
+        return await service.request_policy(state.client, request_id)
+    except service.ActionError:
+        return state.policy.for_kind(RequestKind(kind))
 
 
 def _see_other(path: str) -> RedirectResponse:
@@ -375,10 +387,11 @@ async def _case(me: SignedIn, request_id: str) -> dict[str, Any]:
         if view.conclusion is not None:
             codes.append(view.conclusion.drafted_by)
         names = await q.expert_names(conn, codes)
+    policy = await _policy(me, request_id, view.kind)
     standing = Standing(
         stage=view.stage.value,
         council_status=council["status"] if council else None,
-        confirming=_confirming(me, view.kind),
+        confirming=policy.council_confirmation == "coordinator",
         opinions=sum(1 for a in view.assignments if a.state == "submitted"),
         invited=sum(1 for a in view.assignments if a.state == "invited"),
         council_size=row["council_size"],
@@ -423,6 +436,7 @@ async def _case(me: SignedIn, request_id: str) -> dict[str, Any]:
         "events": events,
         "screening_note": screening_note,
         "extendable": extendable,
+        "policy": policy,
         **_words(me),
     }
 
@@ -462,10 +476,21 @@ async def extend(request_id: RequestId, me: SignedIn = office) -> Response:
 SCREENING_TEXT = {"supplement": "note", "decline": "reason"}
 
 
+def _beside(me: Visitor, field: str) -> Callable[[str], list[tuple[str, str]]]:
+    """The engine's refusal of a screening names its "note": shown beside the field the
+    person typed it in (a decline's reason)."""
+
+    def explain(refused: str) -> list[tuple[str, str]]:
+        named, message = acting.refusal(me, refused)
+        return [(field, message)] if named == "note" else []
+
+    return explain
+
+
 async def _screening_page(me: SignedIn, request_id: str, form: Form, status: int = 200) -> Response:
     context = await _case(me, request_id)
     state = me.request.app.state
-    days = state.policy.for_kind(RequestKind(context["view"].kind)).supplement_days
+    days = context["policy"].supplement_days
     calendar = working_calendar(state.policy.calendar)
     context.update(
         supplement_days=days,
@@ -484,16 +509,19 @@ async def screen(request_id: RequestId, me: SignedIn = office) -> Response:
     form = await Form.read(me.request)
     await _visible(me, request_id)
     decision = form.value("decision")
-    field = SCREENING_TEXT.get(decision)
-    text = form.value(field) if field else ""
-    if field and not text.strip():
+    field = SCREENING_TEXT.get(decision, "note")
+    text = form.value(field) if decision in SCREENING_TEXT else ""
+    if decision in SCREENING_TEXT and not text.strip():
         # The engine asks for a few characters; left blank, the field was not filled in.
         form.error(field, me.gettext("Please fill this in."))
     else:
         given = {"decision": decision, "note": text}
-        named = {"note": field or "note"}
-        if await acting.act(me, "screen", request_id, given, form, named) is not None:
+        explain = _beside(me, field)
+        if await acting.act(me, "screen", request_id, given, form, explain) is not None:
             return _see_other(case_path(request_id))
+        # A rule of the input's own model (a note too long) names "note" too.
+        if "note" in form.errors and field != "note":
+            form.errors[field] = form.errors.pop("note")
     return await _screening_page(me, request_id, form, status=422)
 
 
