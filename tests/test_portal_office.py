@@ -280,7 +280,13 @@ async def test_screening_accepts_asks_for_a_supplement_and_declines(
         again = await http.post(f"/portal/cases/{accept}/screening", data=sent)
         assert again.status_code == 303
         assert await count_events(pool, accept, "screening_accepted") == 1
-        assert await stage_of(pool, accept) in ("council", "review")
+        stage = await stage_of(pool, accept)
+        assert stage in ("council", "review")
+        # What to do now: the council's page or the review's (council.py's), linked.
+        case = await http.get(f"/portal/cases/{accept}")
+        step = re.search(rf'class="button" href="(/portal/cases/{accept}/{stage})"', case.text)
+        assert step, text_of(case.text)
+        assert (await http.get(step.group(1))).status_code == 200
 
         # A supplement asked for, with its note.
         page = await http.get(f"/portal/cases/{supplement}/screening")
