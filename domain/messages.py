@@ -112,14 +112,17 @@ class DraftConclusionInput(Model):
 
 
 class ApproveInput(Model):
-    """The signer is the actor: their registered name and title go under the conclusion."""
+    """The signer is the actor: their registered name and title go under the conclusion.
+    `version`: the draft they read; refused when another stands now (None: whichever)."""
 
     actor: SignedIn = None
+    version: int | None = None
 
 
 class ReturnConclusionInput(Model):
     comments: Reason
     actor: SignedIn = None
+    version: int | None = None  # as ApproveInput's
 
 
 class AdoptionInput(Model):

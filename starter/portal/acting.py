@@ -205,6 +205,10 @@ def invalid(me: Visitor, error: dict[str, Any]) -> str:
     return me.gettext("This value is not valid.")
 
 
+NEWER_DRAFT = N_(
+    "A newer draft (version %(n)s) came in after this page was opened: read it, then decide."
+)
+
 # The engine's refusals (workflow validators, the service layer), recognised by their words.
 _REFUSALS: list[tuple[re.Pattern[str], str]] = [
     (
@@ -233,6 +237,10 @@ _REFUSALS: list[tuple[re.Pattern[str], str]] = [
         N_("Another action on this request is being recorded; try again in a moment."),
     ),
     (re.compile(r"is not the chair"), N_("Only the council's chair drafts the conclusion.")),
+    (
+        re.compile(r"is no longer the one to decide on: draft (?P<n>\d+) came in"),
+        NEWER_DRAFT,
+    ),
     (re.compile(r"no upload"), N_("A document is not one of your uploads.")),
     (
         re.compile(r"required \(at least (?P<n>\d+) characters\)"),

@@ -564,11 +564,7 @@ async def approval(request_id: RequestId, me: SignedIn = office) -> Response:
     if current is not None and form.value("version") != str(current["version"]):
         form.error(
             acting.WHOLE_FORM,
-            me.gettext(
-                "A newer draft (version %(n)s) came in after this page was opened: read it, "
-                "then decide.",
-                n=current["version"],
-            ),
+            me.gettext(acting.NEWER_DRAFT, n=current["version"]),
         )
     elif do == "approve" and current is not None and current["returned_comments"]:
         form.error(
@@ -579,10 +575,11 @@ async def approval(request_id: RequestId, me: SignedIn = office) -> Response:
             ),
         )
     elif do == "approve":
-        if await acting.act(me, "approve", request_id, {}, form) is not None:
+        given = {"version": current["version"] if current is not None else None}
+        if await acting.act(me, "approve", request_id, given, form) is not None:
             return _see_other(case_path(request_id))
     elif do == "return":
-        given = {"comments": form.value("comments")}
+        given = {"comments": form.value("comments"), "version": form.value("version") or None}
         if await acting.act(me, "return", request_id, given, form) is not None:
             return _see_other(case_path(request_id))
     else:
