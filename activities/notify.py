@@ -46,6 +46,7 @@ from domain.notifications import (
     PlanResult,
     address_refusal,
     notification_workflow_id,
+    office_links,
     signature_header,
     task_links,
     url_refusal,
@@ -316,6 +317,15 @@ class NotificationActivities:
         data = b"".join([chunk async for chunk in self._store.read(doc["sha256"])])
         return doc["name"], data
 
+    async def _links(self, row: asyncpg.Record) -> tuple[str, list[tuple[str, str]]]:
+        """The portal links the e-mail carries, and their heading: the office's plain link to
+        the request's page, or the signed links of the recipient's task."""
+        office = office_links(row["recipient_kind"], row["request_id"])
+        if office:
+            portal = self._settings.portal_url.rstrip("/")
+            return "links_office", [(name, portal + path) for name, path in office]
+        return "links", await self._task_links(row)
+
     async def _task_links(self, row: asyncpg.Record) -> list[tuple[str, str]]:
         """The signed portal links the e-mail carries for its task: only to an address that
         signs its recipient in (a registered, active one), and only with a portal secret."""
@@ -339,13 +349,16 @@ class NotificationActivities:
         row: asyncpg.Record,
         attachment: tuple[str, bytes] | None = None,
         links: list[tuple[str, str]] = (),
+        heading: str = "links",
     ) -> MIMEMultipart:
         s = self._settings
         payload: dict[str, Any] = dict(row["payload"])
         context = {**payload, "recipient_kind": row["recipient_kind"]}
         context.setdefault("request_id", row["request_id"])
         context.setdefault("title", "")
-        m = render(row["event"], row["language"], context, union=self._union, links=links)
+        m = render(
+            row["event"], row["language"], context, union=self._union, links=links, heading=heading
+        )
         domain = mail.mail_domain(s)
         # Built with the classic MIME classes and Header: the modern policy's folder drops the
         # space between two encoded words of a long non-ASCII subject (CPython, 3.11), which
@@ -408,7 +421,8 @@ class NotificationActivities:
         row = await self._unsent(inp)
         if row is None:
             return
-        message = self._email(row, await self._attachment(row), await self._task_links(row))
+        heading, links = await self._links(row)
+        message = self._email(row, await self._attachment(row), links, heading)
         try:
             await mail.send(s, message)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:

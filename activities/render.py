@@ -50,6 +50,8 @@ LABELS: dict[str, dict[str, str]] = {
         "link_supplement": "Bổ sung hồ sơ",
         "link_adoption": "Trả lời tiếp thu",
         "link_request": "Xem hồ sơ",
+        "links_office": "Trên cổng thông tin (đăng nhập bằng địa chỉ thư của anh/chị):",
+        "link_case": "Mở hồ sơ",
     },
     "en": {
         "endorse": "endorse",
@@ -79,6 +81,8 @@ LABELS: dict[str, dict[str, str]] = {
         "link_supplement": "Supplement the request",
         "link_adoption": "Answer on adoption",
         "link_request": "See the request",
+        "links_office": "On the portal (sign in with your own address):",
+        "link_case": "Open the request",
     },
 }
 
@@ -123,10 +127,13 @@ def render(
     *,
     union: UnionIdentity,
     links: list[tuple[str, str]] = (),
+    heading: str = "links",
 ) -> Message:
     """KeyError for an event without a template: a bug, caught by the catalogue test. The
     Union's identity is the deployment's, never the row's: a payload cannot sign as another.
-    `links`: (label name, URL) pairs, shown above the signature (the last paragraph)."""
+    `links`: (label name, URL) pairs, shown above the signature (the last paragraph) under
+    `heading` (the label's name: "links" for signed single-use links, "links_office" for
+    the office's plain ones)."""
     language = language if language in LANGUAGES else "vi"
     env, templates = _catalogue(language)
     t = templates[event]
@@ -137,7 +144,7 @@ def render(
     labels = LABELS[language]
     labelled = [(labels[f"link_{name}"], url) for name, url in links]
     if labelled:
-        lines = [labels["links"], *(f"{label}: {url}" for label, url in labelled)]
+        lines = [labels[heading], *(f"{label}: {url}" for label, url in labelled)]
         paragraphs.insert(max(len(paragraphs) - 1, 1), "\n".join(lines))
     text = "\n\n".join(paragraphs) + "\n"
     return Message(subject=subject, text=text, html=_html(subject, text, language, labelled))

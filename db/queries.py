@@ -449,6 +449,33 @@ async def set_active(conn: Conn, registry: str, code: str, active: bool) -> bool
     return True
 
 
+# What a registry's search looks in: an expert's code, name, address, organisation,
+# association and fields; an agency's code, name, aliases and contacts.
+_SEARCHED = {
+    "experts": "e.code || ' ' || e.name || ' ' || e.email || ' ' || e.organisation || ' '"
+    " || e.member_association || ' ' || e.expertise::text",
+    "agencies": "e.code || ' ' || e.name || ' ' || array_to_string(e.aliases, ' ') || ' '"
+    " || e.contacts::text",
+}
+
+
+async def search_registry(
+    conn: Conn, registry: str, text: str, with_inactive: bool, limit: int
+) -> list[asyncpg.Record]:
+    """Entries whose words contain `text` (any case; all of them when empty), active ones
+    only unless `with_inactive`, by code; an expert's with their load."""
+    assert registry in _SEARCHED
+    load = f", {_LOAD} AS load" if registry == "experts" else ""
+    return await conn.fetch(
+        f"SELECT e.*{load} FROM {registry} e"
+        f" WHERE ($1 = '' OR ({_SEARCHED[registry]}) ILIKE '%' || $1 || '%')"
+        " AND (e.active OR $2) ORDER BY e.code LIMIT $3",
+        text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"),
+        with_inactive,
+        limit,
+    )
+
+
 async def registry_rows(conn: Conn, registry: str, code: str | None = None) -> list[asyncpg.Record]:
     """A registry's entries by code (one, given its code); an expert's with their load."""
     assert registry in REGISTRIES
@@ -1189,6 +1216,63 @@ async def requests_page(
         after[1] if after else None,
         limit,
     )
+
+
+async def open_requests(
+    conn: Conn,
+    *,
+    agency: str | None,
+    kind: str | None,
+    field: str | None,
+    screened_by: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """The requests not yet ended, for the office's board, the earliest deadline first, each
+    with what tells where it stands (its council, its opinions) and the coordinator who last
+    screened it (`screened_by`: a coordinator's code; nothing else records one responsible)."""
+    return await conn.fetch(
+        """
+        SELECT r.id, r.kind, r.agency_code, g.name AS agency_name, r.title, r.stage,
+            r.next_deadline, r.submitted_at, r.expertise_fields, r.council_size, r.overdue,
+            EXISTS (SELECT 1 FROM assignments a
+                WHERE a.request_id = r.id AND a.overdue) AS expert_overdue,
+            c.status AS council_status,
+            (SELECT count(*) FROM assignments a
+                WHERE a.request_id = r.id AND a.state = 'submitted') AS opinions,
+            (SELECT count(*) FROM assignments a
+                WHERE a.request_id = r.id AND a.state = 'invited') AS invited,
+            s.actor AS screened_by, co.name AS screened_by_name
+        FROM requests r
+        JOIN agencies g ON g.code = r.agency_code
+        LEFT JOIN councils c ON c.request_id = r.id
+        LEFT JOIN LATERAL (
+            SELECT l.actor FROM audit_log l
+            WHERE l.request_id = r.id
+              AND l.action IN ('screening_accepted', 'supplement_requested')
+            ORDER BY l.id DESC LIMIT 1) s ON true
+        LEFT JOIN coordinators co ON s.actor = 'coordinator:' || co.code
+        WHERE r.stage NOT IN ('closed', 'declined', 'withdrawn')
+          AND ($1::text IS NULL OR r.agency_code = $1)
+          AND ($2::text IS NULL OR r.kind = $2)
+          AND ($3::text IS NULL OR $3 = ANY (r.expertise_fields))
+          AND ($4::text IS NULL OR s.actor = 'coordinator:' || $4)
+        ORDER BY r.next_deadline NULLS LAST, r.submitted_at, r.id
+        LIMIT $5
+        """,
+        agency,
+        kind,
+        field,
+        screened_by,
+        limit,
+    )
+
+
+async def expert_names(conn: Conn, codes: list[str]) -> dict[str, str]:
+    """Each expert's name by code, for the codes that are in the registry."""
+    rows = await conn.fetch(
+        "SELECT code, name FROM experts WHERE code = ANY($1::text[])", sorted(set(codes))
+    )
+    return {r["code"]: r["name"] for r in rows}
 
 
 async def assignments_of(conn: Conn, request_id: str) -> list[asyncpg.Record]:

@@ -112,14 +112,17 @@ class DraftConclusionInput(Model):
 
 
 class ApproveInput(Model):
-    """The signer is the actor: their registered name and title go under the conclusion."""
+    """The signer is the actor: their registered name and title go under the conclusion.
+    `version`: the draft they read; refused when another stands now (None: whichever)."""
 
     actor: SignedIn = None
+    version: int | None = None
 
 
 class ReturnConclusionInput(Model):
     comments: Reason
     actor: SignedIn = None
+    version: int | None = None  # as ApproveInput's
 
 
 class AdoptionInput(Model):
@@ -171,6 +174,10 @@ class RequestRecord(Model):
     screening_note: str | None = None
     supplement_round: int = 0
     council: CouncilProposal | None = None
+    # None: not proposed yet; proposed: waiting for the coordinator's confirmation (the
+    # request's policy has the coordinator confirm it); confirmed: its members are invited
+    # (by the run loop), then the review goes on. Callers read it to know who acts next.
+    council_status: Literal["proposed", "confirmed"] | None = None
     assignments: list[AssignmentView] = []
     conclusion: ConclusionView | None = None
     adoption: AdoptionAnswer | None = None
@@ -200,9 +207,6 @@ class ReviewState(RequestRecord):
     stage_generation: int = 0
     stage_overdue: bool = False
     supplement_lapsed: bool = False
-    # None: not proposed yet; proposed: waiting for the coordinator's confirmation;
-    # confirmed: its members are invited (by the run loop), then the review goes on.
-    council_status: Literal["proposed", "confirmed"] | None = None
     alternates: list[CouncilCandidate] = []
     # Declines and expiries the run loop has already filled (or found no one for).
     vacancies_filled: list[str] = []

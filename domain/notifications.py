@@ -107,6 +107,18 @@ TASK_LINKS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
 }
 
 
+# The Union's office reads its e-mails in a shared mailbox: they link to the request's page
+# in the portal, which asks whoever opens it to sign in (a plain link, signing nobody in).
+OFFICE_LINK = ("case", "/portal/cases/{request_id}")
+
+
+def office_links(recipient_kind: str, request_id: str | None) -> list[tuple[str, str]]:
+    if recipient_kind != "coordinator" or not request_id:
+        return []
+    name, path = OFFICE_LINK
+    return [(name, path.format(request_id=request_id))]
+
+
 def task_links(event: str, recipient_kind: str, request_id: str) -> list[tuple[str, str]]:
     """The (label name, portal path) pairs an e-mail about `event` to this recipient carries."""
     pairs = TASK_LINKS.get((event, recipient_kind), ())

@@ -30,6 +30,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "config"
 SHOTS = ROOT / ".data"
 
 STACK_DEADLINE = 300  # s for `make up` to say it is up (embedded PostgreSQL, Temporal, worker)
@@ -51,6 +52,20 @@ def free_port() -> int:
 def stack():
     data = Path(tempfile.mkdtemp(prefix="advisory-e2e-"))
     ports = {k: free_port() for k in ("temporal", "ui", "smtp", "metrics", "sdk", "api")}
+    # The shipped policy, but an advisory request's council waits for the coordinator, who
+    # confirms or edits it in the portal (the browser test's requests are advisory).
+    policy = data / "policy.toml"
+    policy.write_text(
+        (CONFIG / "policy.toml")
+        .read_text(encoding="utf-8")
+        .replace(
+            "[kinds.advisory]            # tư vấn\ncouncil_size = 3\nquorum = 2\n"
+            'council_confirmation = "auto"',
+            '[kinds.advisory]\ncouncil_size = 3\nquorum = 2\ncouncil_confirmation = "coordinator"',
+        ),
+        encoding="utf-8",
+    )
+    assert 'council_confirmation = "coordinator"' in policy.read_text(encoding="utf-8")
     env = {
         k: v
         for k, v in os.environ.items()
@@ -58,6 +73,7 @@ def stack():
     }
     env.update(
         ADVISORY_DATA_DIR=str(data),
+        ADVISORY_POLICY_FILE=str(policy),
         ADVISORY_TEMPORAL_PORT=str(ports["temporal"]),
         ADVISORY_UI_PORT=str(ports["ui"]),
         ADVISORY_SMTP_SINK_PORT=str(ports["smtp"]),

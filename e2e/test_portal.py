@@ -31,6 +31,8 @@ SHOTS = ROOT / ".data" / "e2e"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 AGENCY_EMAIL = "hong.nt@stnmt.example.gov.vn"  # config/agencies.sample.csv, STNMT
+COORDINATOR_EMAIL = "lan.nt@lienhiephoi.example.vn"  # config/coordinators.sample.csv, VP01
+TITLE = "Dự thảo Kế hoạch phát triển khoa học và công nghệ"
 AXE = Axe()
 
 
@@ -116,8 +118,23 @@ def follow(page: Page, url: str, pages: Pages, name: str) -> None:
     page.locator("main form button[type=submit]").first.click()
 
 
+def state_of(stack, rid: str) -> dict:
+    return json.loads(advisory(stack, "--json", "show", rid).stdout)["state"]
+
+
 def stage_of(stack, rid: str) -> str:
-    return json.loads(advisory(stack, "--json", "show", rid).stdout)["state"]["stage"]
+    return state_of(stack, rid)["stage"]
+
+
+def sign_in(page: Page, base: str, stack, address: str, pages: Pages, name: str) -> None:
+    """Signs in at the portal's sign-in page with the link the mail sink receives."""
+    before = len([m for m in mails(stack["data"]) if address in m["To"]])
+    page.goto(f"{base}/portal/sign-in")
+    page.fill("input[name=email]", address)
+    page.locator("main form button[type=submit]").first.click()
+    expect(page.locator("main")).to_contain_text("kiểm tra hộp thư")
+    follow(page, link_in(mail_to(stack, address, None, after=before), "Đăng nhập"), pages, name)
+    expect(page.locator("header")).to_contain_text("Đang đăng nhập")
 
 
 def pdf(text: str) -> bytes:
@@ -166,7 +183,7 @@ def test_a_request_through_the_portal_alone(stack, tmp_path):
         pages.seen(agency, "agency-new-request")
         reference = f"E2E-PORTAL-{int(time.time())}"
         agency.select_option("select[name=kind]", "advisory")
-        agency.fill("input[name=title]", "Dự thảo Kế hoạch phát triển khoa học và công nghệ")
+        agency.fill("input[name=title]", TITLE)
         agency.fill("input[name=agency_reference]", reference)
         agency.fill("textarea[name=summary]", "Đề nghị tư vấn về mục tiêu và giải pháp.")
         for field in ("moi-truong", "quy-hoach"):  # fields of the sample experts
@@ -179,9 +196,39 @@ def test_a_request_through_the_portal_alone(stack, tmp_path):
         expect(agency.locator("main")).to_contain_text("Tờ trình.pdf")
         pages.seen(agency, "agency-request")
 
-        # --- the coordinator screens (their pages are the next step) --------------------
-        advisory(stack, "screen", rid, "accept")
+        # --- the coordinator: the board, the case, screening --------------------------------
+        office = person(browser)
+        sign_in(office, base, stack, COORDINATOR_EMAIL, pages, "coordinator")
+        office.goto(f"{base}/portal/board")
+        expect(office.locator("main")).to_contain_text(TITLE)
+        pages.seen(office, "coordinator-board")
+        office.goto(f"{base}/portal/cases/{rid}")
+        expect(office.locator("main")).to_contain_text("Tờ trình.pdf")
+        pages.seen(office, "coordinator-case")
+        office.goto(f"{base}/portal/cases/{rid}/screening")
+        pages.seen(office, "coordinator-screening")
+        office.get_by_role("button", name="Tiếp nhận hồ sơ").click()
+        proposed = wait_until(
+            "a council proposed, waiting for the coordinator (this stack's policy)",
+            lambda: (s := state_of(stack, rid))["stage"] == "council" and s.get("council") and s,
+            deadline(),
+        )
+
+        # --- the council, edited: the first alternate sits instead of the last member -----
+        council = proposed["council"]
+        leaving = council["members"][-1]["expert_code"]
+        joining = council["alternates"][0]["expert_code"]
+        office.goto(f"{base}/portal/cases/{rid}/council")
+        expect(office.locator("main")).to_contain_text(joining)
+        pages.seen(office, "coordinator-council")
+        office.get_by_role("link", name="Chỉnh sửa hội đồng").click()
+        office.uncheck(f"#f-member-{leaving}")
+        office.check(f"#f-member-{joining}")
+        pages.seen(office, "coordinator-council-edit")
+        office.get_by_role("button", name="Xác nhận hội đồng này").click()
         wait_until("the council is invited", lambda: stage_of(stack, rid) == "review", deadline())
+        seated = {a["expert_code"] for a in state_of(stack, rid)["assignments"]}
+        assert joining in seated and leaving not in seated
 
         # --- every expert, from the invitation e-mail ------------------------------------
         invitations = wait_until(
@@ -211,6 +258,24 @@ def test_a_request_through_the_portal_alone(stack, tmp_path):
             expert.get_by_role("button", name="Nhận lời").click()
             expect(expert).to_have_url(re.compile(rf"/portal/tasks/{rid}/opinion$"))
             experts.append((invitation["To"], expert))
+
+        # --- review follow-up: one expert's date extended ---------------------------------
+        extended = next(a for a in state_of(stack, rid)["assignments"] if a["role"] == "member")
+        office.goto(f"{base}/portal/cases/{rid}/review")
+        pages.seen(office, "coordinator-review")
+        office.goto(f"{base}/portal/cases/{rid}/review/{extended['expert_code']}/extend")
+        office.fill("input[name=days]", "2")
+        office.fill("textarea[name=reason]", "Chuyên gia đề nghị thêm thời gian khảo sát.")
+        pages.seen(office, "coordinator-extend")
+        office.get_by_role("button", name="Gia hạn").click()
+        expect(office).to_have_url(re.compile(rf"/portal/cases/{rid}/review$"))
+        moved = next(
+            a
+            for a in state_of(stack, rid)["assignments"]
+            if a["expert_code"] == extended["expert_code"]
+        )
+        assert moved["extensions"] == extended["extensions"] + 1
+        assert moved["due_at"] != extended["due_at"]
         for n, (_, expert) in enumerate(experts):
             if stage_of(stack, rid) != "review":
                 break  # the quorum is in: the rest are released
@@ -233,7 +298,21 @@ def test_a_request_through_the_portal_alone(stack, tmp_path):
         chair.fill("textarea[name=text]", "Hội đồng thống nhất đề nghị bổ sung chỉ tiêu đo lường.")
         chair.get_by_role("button", name="Gửi dự thảo").click()
         wait_until("approval", lambda: stage_of(stack, rid) == "approval", deadline())
-        advisory(stack, "approve", rid)
+
+        # --- the coordinator returns the draft once, then approves the next --------------
+        office.goto(f"{base}/portal/cases/{rid}/approval")
+        pages.seen(office, "coordinator-approval")
+        office.fill("textarea[name=comments]", "Đề nghị nêu rõ lộ trình thực hiện.")
+        office.get_by_role("button", name="Trả lại chủ trì hội đồng").click()
+        wait_until("back to synthesis", lambda: stage_of(stack, rid) == "synthesis", deadline())
+        chair.goto(f"{base}/portal/tasks/{rid}/conclusion")
+        expect(chair.locator("main")).to_contain_text("Đề nghị nêu rõ lộ trình thực hiện.")
+        pages.seen(chair, "chair-returned")
+        chair.fill("textarea[name=text]", "Đề nghị bổ sung chỉ tiêu và lộ trình.")
+        chair.get_by_role("button", name="Gửi dự thảo").click()
+        wait_until("approval again", lambda: stage_of(stack, rid) == "approval", deadline())
+        office.goto(f"{base}/portal/cases/{rid}/approval")
+        office.get_by_role("button", name="Phê duyệt và ký").click()
         wait_until(
             "the conclusion delivered",
             lambda: stage_of(stack, rid) in ("delivered", "adoption"),

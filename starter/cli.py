@@ -412,7 +412,7 @@ async def cmd_registry(args, settings: Settings) -> None:
             except RegistryFileError as err:
                 raise UsageError(str(err)) from err
             if args.json:
-                _print_json(report.__dict__)
+                _print_json(report.as_dict())
             else:
                 print(report.summary())
             if report.errors:

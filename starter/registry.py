@@ -43,7 +43,29 @@ from domain.models import Coordinator, Expert, Model, Operator, RegisteredAgency
 
 
 class RegistryFileError(RuntimeError):
-    """The file as a whole cannot be read (missing, not CSV/JSON, no header)."""
+    """The file as a whole cannot be read: `reason` says why in one word (missing, format,
+    json, not_list, header), for a page to say it in the reader's language."""
+
+    def __init__(self, message: str, reason: str = "format") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One row refused: where ("line" 7 of a CSV, "entry" 3 of a JSON list), the field and
+    the rule it breaks; `error` is pydantic's, for a page to say it in the reader's language
+    (None: the code was already given on row `first`)."""
+
+    label: str
+    n: int
+    field: str
+    rule: str
+    error: dict[str, Any] | None = None
+    first: int | None = None
+
+    def __str__(self) -> str:  # "line 7: email: not a valid address"
+        return f"{self.label} {self.n}: {self.field}: {self.rule}"
 
 
 @dataclass
@@ -51,7 +73,19 @@ class ImportReport:
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)  # "line 7: email: not a valid address"
+    rejected: list[Rejected] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[str]:
+        return [str(r) for r in self.rejected]
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {
+            "added": self.added,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "errors": self.errors,
+        }
 
     @property
     def total(self) -> int:
@@ -119,10 +153,10 @@ def _expert_row(row: dict[str, str]) -> dict[str, Any]:
     return data
 
 
-def _describe(err: ValidationError) -> str:
+def _rejected(label: str, n: int, err: ValidationError) -> Rejected:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "row"
-    return f"{loc}: {first['msg'].removeprefix('Value error, ')}"
+    return Rejected(label, n, loc, first["msg"].removeprefix("Value error, "), dict(first))
 
 
 @dataclass(frozen=True)
@@ -141,28 +175,30 @@ OPERATORS = Registry("operators", "operator", Operator, _cells, q.upsert_operato
 REGISTRIES = {r.name: r for r in (EXPERTS, AGENCIES, COORDINATORS, OPERATORS)}
 
 
-def read_entries(registry: Registry, path: Path) -> tuple[list[tuple[int, Any]], list[str]]:
+def read_entries(registry: Registry, path: Path) -> tuple[list[tuple[int, Any]], list[Rejected]]:
     """(line or entry number, entry) for the good rows, and one message per bad row."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as err:
-        raise RegistryFileError(f"{path}: no such file") from err
+        raise RegistryFileError(f"{path}: no such file", "missing") from err
     rows: list[tuple[int, Any]] = []
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise RegistryFileError(
-                f"{path}: not valid JSON (line {err.lineno}: {err.msg})"
+                f"{path}: not valid JSON (line {err.lineno}: {err.msg})", "json"
             ) from err
         if not isinstance(data, list):
-            raise RegistryFileError(f"{path}: must hold a JSON list of {registry.name}")
+            raise RegistryFileError(f"{path}: must hold a JSON list of {registry.name}", "not_list")
         rows = list(enumerate(data, start=1))
         label = "entry"
     elif path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or "code" not in reader.fieldnames:
-            raise RegistryFileError(f"{path}: the first line must be a header naming 'code', ...")
+            raise RegistryFileError(
+                f"{path}: the first line must be a header naming 'code', ...", "header"
+            )
         rows = [(reader.line_num, registry.csv_row(r)) for r in reader]
         label = "line"
     else:
@@ -172,10 +208,12 @@ def read_entries(registry: Registry, path: Path) -> tuple[list[tuple[int, Any]],
         try:
             e = registry.entry.model_validate(raw)
         except ValidationError as err:
-            errors.append(f"{label} {n}: {_describe(err)}")
+            errors.append(_rejected(label, n, err))
             continue
         if e.code in seen:
-            errors.append(f"{label} {n}: code: {e.code} already given on {label} {seen[e.code]}")
+            first = seen[e.code]
+            rule = f"{e.code} already given on {label} {first}"
+            errors.append(Rejected(label, n, "code", rule, first=first))
             continue
         seen[e.code] = n
         entries.append((n, e))
@@ -184,7 +222,7 @@ def read_entries(registry: Registry, path: Path) -> tuple[list[tuple[int, Any]],
 
 async def import_file(pool: asyncpg.Pool, registry: Registry, path: Path) -> ImportReport:
     entries, errors = read_entries(registry, path)
-    report = ImportReport(errors=errors)
+    report = ImportReport(rejected=errors)
     async with pool.acquire() as conn, conn.transaction():
         for _, e in entries:
             outcome = await registry.upsert(conn, e)

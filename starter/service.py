@@ -26,7 +26,7 @@ from domain import search_attributes as sa
 from domain.ids import TASK_QUEUE, assignment_workflow_id, review_workflow_id
 from domain.messages import RequestState, ReviewRequestInput
 from domain.models import Actor, Agency, AssignmentView, Document, RequestSubmission, Stage
-from domain.policy import Policy
+from domain.policy import KindPolicy, Policy
 from infra.links import case_url
 from infra.settings import get_settings
 from workflows.assignment import ExpertAssignmentWorkflow
@@ -327,3 +327,18 @@ async def request_state(client: Client, request_id: str) -> RequestState:
         return await request_handle(client, request_id).query(ReviewRequestWorkflow.state)
     except RPCError as err:
         raise _explain(err, f"request {request_id}") from err
+
+
+async def request_policy(client: Client, request_id: str) -> KindPolicy:
+    """The policy the request runs under: its kind's, as it was when the request was opened
+    (a running request keeps it, whatever the policy file says since). Read from the input of
+    the workflow's current run, which every continued run carries on."""
+    handle = request_handle(client, request_id)
+    try:
+        async for event in handle.fetch_history_events(page_size=1):
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            [inp] = await client.data_converter.decode(payloads, [ReviewRequestInput])
+            return inp.policy
+    except RPCError as err:
+        raise _explain(err, f"request {request_id}") from err
+    raise ActionError(f"no request {request_id}")

@@ -39,6 +39,9 @@ BIN = Path(sys.executable).parent
 # inherit it from the environment.
 TEST_KEY_SETTING = "test:" + base64.b64encode(bytes(range(32))).decode()
 os.environ["ADVISORY_PAYLOAD_KEYS"] = TEST_KEY_SETTING
+# A data directory of the session's own: what `make up` left in .data (its portal secret, its
+# key files) must not change what a test sees. Tests that want one give their own.
+os.environ["ADVISORY_DATA_DIR"] = tempfile.mkdtemp(prefix="advisory-test-data-")
 CONVERTER = data_converter(parse_keys(TEST_KEY_SETTING))
 
 

@@ -100,11 +100,19 @@ async def test_full_lifecycle_reaches_closed_with_rows(env, worker, policy, regi
     await service.request_update(
         env.client, rid, ReviewRequestWorkflow.draft_conclusion, f.draft(chair)
     )
+    # A decision read beside the returned draft is not taken on the new one.
+    with pytest.raises(service.ActionError, match="draft 1 is no longer the one to decide on"):
+        await service.request_update(
+            env.client,
+            rid,
+            ReviewRequestWorkflow.approve_conclusion,
+            ApproveInput(actor=f.COORDINATOR, version=1),
+        )
     state = await service.request_update(
         env.client,
         rid,
         ReviewRequestWorkflow.approve_conclusion,
-        ApproveInput(actor=f.COORDINATOR),
+        ApproveInput(actor=f.COORDINATOR, version=2),
     )
     assert state.stage == Stage.delivered
     await until(lambda s: s.stage == Stage.adoption, handle)

@@ -19,6 +19,7 @@ from domain.notifications import (
     LANGUAGES,
     address_refusal,
     new_secret,
+    office_links,
     sign,
     signature_header,
     task_links,
@@ -121,6 +122,8 @@ def test_an_invitation_carries_its_task_links_above_the_signature(language, acce
     assert f'<a href="https://portal.example/l/accept?t=a&amp;b">{accept}</a>' in m.html
     # Only the task's own recipients get links; a coordinator's copy has none.
     assert task_links("invitation", "coordinator", "R-1") == []
+    assert office_links("coordinator", "R-1") == [("case", "/portal/cases/R-1")]
+    assert office_links("expert", "R-1") == office_links("coordinator", None) == []
 
 
 def test_signature_is_the_reference_librarys():

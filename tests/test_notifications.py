@@ -32,6 +32,7 @@ from db import queries as q
 from domain.ids import notification_task_queue
 from domain.messages import AcceptInput, ApproveInput, ScreeningInput
 from domain.models import Stage
+from domain.notifications import office_links
 from infra.settings import CONFIG, Settings
 from starter import service
 from starter.mailsink import MailSink
@@ -271,11 +272,16 @@ async def test_each_event_reaches_its_parties_once_per_channel(
     for r in rows:
         (m,) = by_id[f"<notification-{r['id']}@lienhiephoi.example.vn>"]
         assert m["To"] == r["address"]
+        # The office's copy links to the request's page in the portal; no one else here
+        # signs in, so no one else gets links.
+        office = office_links(r["recipient_kind"], r["request_id"])
         expected = render(
             r["event"],
             r["language"],
             {**r["payload"], "recipient_kind": r["recipient_kind"]},
             union=policy.union,
+            links=[(name, settings.portal_url + path) for name, path in office],
+            heading="links_office",
         )
         assert m["Subject"] == expected.subject
         text = m.get_body(("plain",)).get_content().replace("\r\n", "\n")

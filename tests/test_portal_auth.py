@@ -71,7 +71,7 @@ async def portal(
 ) -> AsyncIterator:
     """The app over HTTP; `task_queue`: a test's worker's, for pages that start requests."""
     app = create_app(settings, client=env.client, pool=pool, task_queue=task_queue)
-    app.include_router(probe, prefix="/portal")
+    app.include_router(probe, prefix="/portal", include_in_schema=False)
     async with app.router.lifespan_context(app):
         # A client address of its own per test: the per-client limit is not shared.
         n = uuid.uuid4().int
@@ -538,3 +538,9 @@ def test_every_message_is_in_both_catalogues():
             if m.id and not all(m.string if isinstance(m.string, tuple) else [m.string])
         ]
         assert not untranslated, f"{lang}: untranslated {untranslated}"
+
+
+async def test_the_portal_is_no_part_of_the_api_document(env, pool, mail):
+    async with portal(env, pool, portal_settings(mail)) as http:
+        paths = (await http.get("/openapi.json")).json()["paths"]
+    assert paths and not [p for p in paths if p.startswith("/portal")]

@@ -60,6 +60,12 @@ async def test_the_invitation_links_sign_the_expert_in_for_that_task(
     received = next(r for r in rows if r["event"] == "request_received")
     (ack,) = mails_for(mail, rid)[f"<notification-{received['id']}@lienhiephoi.example.vn>"]
     assert "/portal/link/" not in ack.get_body(("plain",)).get_content()
+    # The office's shared mailbox gets the request's page, which asks whoever opens it to
+    # sign in: a plain link, signing nobody in.
+    office = next(r for r in rows if r["recipient_kind"] == "coordinator")
+    (note,) = mails_for(mail, rid)[f"<notification-{office['id']}@lienhiephoi.example.vn>"]
+    assert labelled(note, "Mở hồ sơ") == f"{PORTAL}/portal/cases/{rid}"
+    assert "đăng nhập bằng địa chỉ thư" in note.get_body(("plain",)).get_content()
 
     expert = invitation["recipient_code"]
     async with portal(dev_env, pool, settings) as http:

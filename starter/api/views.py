@@ -237,6 +237,7 @@ class StaffState(StateBase):
     screening_note: str | None
     supplement_round: int
     council: CouncilProposal | None
+    council_status: Literal["proposed", "confirmed"] | None
     assignments: list[Assignment]
     conclusion: ConclusionView | None
     adoption: AdoptionAnswer | None

@@ -4,7 +4,8 @@ What the person typed becomes the action's input, run by `actions.take` as the p
 signed in, exactly as the API and the CLI run it. A refusal comes back as a message beside
 the field it is about (or above the form), in the person's language, and the form keeps what
 they typed. A form posted twice (a double click, a reload) is one action: its hidden `once`
-value makes the workflow update's id, which Temporal applies once.
+value makes the workflow update's id, which Temporal applies once. A refused form comes back
+with a new `once`, so that sending it corrected is a new action.
 
     form = Form.of(once=new_once())                 # the page, first shown
     ...
@@ -19,12 +20,13 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from domain.messages import RequestState
-from domain.models import AssignmentView
+from domain.models import AssignmentView, RequestKind
 from starter import actions, service
 from starter.access import Principal
 from starter.portal.forms import Form
@@ -54,10 +56,17 @@ def _update_id(me: SignedIn, name: str, request_id: str, once: str) -> str | Non
 
 
 async def act(
-    me: SignedIn, name: str, request_id: str, given: dict[str, Any] | None, form: Form
+    me: SignedIn,
+    name: str,
+    request_id: str,
+    given: dict[str, Any] | None,
+    form: Form,
+    explain: Callable[[str], list[tuple[str, str]]] | None = None,
 ) -> RequestState | AssignmentView | None:
     """Takes the action `name` as `me` on the request; None when it was refused, with the
-    reasons put on `form`."""
+    reasons put on `form`. `explain`: the page's own reading of the engine's refusal, as
+    (field, message) pairs (one refusal may name several fields: an edited council names
+    each member it refuses); when it gives none, `refusal` reads it."""
     action = actions.ACTIONS[name]
     state = me.request.app.state
     try:
@@ -78,8 +87,16 @@ async def act(
             update_id=_update_id(me, name, request_id, form.value(ONCE_FIELD)),
         )
     except service.ActionError as err:
-        field, message = refusal(me, str(err))
-        form.error(field if field in form.values else WHOLE_FORM, message)
+        # The form comes back with a fresh `once`: the engine keeps a refused update's answer
+        # under its id, so the corrected form sent with the old one would get the refusal again.
+        if ONCE_FIELD in form.values:
+            form.values[ONCE_FIELD] = [new_once()]
+        if explain is not None and (explained := explain(str(err))):
+            for field, message in explained:  # the page's own places (a member's row, ...)
+                form.error(field, message)
+        else:
+            field, message = refusal(me, str(err))
+            form.error(field if field in form.values else WHOLE_FORM, message)
         return None
 
 
@@ -109,12 +126,60 @@ ASSIGNMENT_STATES = {
 }
 
 
+KINDS = {
+    RequestKind.advisory: N_("Advisory"),
+    RequestKind.critique: N_("Critique"),
+    RequestKind.social_assessment: N_("Social assessment"),
+}
+# Each audit event of the timeline (access.timeline), as a sentence anyone may read: the
+# agency's page shows these, the office's adds its own (starter/portal/office.py).
+EVENTS = {
+    "submitted": N_("The request was received"),
+    "screening_accepted": N_("The Union's office accepted the request for review"),
+    "screening_declined": N_("The Union's office declined the request"),
+    "supplement_requested": N_("The Union's office asked for a supplement"),
+    "supplemented": N_("The supplement was sent"),
+    "supplement_lapsed": N_("The time for the supplement ran out"),
+    "council_proposed": N_("An expert council was proposed"),
+    "council_confirmed": N_("The expert council was confirmed"),
+    "experts_needed": N_("More experts are being sought for the council"),
+    "expert_replaced": N_("An expert of the council was replaced"),
+    "review_opened": N_("The council's review began"),
+    "quorum_reached": N_("The council's opinions are all in"),
+    "synthesis_opened": N_("The chair began drafting the conclusion"),
+    "conclusion_drafted": N_("The conclusion was drafted"),
+    "conclusion_returned": N_("The draft conclusion was returned for changes"),
+    "conclusion_approved": N_("The conclusion was approved and signed"),
+    "conclusion_delivered": N_("The conclusion was delivered"),
+    "adoption_answer_requested": N_("Your answer on adoption was asked for"),
+    "adoption_answered": N_("The answer on adoption was received; the request is closed"),
+    "deadline_extended": N_("The deadline was extended"),
+    "deadline_escalated": N_("The deadline passed and was reported to the Union's office"),
+    "withdrawn": N_("The request was withdrawn"),
+}
+
+
 def stage_name(me: Visitor, stage: str) -> str:
     return me.gettext(STAGES.get(stage, stage))
 
 
 def state_name(me: Visitor, state: str) -> str:
     return me.gettext(ASSIGNMENT_STATES.get(state, state))
+
+
+def kind_name(me: Visitor, kind: str) -> str:
+    return me.gettext(KINDS.get(RequestKind(kind), kind))
+
+
+def event_sentence(
+    me: Visitor, action: str, stage: str | None, events: Mapping[str, str] = EVENTS
+) -> str:
+    """An audit event as a sentence; one no sentence knows, by the stage it moved to."""
+    if action in events:
+        return me.gettext(events[action])
+    if stage is None:
+        return me.gettext("Something was recorded: %(action)s", action=action)
+    return me.gettext("The request moved to the stage “%(stage)s”", stage=stage_name(me, stage))
 
 
 def invalid(me: Visitor, error: dict[str, Any]) -> str:
@@ -139,6 +204,10 @@ def invalid(me: Visitor, error: dict[str, Any]) -> str:
         return me.gettext("Enter an e-mail address, like name@example.vn.")
     return me.gettext("This value is not valid.")
 
+
+NEWER_DRAFT = N_(
+    "A newer draft (version %(n)s) came in after this page was opened: read it, then decide."
+)
 
 # The engine's refusals (workflow validators, the service layer), recognised by their words.
 _REFUSALS: list[tuple[re.Pattern[str], str]] = [
@@ -168,7 +237,31 @@ _REFUSALS: list[tuple[re.Pattern[str], str]] = [
         N_("Another action on this request is being recorded; try again in a moment."),
     ),
     (re.compile(r"is not the chair"), N_("Only the council's chair drafts the conclusion.")),
+    (
+        re.compile(r"is no longer the one to decide on: draft (?P<n>\d+) came in"),
+        NEWER_DRAFT,
+    ),
     (re.compile(r"no upload"), N_("A document is not one of your uploads.")),
+    (
+        re.compile(r"required \(at least (?P<n>\d+) characters\)"),
+        N_("Write at least %(n)s characters."),
+    ),
+    (
+        re.compile(r"the request is in (?P<stage>\w+), which has no deadline"),
+        N_("The stage “%(stage)s” has no deadline of its own to extend."),
+    ),
+    (
+        re.compile(r"deadline has been extended (?P<n>\d+) time"),
+        N_("This deadline has been extended %(n)s times already, the most the policy allows."),
+    ),
+    (
+        re.compile(r"at most (?P<n>-?\d+) more day\(s\) may be added .* allows (?P<max>\d+)"),
+        N_("At most %(n)s more days may be added to this deadline (%(max)s in all)."),
+    ),
+    (
+        re.compile(r"the review is closing on its quorum"),
+        N_("The review is closing on its quorum: its deadline cannot be extended."),
+    ),
     (re.compile(r"^no "), N_("Not found.")),
 ]
 

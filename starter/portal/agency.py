@@ -25,7 +25,6 @@ from domain.models import (
     AdoptionStatus,
     Document,
     Recommendation,
-    RequestKind,
     RequestSubmission,
     Stage,
     request_id_for,
@@ -33,12 +32,13 @@ from domain.models import (
 from infra.links import PREFIX
 from starter import access, documents, service
 from starter.portal import acting
+from starter.portal.acting import kind_name
 from starter.portal.forms import Form
 from starter.portal.i18n import N_
 from starter.portal.pages import render
 from starter.portal.people import SignedIn, Visitor, only, signed_in
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter()
 agency = Depends(only("agency"))
 anyone = Depends(signed_in)
 
@@ -50,11 +50,6 @@ PAGE_SIZE = 100
 
 # --- in the person's language ------------------------------------------------------------------
 
-KINDS = {
-    RequestKind.advisory: N_("Advisory"),
-    RequestKind.critique: N_("Critique"),
-    RequestKind.social_assessment: N_("Social assessment"),
-}
 RECOMMENDATIONS = {
     Recommendation.endorse: N_("The council endorses the draft."),
     Recommendation.endorse_with_changes: N_("The council endorses the draft with changes."),
@@ -77,31 +72,6 @@ WAITING = {
     Stage.delivered: N_("You: your answer on adoption"),
     Stage.adoption: N_("You: your answer on adoption"),
 }
-# Each audit event the agency sees (access.timeline), as a sentence.
-EVENTS = {
-    "submitted": N_("The request was received"),
-    "screening_accepted": N_("The Union's office accepted the request for review"),
-    "screening_declined": N_("The Union's office declined the request"),
-    "supplement_requested": N_("The Union's office asked for a supplement"),
-    "supplemented": N_("The supplement was sent"),
-    "supplement_lapsed": N_("The time for the supplement ran out"),
-    "council_proposed": N_("An expert council was proposed"),
-    "council_confirmed": N_("The expert council was confirmed"),
-    "experts_needed": N_("More experts are being sought for the council"),
-    "expert_replaced": N_("An expert of the council was replaced"),
-    "review_opened": N_("The council's review began"),
-    "quorum_reached": N_("The council's opinions are all in"),
-    "synthesis_opened": N_("The chair began drafting the conclusion"),
-    "conclusion_drafted": N_("The conclusion was drafted"),
-    "conclusion_returned": N_("The draft conclusion was returned for changes"),
-    "conclusion_approved": N_("The conclusion was approved and signed"),
-    "conclusion_delivered": N_("The conclusion was delivered"),
-    "adoption_answer_requested": N_("Your answer on adoption was asked for"),
-    "adoption_answered": N_("The answer on adoption was received; the request is closed"),
-    "deadline_extended": N_("The deadline was extended"),
-    "deadline_escalated": N_("The deadline passed and was reported to the Union's office"),
-    "withdrawn": N_("The request was withdrawn"),
-}
 # The refusals of documents.upload, recognised by their words.
 _UPLOAD_REFUSALS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^file: (?P<name>.+) is empty$"), N_("%(name)s is empty.")),
@@ -120,21 +90,9 @@ _UPLOAD_REFUSALS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
-def kind_name(me: Visitor, kind: str) -> str:
-    return me.gettext(KINDS.get(RequestKind(kind), kind))
-
-
 def waiting_for(me: Visitor, stage: str) -> str:
     found = WAITING.get(Stage(stage))
     return me.gettext(found) if found else me.gettext("Nothing: the request has ended")
-
-
-def event_sentence(me: Visitor, action: str, stage: str) -> str:
-    if action in EVENTS:
-        return me.gettext(EVENTS[action])
-    return me.gettext(
-        "The request moved to the stage “%(stage)s”", stage=acting.stage_name(me, stage)
-    )
 
 
 def upload_refusal(me: Visitor, text: str, name: str) -> str:
@@ -249,7 +207,7 @@ async def my_requests(me: SignedIn = agency) -> Response:
 async def _new_page(me: SignedIn, form: Form, status: int = 200) -> Response:
     async with me.request.app.state.pool.acquire() as conn:
         fields = await q.expertise_fields_in_registry(conn)
-    kinds = [(k.value, me.gettext(label)) for k, label in KINDS.items()]
+    kinds = [(k.value, me.gettext(label)) for k, label in acting.KINDS.items()]
     context = {"kinds": kinds, "fields": fields, "chosen": set(form.all("expertise_fields"))}
     return render(me, "agency/new.html", context, form=form, status=status)
 
@@ -370,7 +328,9 @@ async def _request(me: SignedIn, request_id: str) -> dict[str, Any]:
         "conclusion_doc": conclusion_doc if view.conclusion is not None else None,
         "number": number,
         "screening_note": note,
-        "events": [(e.at, event_sentence(me, e.action, e.stage.value)) for e in reversed(timeline)],
+        "events": [
+            (e.at, acting.event_sentence(me, e.action, e.stage.value)) for e in reversed(timeline)
+        ],
         "recommendation": (
             me.gettext(RECOMMENDATIONS[view.conclusion.recommendation]) if view.conclusion else ""
         ),

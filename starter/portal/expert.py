@@ -35,7 +35,7 @@ from starter.portal.i18n import N_, format_date
 from starter.portal.pages import NAVIGATION, render
 from starter.portal.people import SignedIn, Visitor, only
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter()
 expert_only = only("expert")
 
 NAVIGATION_ENTRIES = [(f"{PREFIX}/tasks", N_("My tasks"))]

@@ -32,7 +32,7 @@ from infra.settings import Settings
 from starter.portal.pages import PageError, portal_of, render
 from starter.portal.people import Visitor, delete_cookie, set_cookie, start_session, visitor
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter()
 log = structlog.get_logger("portal")
 
 FLOW_COOKIE = "advisory_oidc"

@@ -27,7 +27,7 @@ from starter.portal.people import (
 )
 from starter.portal.sign_in import identities_to_mail, send_sign_in_mail
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter()
 
 # Enough to catch a slip (a missing @, a space); the registry decides what is an address.
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

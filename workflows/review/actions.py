@@ -97,6 +97,12 @@ def check(state: ReviewState, policy: KindPolicy, action: str, inp: Any) -> None
             _check_confirmation(state, inp)
         case "draft_conclusion":
             _check_chair(state, inp)
+        case "approve_conclusion" | "return_conclusion":
+            if inp.version is not None and inp.version != state.conclusion_version:
+                raise Refused(
+                    f"draft {inp.version} is no longer the one to decide on: "
+                    f"draft {state.conclusion_version} came in since"
+                )
         case "add_expert":
             _check_add(state, inp)
         case "replace_expert":
