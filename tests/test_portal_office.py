@@ -367,6 +367,9 @@ async def test_return_then_approve_and_a_returned_draft_is_never_approved(
         http = await browser(email)
         case = await http.get(f"/portal/cases/{rid}")
         assert f'href="/portal/cases/{rid}/approval"' in case.text
+        # And to the request's workflow in the Temporal UI (which links back here).
+        ui = f"http://127.0.0.1:8233/namespaces/default/workflows/review-{rid}"
+        assert f'href="{ui}"' in case.text
         page = await http.get(f"/portal/cases/{rid}/approval")
         seen = text_of(page.text)
         assert f.draft(chair).draft.text in seen

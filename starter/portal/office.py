@@ -28,6 +28,7 @@ from domain.calendar import working_calendar
 from domain.models import RequestKind, Stage
 from domain.policy import KindPolicy
 from infra.links import PREFIX
+from infra.temporal import temporal_ui_url
 from starter import access, service
 from starter.api.views import StaffRequest
 from starter.portal import acting
@@ -437,6 +438,7 @@ async def _case(me: SignedIn, request_id: str) -> dict[str, Any]:
         "screening_note": screening_note,
         "extendable": extendable,
         "policy": policy,
+        "temporal_ui": temporal_ui_url(me.request.app.state.settings, view.request_id),
         **_words(me),
     }
 
