@@ -205,6 +205,17 @@ def invalid(me: Visitor, error: dict[str, Any]) -> str:
     return me.gettext("This value is not valid.")
 
 
+# The policy's deadlines (workflows/deadlines.py names them), as a refusal names them.
+DEADLINES = {
+    "screening": N_("screening deadline"),
+    "supplement": N_("supplement deadline"),
+    "respond": N_("answer-by date"),
+    "review": N_("opinion due date"),
+    "synthesis": N_("deadline for the conclusion's draft"),
+    "approval": N_("approval deadline"),
+    "adoption": N_("deadline for the answer on adoption"),
+}
+
 NEWER_DRAFT = N_(
     "A newer draft (version %(n)s) came in after this page was opened: read it, then decide."
 )
@@ -251,12 +262,28 @@ _REFUSALS: list[tuple[re.Pattern[str], str]] = [
         N_("The stage “%(stage)s” has no deadline of its own to extend."),
     ),
     (
-        re.compile(r"deadline has been extended (?P<n>\d+) time"),
-        N_("This deadline has been extended %(n)s times already, the most the policy allows."),
+        re.compile(r"the (?P<deadline>\w+) deadline has been extended (?P<n>\d+) time"),
+        N_("The %(deadline)s has been extended %(n)s times already, the most the policy allows."),
     ),
     (
-        re.compile(r"at most (?P<n>-?\d+) more day\(s\) may be added .* allows (?P<max>\d+)"),
-        N_("At most %(n)s more days may be added to this deadline (%(max)s in all)."),
+        re.compile(
+            r"at most (?P<left>[1-9]\d*) more day\(s\) may be added to the (?P<deadline>\w+) "
+            r"deadline \(the policy allows (?P<max>\d+) in all\)"
+        ),
+        N_(
+            "At most %(left)s more days may be added to the %(deadline)s: "
+            "the policy allows %(max)s in all."
+        ),
+    ),
+    (
+        re.compile(
+            r"at most -?\d+ more day\(s\) may be added to the (?P<deadline>\w+) "
+            r"deadline \(the policy allows (?P<max>\d+) in all\)"
+        ),
+        N_(
+            "No more days may be added to the %(deadline)s: the policy allows "
+            "%(max)s in all, and they are used."
+        ),
     ),
     (
         re.compile(r"the review is closing on its quorum"),
@@ -280,5 +307,7 @@ def refusal(me: Visitor, text: str) -> tuple[str, str]:
                 names["stage"] = stage_name(me, names["stage"])
             if "state" in names:
                 names["state"] = state_name(me, names["state"])
+            if "deadline" in names:
+                names["deadline"] = me.gettext(DEADLINES.get(names["deadline"], names["deadline"]))
             return field, me.gettext(message, **names)
     return field, me.gettext("The engine refused this: %(reason)s", reason=rest or text)

@@ -63,7 +63,6 @@ def now() -> datetime:
 # --- the engine's words, in the reader's -----------------------------------------------------
 
 ROLES = {"chair": N_("chair of the council"), "member": N_("member of the council")}
-DEADLINES = {"respond": N_("answer-by date"), "review": N_("opinion due date")}
 # Why matching left an expert out (domain/matching.py `exclusion`, and the two ranks below).
 EXCLUSIONS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^inactive$"), N_("inactive in the expert registry")),
@@ -323,24 +322,6 @@ _REFUSALS: list[tuple[re.Pattern[str], str, str]] = [
         acting.WHOLE_FORM,
         N_("Nothing of this expert's is due: their assignment is “%(state)s”."),
     ),
-    (
-        re.compile(
-            r"^cannot extend: the (?P<deadline>\w+) deadline has been extended (?P<n>\d+) time"
-        ),
-        "days",
-        N_("The %(deadline)s has been extended %(n)s times already, the most the policy allows."),
-    ),
-    (
-        re.compile(
-            r"^days: at most (?P<left>-?\d+) more day\(s\) may be added to the (?P<deadline>\w+) "
-            r"deadline \(the policy allows (?P<max>\d+) in all\)"
-        ),
-        "days",
-        N_(
-            "At most %(left)s more days may be added to the %(deadline)s: "
-            "the policy allows %(max)s in all."
-        ),
-    ),
 ]
 
 
@@ -374,21 +355,8 @@ def refusals(me: Visitor, text: str) -> list[Refusal]:
                 names["stage"] = acting.stage_name(me, names["stage"])
             if "state" in names:
                 names["state"] = acting.state_name(me, names["state"])
-            if "deadline" in names:
-                names["deadline"] = me.gettext(DEADLINES.get(names["deadline"], names["deadline"]))
             if "why" in names:
                 names["why"] = exclusion_text(me, names["why"])
-            if "left" in names and int(names["left"]) <= 0:
-                return [
-                    Refusal(
-                        where,
-                        me.gettext(
-                            "No more days may be added to the %(deadline)s: the policy allows "
-                            "%(max)s in all, and they are used.",
-                            **names,
-                        ),
-                    )
-                ]
             return [Refusal(where, me.gettext(message, **names), names.get("code"))]
     field_, message = acting.refusal(me, text)
     return [Refusal(field_, message)]
