@@ -25,7 +25,7 @@ from domain.ids import TASK_QUEUE, notification_task_queue
 from infra.codec import KeyError_
 from infra.documents import StoreSettingError, document_store
 from infra.logging import BindActivityContext, configure_logging
-from infra.settings import Settings, get_settings
+from infra.settings import Settings, TemporalSettingError, get_settings
 from infra.temporal import connect, metrics_runtime
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.notification import NotificationWorkflow
@@ -149,7 +149,9 @@ async def main() -> None:
     sdk_metrics = settings.sdk_metrics_address if settings.sdk_metrics_address != "off" else None
     try:
         client = await connect(settings, runtime=metrics_runtime(sdk_metrics))
-    except KeyError_ as err:  # no payload keys: nothing starts rather than send them in clear
+    except (KeyError_, TemporalSettingError) as err:
+        # No payload keys (nothing starts rather than send them in clear), or a connection
+        # setting that cannot be used: said by name, not as a traceback.
         log.error("worker not started", reason=str(err))
         raise SystemExit(2) from None
     pool = await create_pool(settings.resolve_database_url())

@@ -3,8 +3,10 @@ TEMPORAL_ADDRESS set, everything points at the dev stack that `make up` runs und
 
 from __future__ import annotations
 
+import os
 import tomllib
 import warnings
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -12,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.envconfig import ClientConfig, ClientConnectConfig
 
 from domain.ids import TASK_QUEUE
 from domain.notifications import DeliveryRetry
@@ -28,6 +31,67 @@ DATABASE_NAME = "advisory"
 CLI_AS_FILE = "cli-as"
 # The dev stack's portal secret, made once by `make up` into its data directory.
 PORTAL_SECRET_FILE = "portal.secret"
+# The dev server `make up` runs, when nothing names a Temporal cluster.
+TEMPORAL_DEFAULT_ADDRESS = "localhost:7233"
+# temporalio.envconfig's variables that name a file, and those that must be a boolean:
+# checked here first, so a wrong one is refused by its name rather than by a bare OSError
+# (a missing file) or not at all (an unknown word, or a config file that is not there).
+TEMPORAL_FILE_SETTINGS = (
+    "TEMPORAL_CONFIG_FILE",
+    "TEMPORAL_TLS_CLIENT_CERT_PATH",
+    "TEMPORAL_TLS_CLIENT_KEY_PATH",
+    "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+)
+TEMPORAL_FLAG_SETTINGS = ("TEMPORAL_TLS", "TEMPORAL_TLS_DISABLE_HOST_VERIFICATION")
+
+
+class TemporalSettingError(ValueError):
+    """A setting of the Temporal connection that cannot be used; the message names it."""
+
+
+def temporal_connection(environ: Mapping[str, str] | None = None) -> ClientConnectConfig:
+    """How every process reaches Temporal: `Client.connect`'s target_host, namespace, api_key
+    and tls (a TLSConfig holding the files' bytes), as `temporalio.envconfig` reads them —
+    TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS,
+    TEMPORAL_TLS_CLIENT_CERT_PATH / _KEY_PATH (mTLS), TEMPORAL_TLS_SERVER_CA_CERT_PATH,
+    TEMPORAL_TLS_SERVER_NAME (each *_PATH also as *_DATA), or a profile of TEMPORAL_CONFIG_FILE
+    (TEMPORAL_PROFILE) — from `environ` (default: this process's environment), and the dev
+    stack's address when none is named. One reader, the SDK's, so the names are those of
+    Temporal's documentation and `temporal` CLI."""
+    env = dict(os.environ if environ is None else environ)
+    for name in TEMPORAL_FILE_SETTINGS:
+        if (path := env.get(name)) and not Path(path).is_file():
+            raise TemporalSettingError(f"{name}: no such file: {path}")
+    for name in TEMPORAL_FLAG_SETTINGS:
+        if (value := env.get(name)) is not None and value.lower() not in (
+            "true",
+            "false",
+            "1",
+            "0",
+        ):
+            raise TemporalSettingError(f"{name}: must be true or false, not {value!r}")
+    if env.get("TEMPORAL_TLS_DISABLE_HOST_VERIFICATION", "").lower() in ("true", "1"):
+        # The Python SDK has no such switch; set TEMPORAL_TLS_SERVER_NAME to the name the
+        # server's certificate carries instead.
+        raise TemporalSettingError(
+            "TEMPORAL_TLS_DISABLE_HOST_VERIFICATION: not supported; give the name on the "
+            "server's certificate in TEMPORAL_TLS_SERVER_NAME"
+        )
+    cert = any(env.get(f"TEMPORAL_TLS_CLIENT_CERT_{k}") for k in ("PATH", "DATA"))
+    key = any(env.get(f"TEMPORAL_TLS_CLIENT_KEY_{k}") for k in ("PATH", "DATA"))
+    if cert != key:
+        raise TemporalSettingError(
+            "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH: a client "
+            f"certificate needs its key (only the {'certificate' if cert else 'key'} is set)"
+        )
+    try:
+        config = ClientConfig.load_client_connect_config(override_env_vars=env)
+    except OSError as err:  # a file named in TEMPORAL_CONFIG_FILE's profile
+        raise TemporalSettingError(f"Temporal TLS: {err.strerror}: {err.filename}") from err
+    except Exception as err:  # envconfig's own refusal (two sources of one file, a profile)
+        raise TemporalSettingError(f"Temporal: {err}") from err
+    config.setdefault("target_host", TEMPORAL_DEFAULT_ADDRESS)
+    return config
 
 
 class Settings(BaseSettings):

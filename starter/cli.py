@@ -96,11 +96,12 @@ def print_state(state: service.RequestState) -> None:
 
 async def _client():
     from infra.codec import KeyError_
+    from infra.settings import TemporalSettingError
     from infra.temporal import connect
 
     try:
         return await connect()
-    except KeyError_ as err:  # no payload keys, or a malformed setting
+    except (KeyError_, TemporalSettingError) as err:  # no payload keys, a malformed setting
         raise RuntimeError(str(err)) from err
     except Exception as err:  # connection refused, bad TLS settings...
         raise RuntimeError(f"cannot reach Temporal ({err}); is the stack up (`make up`)?") from err
@@ -816,7 +817,13 @@ async def cmd_keys(args, settings: Settings) -> None:
 async def cmd_api(args, settings: Settings) -> None:
     import uvicorn
 
+    from infra.settings import TemporalSettingError, temporal_connection
     from starter.api import create_app
+
+    try:  # refused by name here rather than as a traceback from the app's start-up
+        temporal_connection()
+    except TemporalSettingError as err:
+        raise UsageError(str(err)) from err
 
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_config=None)
