@@ -136,6 +136,38 @@ class Settings(BaseSettings):
     document_store: str = Field(default="postgresql", validation_alias="ADVISORY_DOCUMENT_STORE")
     # The task queue workers poll and work is started on; one per deployment.
     task_queue: str = Field(default=TASK_QUEUE, validation_alias="ADVISORY_TASK_QUEUE")
+    # A worker process's limits on the task queue: activities and workflow tasks run at once
+    # (its notifications queue keeps 10 of each), and workflows kept in memory between their
+    # tasks by each of its two workers (the sticky cache: a cached workflow's next task needs
+    # no replay of its history; 0 replays every time). The SDK needs two workflow task slots
+    # while it caches.
+    worker_activities: int = Field(default=20, ge=1, validation_alias="ADVISORY_WORKER_ACTIVITIES")
+    worker_workflow_tasks: int = Field(
+        default=20, ge=2, validation_alias="ADVISORY_WORKER_WORKFLOW_TASKS"
+    )
+    worker_cached_workflows: int = Field(
+        default=1000, ge=0, validation_alias="ADVISORY_WORKER_CACHED_WORKFLOWS"
+    )
+    # PostgreSQL connections each process may hold: a worker (its activities share them) and
+    # an API process. N workers and M APIs hold up to N×worker + M×api at once.
+    worker_db_connections: int = Field(
+        default=10, ge=1, validation_alias="ADVISORY_WORKER_DB_CONNECTIONS"
+    )
+    api_db_connections: int = Field(
+        default=20, ge=2, validation_alias="ADVISORY_API_DB_CONNECTIONS"
+    )
+    # asyncpg's prepared-statement cache per connection; 0 behind PgBouncer in transaction or
+    # statement mode, where the next statement may reach another server connection that does
+    # not know the prepared one.
+    db_statement_cache_size: int = Field(
+        default=100, ge=0, validation_alias="ADVISORY_DB_STATEMENT_CACHE_SIZE"
+    )
+    # What needs a session of its own, which a pooler in transaction mode does not keep: the
+    # API's liveness lock (db/liveness.py) and `advisory migrate` (an advisory lock across
+    # transactions). PostgreSQL itself or a pooler in session mode; default DATABASE_URL.
+    database_session_url: str | None = Field(
+        default=None, validation_alias="ADVISORY_DATABASE_SESSION_URL"
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", validation_alias="ADVISORY_LOG_FORMAT"
     )
@@ -296,6 +328,9 @@ class Settings(BaseSettings):
     @property
     def pg_dir(self) -> Path:
         return self.data_dir / "pg"
+
+    def resolve_session_database_url(self) -> str:
+        return self.database_session_url or self.resolve_database_url()
 
     def resolve_database_url(self) -> str:
         if self.database_url:

@@ -107,10 +107,10 @@ async def _client():
         raise RuntimeError(f"cannot reach Temporal ({err}); is the stack up (`make up`)?") from err
 
 
-async def _pool(settings: Settings):
-    from db.pool import create_pool
+async def _pool(settings: Settings, url: str | None = None):
+    from db.pool import open_pool
 
-    return await create_pool(settings.resolve_database_url(), max_size=2)
+    return await open_pool(settings, max_size=2, url=url)
 
 
 async def _signed_in(settings: Settings, role: str = "coordinator") -> Actor:
@@ -834,7 +834,8 @@ async def cmd_api(args, settings: Settings) -> None:
 async def cmd_migrate(args, settings: Settings) -> None:
     from db.migrate import migrate
 
-    pool = await _pool(settings)
+    # Its advisory lock spans transactions: a session, never a pooler in transaction mode.
+    pool = await _pool(settings, settings.resolve_session_database_url())
     async with pool.acquire() as conn:
         applied = await migrate(conn)
     await pool.close()

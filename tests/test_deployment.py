@@ -1,6 +1,8 @@
 """The settings a deployment past one machine sets: how to reach a Temporal cluster or
-Temporal Cloud (TLS, mTLS, an API key, the namespace). No cloud is reachable here: the
-settings are checked as far as the arguments every process hands to `Client.connect`."""
+Temporal Cloud (TLS, mTLS, an API key, the namespace), a worker's limits, and PostgreSQL
+behind a connection pooler. No cloud is reachable here: the settings are checked as far as
+the arguments every process hands to `Client.connect`, and the pooler's needs on the embedded
+PostgreSQL itself."""
 
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
+from db.pool import open_pool
 from infra import temporal
 from infra.settings import Settings, TemporalSettingError, temporal_connection
+from starter.api import create_app
 from tests.conftest import ROOT
+from worker import build_worker
 
 CERT, KEY, CA = b"-----BEGIN CERTIFICATE-----\nclient\n", b"-----BEGIN KEY-----\nk\n", b"ca\n"
 
@@ -157,3 +162,91 @@ def test_a_process_with_a_wrong_setting_says_which_and_stops(command):
         out.stdout + out.stderr
     )
     assert "Traceback" not in out.stderr
+
+
+async def test_the_worker_limits_are_read(env, pool, monkeypatch):
+    for name, value in {
+        "ADVISORY_WORKER_ACTIVITIES": "7",
+        "ADVISORY_WORKER_WORKFLOW_TASKS": "5",
+        "ADVISORY_WORKER_CACHED_WORKFLOWS": "300",
+        "ADVISORY_WORKER_DB_CONNECTIONS": "12",
+        "ADVISORY_API_DB_CONNECTIONS": "8",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(deliver_notifications=False)
+    assert (settings.worker_db_connections, settings.api_db_connections) == (12, 8)
+    w = build_worker(env.client, pool, settings, task_queue="tq-limits")
+    requests, notifications = w.requests.config(), w.notifications.config()
+    assert requests["max_concurrent_activities"] == 7
+    assert requests["max_concurrent_workflow_tasks"] == 5
+    assert requests["max_cached_workflows"] == notifications["max_cached_workflows"] == 300
+    assert notifications["max_concurrent_activities"] == 10
+    # The SDK needs two workflow task slots while it caches workflows.
+    monkeypatch.setenv("ADVISORY_WORKER_WORKFLOW_TASKS", "1")
+    with pytest.raises(ValueError, match="ADVISORY_WORKER_WORKFLOW_TASKS"):
+        Settings()
+
+
+async def test_behind_pgbouncer_in_transaction_mode_no_statement_is_prepared_by_name(
+    database_url, monkeypatch
+):
+    """PgBouncer in transaction mode may run a connection's next statement on another server
+    connection, which does not know a statement prepared by name: with
+    ADVISORY_DB_STATEMENT_CACHE_SIZE=0 asyncpg keeps none."""
+
+    async def named_statements(settings: Settings) -> int:
+        pool = await open_pool(settings, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                for _ in range(3):
+                    await conn.fetch("SELECT id FROM requests WHERE stage = $1", "review")
+                return await conn.fetchval(
+                    "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE '__asyncpg%'"
+                )
+        finally:
+            await pool.close()
+
+    assert await named_statements(Settings(database_url=database_url)) > 0
+    monkeypatch.setenv("ADVISORY_DB_STATEMENT_CACHE_SIZE", "0")
+    off = Settings(database_url=database_url)
+    assert off.db_statement_cache_size == 0
+    assert await named_statements(off) == 0
+
+
+async def test_the_api_holds_its_liveness_lock_on_the_session_url(env, pool, database_url):
+    """Behind a pooler in transaction mode the lock that tells the API processes alive from
+    dead is held on ADVISORY_DATABASE_SESSION_URL, a connection of its own."""
+    glue = "&" if "?" in database_url else "?"
+    session_url = f"{database_url}{glue}application_name=advisory-session"
+    settings = Settings(database_url=database_url, database_session_url=session_url)
+    app = create_app(settings, client=env.client, pool=pool)
+    async with app.router.lifespan_context(app):
+        lock_id = app.state.process_lock
+        async with pool.acquire() as conn:
+            holder = await conn.fetchval(
+                "SELECT a.application_name FROM pg_locks l"
+                " JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted"
+                " AND ((l.classid::bigint << 32) | l.objid::bigint) = $1",
+                lock_id,
+            )
+    assert holder == "advisory-session"
+
+
+def test_migrations_run_on_the_session_url(database_url):
+    """`advisory migrate` holds an advisory lock across transactions: it connects to
+    ADVISORY_DATABASE_SESSION_URL, whatever DATABASE_URL (a pooler) says."""
+    out = subprocess.run(
+        [sys.executable, "-m", "starter.cli", "migrate"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/pooler",
+            "ADVISORY_DATABASE_SESSION_URL": database_url,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "schema up to date"
