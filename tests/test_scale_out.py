@@ -71,7 +71,6 @@ class Process:
     name: str
     log: Path
     proc: asyncio.subprocess.Process | None = None
-    killed_at: float | None = None
 
     async def start(self, args: list[str], env: dict[str, str]) -> Process:
         with self.log.open("wb") as out:
@@ -117,7 +116,6 @@ class Process:
     async def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
-        self.killed_at = time.monotonic()
         await self.proc.wait()
 
     async def stop(self) -> None:
@@ -241,7 +239,7 @@ async def test_two_workers_and_two_apis_share_the_work_through_a_worker_crash(
                 opinion = f.opinion(code).opinion.model_dump(mode="json")
                 await burst.post(f"/requests/{rid}/assignment/opinion", by_code[code], opinion)
 
-            async def one_request(i: int) -> str:
+            async def one_request() -> str:
                 sub = f.submission(registry.field, agency={"code": agency_code, "name": "Sở KH&CN"})
                 rid = (await burst.post("/requests", agency, body(sub)))["request_id"]
                 await burst.until(rid, agency, "screening")
@@ -267,7 +265,7 @@ async def test_two_workers_and_two_apis_share_the_work_through_a_worker_crash(
 
             killer = asyncio.create_task(kill_midway())
             burst_started = time.monotonic()
-            rids = await asyncio.gather(*(one_request(i) for i in range(REQUESTS)))
+            rids = await asyncio.gather(*(one_request() for _ in range(REQUESTS)))
             timings["burst"] = time.monotonic() - burst_started
             await killer
             assert workers[0].proc.returncode == -signal.SIGKILL
