@@ -20,12 +20,12 @@ from activities.calendar import CalendarActivities
 from activities.council import CouncilActivities
 from activities.notify import NotificationActivities
 from activities.persistence import PersistenceActivities
-from db.pool import create_pool
+from db.pool import open_pool
 from domain.ids import TASK_QUEUE, notification_task_queue
 from infra.codec import KeyError_
 from infra.documents import StoreSettingError, document_store
 from infra.logging import BindActivityContext, configure_logging
-from infra.settings import Settings, get_settings
+from infra.settings import Settings, TemporalSettingError, get_settings
 from infra.temporal import connect, metrics_runtime
 from workflows.assignment import ExpertAssignmentWorkflow
 from workflows.notification import NotificationWorkflow
@@ -121,22 +121,29 @@ def build_worker(
     # ever reach the notifications queue, and there is no second list to keep in step.
     activities = activities if activities is not None else activities_for(pool, settings)
 
-    def worker(queue: str, workflows: list, slots: int) -> Worker:
+    def worker(queue: str, workflows: list, slots: int, workflow_slots: int = 0) -> Worker:
         return Worker(
             client,
             task_queue=queue,
             workflows=workflows,
             workflow_runner=SANDBOX,
             activities=activities,
-            # Explicit limits: two cores, and every activity holds a pool connection.
+            # Explicit limits (ADVISORY_WORKER_*: 20 each suits two cores), each activity
+            # holding a pool connection while it writes.
             max_concurrent_activities=slots,
-            max_concurrent_workflow_tasks=slots,
+            max_concurrent_workflow_tasks=workflow_slots or slots,
+            max_cached_workflows=settings.worker_cached_workflows,
             graceful_shutdown_timeout=timedelta(seconds=20),
             interceptors=[BindActivityContext()],
         )
 
     return EngineWorker(
-        requests=worker(task_queue, REQUEST_WORKFLOWS, 20),
+        requests=worker(
+            task_queue,
+            REQUEST_WORKFLOWS,
+            settings.worker_activities,
+            settings.worker_workflow_tasks,
+        ),
         # Deliveries wait on SMTP and webhooks, seldom on CPU: fewer slots, so a burst of
         # them never takes every pool connection from the requests.
         notifications=worker(notification_task_queue(task_queue), [NotificationWorkflow], 10),
@@ -149,10 +156,12 @@ async def main() -> None:
     sdk_metrics = settings.sdk_metrics_address if settings.sdk_metrics_address != "off" else None
     try:
         client = await connect(settings, runtime=metrics_runtime(sdk_metrics))
-    except KeyError_ as err:  # no payload keys: nothing starts rather than send them in clear
+    except (KeyError_, TemporalSettingError) as err:
+        # No payload keys (nothing starts rather than send them in clear), or a connection
+        # setting that cannot be used: said by name, not as a traceback.
         log.error("worker not started", reason=str(err))
         raise SystemExit(2) from None
-    pool = await create_pool(settings.resolve_database_url())
+    pool = await open_pool(settings, max_size=settings.worker_db_connections)
     try:
         notify = NotificationActivities(pool, settings)
         worker = build_worker(

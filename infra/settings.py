@@ -3,8 +3,10 @@ TEMPORAL_ADDRESS set, everything points at the dev stack that `make up` runs und
 
 from __future__ import annotations
 
+import os
 import tomllib
 import warnings
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -12,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.envconfig import ClientConfig, ClientConnectConfig
 
 from domain.ids import TASK_QUEUE
 from domain.notifications import DeliveryRetry
@@ -28,6 +31,67 @@ DATABASE_NAME = "advisory"
 CLI_AS_FILE = "cli-as"
 # The dev stack's portal secret, made once by `make up` into its data directory.
 PORTAL_SECRET_FILE = "portal.secret"
+# The dev server `make up` runs, when nothing names a Temporal cluster.
+TEMPORAL_DEFAULT_ADDRESS = "localhost:7233"
+# temporalio.envconfig's variables that name a file, and those that must be a boolean:
+# checked here first, so a wrong one is refused by its name rather than by a bare OSError
+# (a missing file) or not at all (an unknown word, or a config file that is not there).
+TEMPORAL_FILE_SETTINGS = (
+    "TEMPORAL_CONFIG_FILE",
+    "TEMPORAL_TLS_CLIENT_CERT_PATH",
+    "TEMPORAL_TLS_CLIENT_KEY_PATH",
+    "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+)
+TEMPORAL_FLAG_SETTINGS = ("TEMPORAL_TLS", "TEMPORAL_TLS_DISABLE_HOST_VERIFICATION")
+
+
+class TemporalSettingError(ValueError):
+    """A setting of the Temporal connection that cannot be used; the message names it."""
+
+
+def temporal_connection(environ: Mapping[str, str] | None = None) -> ClientConnectConfig:
+    """How every process reaches Temporal: `Client.connect`'s target_host, namespace, api_key
+    and tls (a TLSConfig holding the files' bytes), as `temporalio.envconfig` reads them —
+    TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS,
+    TEMPORAL_TLS_CLIENT_CERT_PATH / _KEY_PATH (mTLS), TEMPORAL_TLS_SERVER_CA_CERT_PATH,
+    TEMPORAL_TLS_SERVER_NAME (each *_PATH also as *_DATA), or a profile of TEMPORAL_CONFIG_FILE
+    (TEMPORAL_PROFILE) — from `environ` (default: this process's environment), and the dev
+    stack's address when none is named. One reader, the SDK's, so the names are those of
+    Temporal's documentation and `temporal` CLI."""
+    env = dict(os.environ if environ is None else environ)
+    for name in TEMPORAL_FILE_SETTINGS:
+        if (path := env.get(name)) and not Path(path).is_file():
+            raise TemporalSettingError(f"{name}: no such file: {path}")
+    for name in TEMPORAL_FLAG_SETTINGS:
+        if (value := env.get(name)) is not None and value.lower() not in (
+            "true",
+            "false",
+            "1",
+            "0",
+        ):
+            raise TemporalSettingError(f"{name}: must be true or false, not {value!r}")
+    if env.get("TEMPORAL_TLS_DISABLE_HOST_VERIFICATION", "").lower() in ("true", "1"):
+        # The Python SDK has no such switch; set TEMPORAL_TLS_SERVER_NAME to the name the
+        # server's certificate carries instead.
+        raise TemporalSettingError(
+            "TEMPORAL_TLS_DISABLE_HOST_VERIFICATION: not supported; give the name on the "
+            "server's certificate in TEMPORAL_TLS_SERVER_NAME"
+        )
+    cert = any(env.get(f"TEMPORAL_TLS_CLIENT_CERT_{k}") for k in ("PATH", "DATA"))
+    key = any(env.get(f"TEMPORAL_TLS_CLIENT_KEY_{k}") for k in ("PATH", "DATA"))
+    if cert != key:
+        raise TemporalSettingError(
+            "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH: a client "
+            f"certificate needs its key (only the {'certificate' if cert else 'key'} is set)"
+        )
+    try:
+        config = ClientConfig.load_client_connect_config(override_env_vars=env)
+    except OSError as err:  # a file named in TEMPORAL_CONFIG_FILE's profile
+        raise TemporalSettingError(f"Temporal TLS: {err.strerror}: {err.filename}") from err
+    except Exception as err:  # envconfig's own refusal (two sources of one file, a profile)
+        raise TemporalSettingError(f"Temporal: {err}") from err
+    config.setdefault("target_host", TEMPORAL_DEFAULT_ADDRESS)
+    return config
 
 
 class Settings(BaseSettings):
@@ -72,6 +136,38 @@ class Settings(BaseSettings):
     document_store: str = Field(default="postgresql", validation_alias="ADVISORY_DOCUMENT_STORE")
     # The task queue workers poll and work is started on; one per deployment.
     task_queue: str = Field(default=TASK_QUEUE, validation_alias="ADVISORY_TASK_QUEUE")
+    # A worker process's limits on the task queue: activities and workflow tasks run at once
+    # (its notifications queue keeps 10 of each), and workflows kept in memory between their
+    # tasks by each of its two workers (the sticky cache: a cached workflow's next task needs
+    # no replay of its history; 0 replays every time). The SDK needs two workflow task slots
+    # while it caches.
+    worker_activities: int = Field(default=20, ge=1, validation_alias="ADVISORY_WORKER_ACTIVITIES")
+    worker_workflow_tasks: int = Field(
+        default=20, ge=2, validation_alias="ADVISORY_WORKER_WORKFLOW_TASKS"
+    )
+    worker_cached_workflows: int = Field(
+        default=1000, ge=0, validation_alias="ADVISORY_WORKER_CACHED_WORKFLOWS"
+    )
+    # PostgreSQL connections each process may hold: a worker (its activities share them) and
+    # an API process. N workers and M APIs hold up to N×worker + M×api at once.
+    worker_db_connections: int = Field(
+        default=10, ge=1, validation_alias="ADVISORY_WORKER_DB_CONNECTIONS"
+    )
+    api_db_connections: int = Field(
+        default=20, ge=2, validation_alias="ADVISORY_API_DB_CONNECTIONS"
+    )
+    # asyncpg's prepared-statement cache per connection; 0 behind PgBouncer in transaction or
+    # statement mode, where the next statement may reach another server connection that does
+    # not know the prepared one.
+    db_statement_cache_size: int = Field(
+        default=100, ge=0, validation_alias="ADVISORY_DB_STATEMENT_CACHE_SIZE"
+    )
+    # What needs a session of its own, which a pooler in transaction mode does not keep: the
+    # API's liveness lock (db/liveness.py) and `advisory migrate` (an advisory lock across
+    # transactions). PostgreSQL itself or a pooler in session mode; default DATABASE_URL.
+    database_session_url: str | None = Field(
+        default=None, validation_alias="ADVISORY_DATABASE_SESSION_URL"
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", validation_alias="ADVISORY_LOG_FORMAT"
     )
@@ -232,6 +328,9 @@ class Settings(BaseSettings):
     @property
     def pg_dir(self) -> Path:
         return self.data_dir / "pg"
+
+    def resolve_session_database_url(self) -> str:
+        return self.database_session_url or self.resolve_database_url()
 
     def resolve_database_url(self) -> str:
         if self.database_url:

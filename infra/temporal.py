@@ -1,6 +1,7 @@
-"""One way to reach Temporal: `temporalio.envconfig` (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
-TLS, API key), the pydantic converter with payload encryption (infra/codec.py), and the dev
-stack's address when nothing is set."""
+"""One way to reach Temporal, for the worker, the API and the CLI alike: the connection
+settings (infra.settings.temporal_connection: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TLS and
+mTLS files, API key, read by `temporalio.envconfig`; the dev stack's address when nothing is
+set) and the pydantic converter with payload encryption (infra/codec.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import logging
 from urllib.parse import quote
 
 from temporalio.client import Client
-from temporalio.envconfig import ClientConfig
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
@@ -20,17 +20,15 @@ from temporalio.runtime import (
 
 from domain.ids import review_workflow_id
 from infra.codec import data_converter
-from infra.settings import Settings, get_settings
-
-DEFAULT_ADDRESS = "localhost:7233"
+from infra.settings import Settings, get_settings, temporal_connection
 
 
 async def connect(settings: Settings | None = None, runtime: Runtime | None = None) -> Client:
+    """Raises infra.settings.TemporalSettingError for a connection setting that cannot be
+    used, infra.codec.KeyError_ without payload keys."""
     settings = settings or get_settings()
-    config = ClientConfig.load_client_connect_config()
-    config.setdefault("target_host", DEFAULT_ADDRESS)
     return await Client.connect(
-        **config,
+        **temporal_connection(),
         data_converter=data_converter(settings.resolve_payload_keys()),
         runtime=runtime,
     )
@@ -39,7 +37,7 @@ async def connect(settings: Settings | None = None, runtime: Runtime | None = No
 def temporal_ui_url(settings: Settings, request_id: str) -> str:
     """The request's page in the Temporal UI (ADVISORY_TEMPORAL_UI_URL): its workflow in the
     namespace `connect` uses; the UI opens the latest run of that id."""
-    namespace = ClientConfig.load_client_connect_config().get("namespace") or "default"
+    namespace = temporal_connection().get("namespace") or "default"
     workflow_id = review_workflow_id(request_id)
     base = settings.temporal_ui_url.rstrip("/")
     return f"{base}/namespaces/{quote(namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"

@@ -96,20 +96,21 @@ def print_state(state: service.RequestState) -> None:
 
 async def _client():
     from infra.codec import KeyError_
+    from infra.settings import TemporalSettingError
     from infra.temporal import connect
 
     try:
         return await connect()
-    except KeyError_ as err:  # no payload keys, or a malformed setting
+    except (KeyError_, TemporalSettingError) as err:  # no payload keys, a malformed setting
         raise RuntimeError(str(err)) from err
     except Exception as err:  # connection refused, bad TLS settings...
         raise RuntimeError(f"cannot reach Temporal ({err}); is the stack up (`make up`)?") from err
 
 
-async def _pool(settings: Settings):
-    from db.pool import create_pool
+async def _pool(settings: Settings, url: str | None = None):
+    from db.pool import open_pool
 
-    return await create_pool(settings.resolve_database_url(), max_size=2)
+    return await open_pool(settings, max_size=2, url=url)
 
 
 async def _signed_in(settings: Settings, role: str = "coordinator") -> Actor:
@@ -816,7 +817,13 @@ async def cmd_keys(args, settings: Settings) -> None:
 async def cmd_api(args, settings: Settings) -> None:
     import uvicorn
 
+    from infra.settings import TemporalSettingError, temporal_connection
     from starter.api import create_app
+
+    try:  # refused by name here rather than as a traceback from the app's start-up
+        temporal_connection()
+    except TemporalSettingError as err:
+        raise UsageError(str(err)) from err
 
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_config=None)
@@ -827,7 +834,8 @@ async def cmd_api(args, settings: Settings) -> None:
 async def cmd_migrate(args, settings: Settings) -> None:
     from db.migrate import migrate
 
-    pool = await _pool(settings)
+    # Its advisory lock spans transactions: a session, never a pooler in transaction mode.
+    pool = await _pool(settings, settings.resolve_session_database_url())
     async with pool.acquire() as conn:
         applied = await migrate(conn)
     await pool.close()

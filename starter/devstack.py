@@ -25,7 +25,7 @@ import structlog
 from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
-from infra.codec import ensure_key_file, key_file, write_key_file
+from infra.codec import KeyError_, ensure_key_file, key_file, write_key_file
 from infra.logging import configure_logging
 from infra.settings import (
     CLI_AS_FILE,
@@ -33,6 +33,7 @@ from infra.settings import (
     PORTAL_SECRET_FILE,
     ROOT,
     Settings,
+    TemporalSettingError,
     get_settings,
 )
 from infra.temporal import connect
@@ -105,6 +106,8 @@ async def wait_for_temporal(proc: subprocess.Popen | None, timeout: float = 60):
                 raise RuntimeError("the Temporal dev server exited; see .data/temporal.log")
             try:
                 return await connect()
+            except (KeyError_, TemporalSettingError):  # waiting would not mend a setting
+                raise
             except Exception:
                 await asyncio.sleep(0.5)
 

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
 from db.liveness import ProcessLock
+from db.pool import open_pool
 from infra.documents import document_store
 from infra.settings import Settings, get_settings
 from starter import portal
@@ -98,27 +99,32 @@ def create_app(
             app.state.client = await connect(settings)
         else:
             app.state.client = client
+        lock_pool = None
         if pool is None:
-            from db.pool import create_pool
-
-            owned_pool = await create_pool(settings.resolve_database_url(), max_size=20)
+            owned_pool = await open_pool(settings, max_size=settings.api_db_connections)
             app.state.pool = owned_pool
         else:
             app.state.pool = pool
         app.state.settings = settings
         app.state.store = document_store(settings, app.state.pool)
-        # Storing an upload holds a connection for the whole file: at most half the pool (20)
+        # Storing an upload holds a connection for the whole file: at most half the pool
         # stores at once, so reads and actions never wait behind a burst of uploads.
-        app.state.storing = asyncio.Semaphore(10)
+        app.state.storing = asyncio.Semaphore(max(1, settings.api_db_connections // 2))
         app.state.policy = settings.load_policy()
         app.state.task_queue = task_queue or settings.task_queue
         try:
+            # The liveness lock is a session's: behind a pooler in transaction mode it is
+            # held on a connection of its own, straight to PostgreSQL.
+            if settings.database_session_url:
+                lock_pool = await open_pool(settings, max_size=1, url=settings.database_session_url)
             # Idempotency-Key claims name this process by its lock; while the lock is held,
             # other processes count its claims as running (routes.act).
-            async with ProcessLock(app.state.pool) as lock:
+            async with ProcessLock(lock_pool or app.state.pool) as lock:
                 app.state.process_lock = lock.id
                 yield
         finally:
+            if lock_pool is not None:
+                await lock_pool.close()
             if owned_pool is not None:
                 await owned_pool.close()
 
