@@ -45,7 +45,12 @@ from db import queries as q
 from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
-from domain.ids import assignment_workflow_id, notification_task_queue, review_workflow_id
+from domain.ids import (
+    assignment_workflow_id,
+    notification_task_queue,
+    notifications_workflow_id,
+    review_workflow_id,
+)
 from domain.messages import AcceptInput, ApproveInput, ScreeningInput
 from domain.models import Expert, Stage
 from infra.settings import CONFIG, get_settings, load_policy
@@ -172,21 +177,21 @@ async def history_cost(client: Client, workflow_id: str) -> Cost:
 
 
 async def request_cost(client: Client, pool, rid: str) -> tuple[Cost, Cost]:
-    """The request's own workflows (itself and its experts'), and its notification workflows."""
+    """The request's own workflows (itself and its experts'), and its notifications' workflow:
+    every execution of `notifications-<request id>` the server lists (continued runs, and
+    runs started again after one ended idle; the last may still be waiting for more)."""
     async with pool.acquire() as conn:
         experts = [r["expert_code"] for r in await q.assignments_of(conn, rid)]
-        outbox = [r["id"] for r in await q.outbox_for_request(conn, rid)]
     own = Cost()
     for wid in [review_workflow_id(rid), *(assignment_workflow_id(rid, e) for e in experts)]:
         c = await history_cost(client, wid)
         own = Cost(*(a + b for a, b in zip(vars(own).values(), vars(c).values(), strict=True)))
     notes = Cost()
-    for oid in outbox:
-        try:
-            c = await history_cost(client, f"notification-{oid}")
-        except Exception:  # noqa: BLE001 (a row delivered without a workflow of its own)
-            continue
-        notes = Cost(*(a + b for a, b in zip(vars(notes).values(), vars(c).values(), strict=True)))
+    wid = notifications_workflow_id(rid)
+    async for run in client.list_workflows(f"WorkflowId = '{wid}'"):
+        history = await client.get_workflow_handle(wid, run_id=run.run_id).fetch_history()
+        notes.executions += 1
+        notes.events += len(history.events)
     return own, notes
 
 
