@@ -131,6 +131,7 @@ def build_worker(
             # Explicit limits: two cores, and every activity holds a pool connection.
             max_concurrent_activities=slots,
             max_concurrent_workflow_tasks=slots,
+            max_cached_workflows=settings.worker_cached_workflows,
             graceful_shutdown_timeout=timedelta(seconds=20),
             interceptors=[BindActivityContext()],
         )

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     document_store: str = Field(default="postgresql", validation_alias="ADVISORY_DOCUMENT_STORE")
     # The task queue workers poll and work is started on; one per deployment.
     task_queue: str = Field(default=TASK_QUEUE, validation_alias="ADVISORY_TASK_QUEUE")
+    # How many workflow runs a worker keeps in memory between their tasks (Temporal's sticky
+    # cache), per task queue it polls: its memory grows with it up to this bound
+    # (benchmarks/memory.py); a run evicted replays its history on its next task.
+    worker_cached_workflows: int = Field(
+        default=1000, ge=0, validation_alias="ADVISORY_WORKER_CACHED_WORKFLOWS"
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", validation_alias="ADVISORY_LOG_FORMAT"
     )
