@@ -25,7 +25,8 @@ import httpx
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.notifications import notification_workflow_id
+from domain.ids import notifications_workflow_id
+from domain.notifications import DeliverInput
 from tests import factories as f
 from tests.conftest import ROOT, free_port, register_agency
 from tests.test_api import body, token
@@ -390,13 +391,16 @@ async def _each_email_once(client, pool, rids: list[str], mail, killed: Process)
     while True:
         async with pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT o.id, o.status, d.status AS email FROM outbox o"
+                "SELECT o.id, o.request_id, o.status, d.status AS email FROM outbox o"
                 " LEFT JOIN deliveries d ON d.outbox_id = o.id AND d.channel = 'email'"
                 " WHERE o.request_id = ANY($1) ORDER BY o.id",
                 rids,
             )
         unsettled = {r["id"] for r in rows if r["status"] != "delivered"}
-        stranded = {i: a for i in unsettled if (a := await _started_by(client, i, killed))}
+        started = {}
+        for rid in {r["request_id"] for r in rows if r["id"] in unsettled}:
+            started.update(await _started_by(client, rid, killed))
+        stranded = {i: a for i, a in started.items() if i in unsettled}
         if unsettled == set(stranded):
             break
         assert time.monotonic() < deadline, (
@@ -436,19 +440,31 @@ async def _each_email_once(client, pool, rids: list[str], mail, killed: Process)
     )
 
 
-async def _started_by(client, outbox_id: int, worker: Process) -> str | None:
-    """The type of the row's delivery activity that `worker` started and never finished."""
-    handle = client.get_workflow_handle(notification_workflow_id(outbox_id))
+async def _started_by(client, request_id: str, worker: Process) -> dict[int, str]:
+    """The rows of the request whose delivery activity `worker` started and never finished,
+    with the activity's type: pending activities of the request's notifications workflow,
+    each row found by the input its activity was scheduled with."""
+    handle = client.get_workflow_handle(notifications_workflow_id(request_id))
     try:
         described = await handle.describe()
     except RPCError as err:  # not started yet
         if err.status == RPCStatusCode.NOT_FOUND:
-            return None
+            return {}
         raise
-    for a in described.raw_description.pending_activities:
-        if (
-            a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-            and a.last_worker_identity == worker.identity
+    pending = {
+        a.activity_id: a.activity_type.name
+        for a in described.raw_description.pending_activities
+        if a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        and a.last_worker_identity == worker.identity
+    }
+    if not pending:
+        return {}
+    rows = {}
+    async for event in handle.fetch_history_events():
+        attrs = event.activity_task_scheduled_event_attributes
+        if event.HasField("activity_task_scheduled_event_attributes") and (
+            attrs.activity_id in pending
         ):
-            return a.activity_type.name
-    return None
+            [send] = await client.data_converter.decode(attrs.input.payloads, [DeliverInput])
+            rows[send.outbox_id] = pending[attrs.activity_id]
+    return rows
