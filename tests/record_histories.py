@@ -4,7 +4,8 @@ as new during review and while the council waits for confirmation (every run of 
 assignments that ended submitted, expired and cancelled, and a request's notifications
 delivered, failed, and continued as new. Run after an intended change to the workflows:
 `.venv/bin/python -m tests.record_histories` (it writes `tests/histories/*.json`), or
-`... -m tests.record_histories notifications` for the notifications' alone."""
+`... -m tests.record_histories notifications` for the notifications' alone. Histories of runs
+started before a patch whose old path is kept go to `tests/histories/earlier/` by hand, first."""
 
 from __future__ import annotations
 
@@ -214,6 +215,7 @@ async def main(notifications_only: bool = False) -> None:
     pool = await create_pool(server.get_uri())
     async with pool.acquire() as conn:
         await migrate(conn)
+    await register_agency(pool, "SGTVT", "Sở Giao thông Vận tải")  # f.submission's agency
     for old in OUT.glob("notification-*.json" if notifications_only else "*.json"):
         old.unlink()
     OUT.mkdir(exist_ok=True)

@@ -817,8 +817,9 @@ async def test_a_long_review_continues_as_new_and_still_completes(
     request_runs = await run_lengths(env, handle.id)
     print(f"\nhistory lengths per run: request {request_runs}, busiest assignment {chair_runs}")
     assert len(chair_runs) > 1
-    # Bounded: a run passes the limit only by what it does before it can stop cleanly.
-    assert max(chair_runs) < limit + 40
+    # Bounded: a run passes the limit only by what it does before it can stop cleanly (an
+    # action or reminder being recorded, the request told of it, a second's pause).
+    assert max(chair_runs) < limit + 45
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT action, at FROM audit_log WHERE request_id = $1"
