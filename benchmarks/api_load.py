@@ -160,6 +160,7 @@ async def main(clients: int, rounds: int) -> None:
                     )
                 )
                 elapsed = time.perf_counter() - started
+            cpu = {p.name: p.cpu_seconds() for p in (worker, api)}
             steps = await opinion_steps(env.client, assignments)
         finally:
             api.stop()
@@ -167,6 +168,7 @@ async def main(clients: int, rounds: int) -> None:
     ms = 1000
     print(f"{clients} concurrent clients, {rounds} requests each, {elapsed:.1f} s in all")
     print(f"council seats seen per request: {sorted(set(seats))}")
+    print("CPU used: " + ", ".join(f"{name} {s:.1f} s" for name, s in cpu.items()))
     for name, values in (("submit", submits), ("opinion", opinions)):
         print(
             f"{name:<8} n={len(values):<4} p50 {statistics.median(values) * ms:6.1f} ms   "

@@ -141,6 +141,11 @@ class Process:
                 return int(line.split()[1]) / 1024
         raise RuntimeError(f"no VmRSS for {self.pid}")
 
+    def cpu_seconds(self) -> float:
+        """CPU time it has used so far, user and system."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def kill(self) -> None:
         """As a crash or an OOM kill ends it: nothing finishes. Its log goes (it was asked)."""
         if self.proc is not None and self.proc.poll() is None:
