@@ -6,7 +6,7 @@ submission, then where an opinion's time goes: from each
 assignment's history, the median time from one event to the next between the workflow task
 that took the update and the update's completion.
 
-    .venv/bin/python -m benchmarks.api_load [--clients 20] [--rounds 3]
+    PYTHONPATH=. .venv/bin/python -m benchmarks.api_load [--clients 20] [--rounds 3] [--in-memory]
 """
 
 from __future__ import annotations
@@ -97,9 +97,12 @@ async def client_run(
             assert resp.status_code == 200, resp.text
 
 
-async def main(clients: int, rounds: int) -> None:
+async def main(clients: int, rounds: int, in_memory: bool) -> None:
     configure_logging("console", "WARNING")
-    async with postgres("advisory-load-", max_size=10) as (db_url, pool), temporal() as env:
+    async with (
+        postgres("advisory-load-", max_size=10) as (db_url, pool),
+        temporal(in_memory) as env,
+    ):
         async with pool.acquire() as conn:
             # Enough experts that every council can be seated while the others are busy.
             for i in range(clients * 3 * 2):
@@ -222,5 +225,8 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--in-memory", action="store_true", help="the dev server without its SQLite file"
+    )
     args = p.parse_args()
-    asyncio.run(main(args.clients, args.rounds))
+    asyncio.run(main(args.clients, args.rounds, args.in_memory))

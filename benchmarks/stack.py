@@ -60,17 +60,18 @@ async def postgres(prefix: str, max_size: int = 20) -> AsyncIterator[tuple[str, 
 
 
 @asynccontextmanager
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
+async def temporal(in_memory: bool = False) -> AsyncIterator[WorkflowEnvironment]:
     """The Temporal dev server with the engine's search attributes and payload codec, its
-    history in a SQLite file as `make up` keeps it (in memory, it took an intake burst in
-    half the time: faster than any deployment's persistence)."""
+    history in a SQLite file as `make up` keeps it, or in memory (`in_memory`: it took an
+    intake burst in half the time, faster than any deployment's persistence; a benchmark
+    offers it to tell the server's share of a figure from the engine's)."""
     with tempfile.TemporaryDirectory(prefix="advisory-temporal-") as data:
         env = await WorkflowEnvironment.start_local(
             data_converter=CONVERTER,
             dev_server_existing_path=_binary("temporal"),
             search_attributes=sa.ALL,
             dev_server_log_level="error",
-            dev_server_extra_args=["--db-filename", f"{data}/temporal.db"],
+            dev_server_extra_args=[] if in_memory else ["--db-filename", f"{data}/temporal.db"],
         )
         try:
             yield env
