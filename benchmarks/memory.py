@@ -32,7 +32,7 @@ import httpx
 from benchmarks.stack import Process, engine_env, postgres, temporal, until
 from db import queries as q
 from domain.messages import AssignmentChanged, ScreeningInput
-from domain.models import Expert, RegisteredAgency
+from domain.models import Expert, RegisteredAgency, Stage
 from infra.settings import CONFIG, load_policy
 from starter import service
 from tests import factories as f
@@ -116,6 +116,8 @@ async def main(n: int, cache: int, clients: int) -> None:
                     rid = (
                         await service.submit(client, pool, sub, policy, task_queue=task_queue)
                     ).request_id
+                    # Under load a submission may answer before its intake is recorded.
+                    await until(lambda: _in_screening(client, rid), poll=0.2, timeout=600)
                     await service.request_update(
                         client,
                         rid,
@@ -211,6 +213,11 @@ async def main(n: int, cache: int, clients: int) -> None:
             )
         finally:
             worker.process.stop()
+
+
+async def _in_screening(client, rid: str) -> bool:
+    state = await service.request_handle(client, rid).query(ReviewRequestWorkflow.state)
+    return state.stage == Stage.screening
 
 
 if __name__ == "__main__":

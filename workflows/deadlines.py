@@ -31,14 +31,24 @@ from domain.messages import DueDateInput, ReminderInstant, ReminderPlanInput
 from domain.policy import CalendarPolicy, KindPolicy
 from workflows.common import COMPUTE_OPTIONS, Refused
 
+# The calendar's answers are local activities (patch marker): computed in the worker's own
+# workflow task and kept in the history as a marker, without a round trip to the server.
+CALENDAR_IN_THE_TASK = "calendar-in-the-task"
+
+
+async def _compute(method, arg):
+    """Runs a calendar computation: an activity, not workflow code, because the holiday
+    tables change between package releases and a history must keep the dates it was given."""
+    if workflow.patched(CALENDAR_IN_THE_TASK):
+        return await workflow.execute_local_activity_method(method, arg, **COMPUTE_OPTIONS)
+    return await workflow.execute_activity_method(method, arg, **COMPUTE_OPTIONS)
+
 
 async def due_date(start: datetime, days: int, policy: KindPolicy, calendar: CalendarPolicy):
-    """The deadline `days` after `start` under the policy's calendar (an activity: the
-    holiday tables change between package releases, and a history must keep its dates)."""
-    result = await workflow.execute_activity_method(
+    """The deadline `days` after `start` under the policy's calendar."""
+    result = await _compute(
         CalendarActivities.due_date,
         DueDateInput(start=start, days=days, mode=policy.calendar, calendar=calendar),
-        **COMPUTE_OPTIONS,
     )
     return result.due
 
@@ -83,7 +93,7 @@ class DeadlineWatch:
 
     async def _follow_plan(self, generation: int) -> None:
         """Acts on each instant of the current plan; returns when the watch moves or stops."""
-        plan = await workflow.execute_activity_method(
+        plan = await _compute(
             CalendarActivities.reminder_plan,
             ReminderPlanInput(
                 now=workflow.now(),
@@ -92,7 +102,6 @@ class DeadlineWatch:
                 mode=self._policy.calendar,
                 calendar=self._calendar,
             ),
-            **COMPUTE_OPTIONS,
         )
         for instant in plan.instants:
             if not await self._sleep_until(instant.at, generation):
