@@ -4,9 +4,9 @@ server in the same run.
 N requests (kind `advisory`) go from submission to closed at once, each driven as its people
 would through `starter.service`: screening, the council proposed and invited by the engine, every
 expert accepting and giving an opinion, the chair's draft, approval, the agency's answer. Then a
-bare workflow does, per request, the same number of activities (no-op) and updates as the
-engine's own workflows did (counted from their histories), N at once, on a worker of this
-process. Prints both rates, their ratio, and what one request costs in history events and
+bare workflow does, per request, the same number of activities and local activities (no-op)
+and updates as the engine's own workflows did (counted from their histories), N at once, on a
+worker of this process. Prints both rates, their ratio, and what one request costs in history events and
 workflow executions.
 
     .venv/bin/python -m benchmarks.lifecycle [--requests 30] [--own-stack]
@@ -67,6 +67,7 @@ POLL = 0.3  # seconds between state queries: the benchmark watches, it should no
 
 class BareInput(BaseModel):
     activities: int  # in all, those its updates run included
+    local_activities: int
     updates: int
 
 
@@ -87,6 +88,10 @@ class BareRequest:
     async def run(self, inp: BareInput) -> None:
         for _ in range(inp.activities - inp.updates):
             await workflow.execute_activity(bare_noop, start_to_close_timeout=timedelta(seconds=30))
+        for _ in range(inp.local_activities):
+            await workflow.execute_local_activity(
+                bare_noop, start_to_close_timeout=timedelta(seconds=30)
+            )
         await workflow.wait_condition(lambda: self._updates == inp.updates)
         await workflow.wait_condition(workflow.all_handlers_finished)
 
@@ -154,6 +159,7 @@ async def one_request(client: Client, pool, field: str, policy, task_queue: str)
 class Cost:
     events: int = 0
     activities: int = 0
+    local_activities: int = 0  # run in a workflow task, kept as a marker
     updates: int = 0
     executions: int = 0
 
@@ -168,6 +174,8 @@ async def history_cost(client: Client, workflow_id: str) -> Cost:
         for e in history.events:
             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 cost.activities += 1
+            elif e.marker_recorded_event_attributes.marker_name == "core_local_activity":
+                cost.local_activities += 1
             elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
                 cost.updates += 1
         started = history.events[0].workflow_execution_started_event_attributes
@@ -291,9 +299,14 @@ async def main(n: int) -> None:
     own = [c for c, _ in costs]
     notes = [c for _, c in costs]
     activities = round(statistics.mean(c.activities for c in own))
+    local = round(statistics.mean(c.local_activities for c in own))
     updates = round(statistics.mean(c.updates for c in own))
 
-    print(f"bare: {n} workflows of {activities} activities and {updates} updates ...", flush=True)
+    print(
+        f"bare: {n} workflows of {activities} activities, {local} local ones and {updates} "
+        "updates ...",
+        flush=True,
+    )
     bare_queue = f"bench-bare-{uuid.uuid4().hex[:6]}"
     async with Worker(
         client,
@@ -307,7 +320,7 @@ async def main(n: int) -> None:
         async def bare(i: int) -> None:
             handle = await client.start_workflow(
                 BareRequest.run,
-                BareInput(activities=activities, updates=updates),
+                BareInput(activities=activities, local_activities=local, updates=updates),
                 id=f"bench-bare-{bare_queue}-{i}",
                 task_queue=bare_queue,
             )
@@ -328,7 +341,8 @@ async def main(n: int) -> None:
     print(f"bare     {n} requests in {bare_s:6.1f} s  {n / bare_s:6.3f} requests/s")
     print(f"ratio    engine/bare {bare_s / engine_s:.2f}x")
     print(
-        f"per request: {mean(c.activities for c in own):.1f} activities, "
+        f"per request: {mean(c.activities for c in own):.1f} activities "
+        f"and {mean(c.local_activities for c in own):.1f} local ones, "
         f"{mean(c.updates for c in own):.1f} updates, "
         f"{mean(c.events for c in own):.0f} history events and "
         f"{mean(c.executions for c in own):.1f} workflow executions of its own "
