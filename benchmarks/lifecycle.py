@@ -6,8 +6,8 @@ would through `starter.service`: screening, the council proposed and invited by 
 expert accepting and giving an opinion, the chair's draft, approval, the agency's answer. Then a
 bare workflow does, per request, the same number of activities and local activities (no-op)
 and updates as the engine's own workflows did (counted from their histories), N at once, on a
-worker of this process. Prints both rates, their ratio, and what one request costs in history events and
-workflow executions.
+worker of this process. Prints both rates, their ratio, and what one request costs in history
+events and workflow executions.
 
     .venv/bin/python -m benchmarks.lifecycle [--requests 30] [--own-stack]
 
