@@ -323,7 +323,10 @@ class Report(BaseModel):
         )
 
     def on_time_for(self, party: str, deadline: str) -> OnTime:
-        return next(o for o in self.on_time if (o.party, o.deadline) == (party, deadline))
+        for o in self.on_time:
+            if (o.party, o.deadline) == (party, deadline):
+                return o
+        raise KeyError(f"no on-time row for {party} / {deadline}")
 
 
 # --- stages and deadlines -----------------------------------------------------------------------
