@@ -408,6 +408,9 @@ async def test_extension_moves_every_pending_reminder(env, worker, policy, regis
     assert state.stage_deadline == CAL.add_working_days(max(before, now), 10)
     extended = await audit(pool, rid, actions={"deadline_extended"})
     assert [d["reason"] for _, _, d in extended] == ["Bổ sung tài liệu", "Chờ ý kiến chuyên gia"]
+    # The days granted, beside the dates: counted from today once the deadline has passed, the
+    # dates alone would say more days than were granted.
+    assert [d["days"] for _, _, d in extended] == [5, 10]
 
 
 async def test_replacement_cancels_the_old_assignment_and_its_reminders(

@@ -146,6 +146,13 @@ async def test_full_lifecycle_reaches_closed_with_rows(env, worker, policy, regi
             "adoption_answer_requested",
             "adoption_answered",
         ]
+        # The intake's audit row names what reports count a request by, kind and fields, so
+        # the audit log alone can be reported on.
+        intake = await conn.fetchval(
+            "SELECT details FROM audit_log WHERE request_id = $1 AND action = 'submitted'", rid
+        )
+        assert intake["kind"] == req["kind"]
+        assert intake["expertise_fields"] == list(req["expertise_fields"]) == [registry.field]
         assert await conn.fetchval("SELECT count(*) FROM opinions WHERE request_id = $1", rid) == 3
         assert (
             await conn.fetchval(

@@ -249,6 +249,7 @@ class ExpertAssignmentWorkflow:
                     "deadline": name,
                     "from": current.isoformat() if current else None,
                     "to": new_due.isoformat(),
+                    "days": inp.days,
                     "reason": inp.reason,
                 },
                 cancel_topics=[self._topic()],

@@ -62,7 +62,11 @@ class AutomaticSteps(Transitions):
             Stage.screening,
             days=policy.screening_days,
             actor=f"agency:{s.agency.code}",
-            details={"agency_reference": s.agency_reference, "kind": s.kind.value},
+            details={
+                "agency_reference": s.agency_reference,
+                "kind": s.kind.value,
+                "expertise_fields": s.expertise_fields,
+            },
             intake=IntakeRecord(
                 submission=s,
                 submitted_at=workflow.now(),

@@ -148,6 +148,7 @@ class Transitions:
                 "deadline": name,
                 "from": old.isoformat(),
                 "to": new.isoformat(),
+                "days": inp.days,
                 "reason": inp.reason,
             },
             notify=[
