@@ -199,7 +199,7 @@ def sample_pdf(lines: list[str]) -> bytes:
     """A one-page PDF of these lines, in the conclusion's font."""
     from fpdf import FPDF
 
-    from activities.conclusion_pdf import font_files
+    from activities.letterhead import font_files
 
     pdf = FPDF(format="A4")
     for style, path in font_files().items():

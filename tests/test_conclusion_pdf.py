@@ -11,7 +11,8 @@ import pypdf
 import pytest
 from pydantic import ValidationError
 
-from activities.conclusion_pdf import font_files, render_conclusion_pdf
+from activities.conclusion_pdf import render_conclusion_pdf
+from activities.letterhead import font_files
 from domain.documents import ConclusionDocument, date_line, recipient_lines
 from domain.policy import UnionIdentity
 
