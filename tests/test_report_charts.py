@@ -12,7 +12,7 @@ from itertools import combinations
 import pytest
 from fpdf import FPDF
 
-from activities.conclusion_pdf import FAMILY, font_files
+from activities.letterhead import FAMILY, font_files
 from domain.reports import AdoptionRow, OnTime, Spread, Volumes
 from starter.reports import charts
 from starter.reports.charts import ChartText
