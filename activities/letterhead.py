@@ -209,9 +209,8 @@ def paragraphs(pdf: FPDF, texts: list[str]) -> None:
                 p.write(nfc(text))
 
 
-def signature_and_recipients(pdf: FPDF, doc: OfficialDocument) -> bool:
-    """The signature block (right) and Nơi nhận (left) under what was printed last; True
-    when the block did not fit and had to start a page of its own."""
+def signature_height(pdf: FPDF, doc: OfficialDocument) -> float:
+    """The height, millimetres, the signature block and Nơi nhận take side by side."""
     sign_x = LEFT + WIDTH - SIGN_COL
     block = [*doc.signing_authority, doc.signer_title]
     pdf.set_font(FAMILY, "B", BODY)
@@ -220,11 +219,19 @@ def signature_and_recipients(pdf: FPDF, doc: OfficialDocument) -> bool:
     items = recipient_lines(doc.recipients)
     pdf.set_font(FAMILY, "", RECIPIENTS)
     listed = sum(len(lines(pdf, r, sign_x - LEFT - 4)) for r in items) * line_height(RECIPIENTS)
-    height = max(height, line_height(RECIPIENTS_LABEL) + listed)
+    return max(height, line_height(RECIPIENTS_LABEL) + listed)
+
+
+def signature_and_recipients(pdf: FPDF, doc: OfficialDocument) -> bool:
+    """The signature block (right) and Nơi nhận (left) under what was printed last; True
+    when the block did not fit and had to start a page of its own."""
+    sign_x = LEFT + WIDTH - SIGN_COL
+    block = [*doc.signing_authority, doc.signer_title]
+    items = recipient_lines(doc.recipients)
     # The signature block is never cut from its name: if it does not fit, it starts the next
     # page whole (and the caller may bring the end of the text over with it).
     top = pdf.get_y() + 2
-    alone = top + height > pdf.h - BOTTOM
+    alone = top + signature_height(pdf, doc) > pdf.h - BOTTOM
     if alone:
         pdf.add_page()
         top = pdf.get_y()
