@@ -1,0 +1,182 @@
+"""The words of the reports' exports in a reader's language: the names of kinds, stages,
+parties, deadlines and measures, and numbers written the way that language writes them.
+
+Every word is a message of the portal's catalogues (`starter/portal/locale/*/messages.po`,
+under "Reports: exports"); the ids are marked here with `N_` and translated where they are
+shown. Codes (an agency's, an expert's, a field of expertise, a month "2026-07") are data,
+never translated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from domain.reports import ReportPeriod
+from starter.portal.i18n import N_, Language, format_date, translations
+
+KINDS = {
+    "advisory": N_("Advisory"),
+    "critique": N_("Critique"),
+    "social_assessment": N_("Social assessment"),
+}
+STAGE_NAMES = {
+    "screening": N_("Screening"),
+    "supplement": N_("Supplement"),
+    "council": N_("Forming the council"),
+    "review": N_("Review by the council"),
+    "synthesis": N_("Drafting the conclusion"),
+    "approval": N_("Approving the conclusion"),
+    "adoption": N_("Answering on adoption"),
+}
+PARTY_NAMES = {
+    "coordinator": N_("The Union's office"),
+    "agency": N_("Requesting agencies"),
+    "expert": N_("Experts"),
+    "council": N_("Councils"),
+    "chair": N_("Council chairs"),
+}
+DEADLINE_NAMES = {
+    ("coordinator", "screening"): N_("Screening the request"),
+    ("agency", "supplement"): N_("Sending the supplement"),
+    ("expert", "respond"): N_("Answering the invitation"),
+    ("expert", "review"): N_("Sending the opinion"),
+    ("council", "review"): N_("The council's review"),
+    ("chair", "synthesis"): N_("Drafting the conclusion"),
+    ("coordinator", "approval"): N_("Approving the conclusion"),
+    ("agency", "adoption"): N_("Answering on adoption"),
+}
+ALL_DEADLINES = N_("All deadlines")
+
+# Each measure's fields, in the order they are shown, with their names.
+VOLUMES = {
+    "received": N_("Received"),
+    "completed": N_("Completed"),
+    "withdrawn": N_("Withdrawn by the agency"),
+    "declined": N_("Declined at screening"),
+    "lapsed": N_("Closed without the supplement"),
+}
+TURNAROUND = {
+    "count": N_("Conclusions delivered"),
+    "median": N_("Median, working days"),
+    "p90": N_("90th percentile, working days"),
+}
+STAGE_TIME = {
+    "count": N_("Visits"),
+    "median": N_("Median, working days"),
+    "p90": N_("90th percentile, working days"),
+    "left_by_withdrawal": N_("Ended by withdrawal"),
+}
+ON_TIME = {
+    "on_time": N_("On time"),
+    "late": N_("Late"),
+    "rate": N_("On-time rate"),
+    "extensions": N_("Extensions"),
+    "extension_days": N_("Working days added"),
+}
+EXPERTS = {
+    "invited": N_("Invitations"),
+    "accepted": N_("Accepted"),
+    "declined": N_("Declined"),
+    "expired": N_("Expired unanswered"),
+    "cancelled": N_("Cancelled before an answer"),
+    "unanswered": N_("Not yet answered"),
+    "acceptance_rate": N_("Acceptance rate"),
+    "decline_rate": N_("Decline rate"),
+    "expiry_rate": N_("Expiry rate"),
+    "opinions_on_time": N_("Opinions on time"),
+    "opinions_late": N_("Opinions late"),
+}
+LOAD = N_("Most assignments at once")
+ADOPTION = {
+    "delivered": N_("Conclusions delivered"),
+    "adopted": N_("Adopted in full"),
+    "partially_adopted": N_("Adopted in part"),
+    "not_adopted": N_("Not adopted"),
+    "no_answer": N_("No answer by the deadline"),
+    "awaiting": N_("Awaiting an answer"),
+    "answered_late": N_("Answered after the deadline"),
+}
+# Fields that are shares (0 to 1), written as percentages.
+RATES = frozenset({"rate", "acceptance_rate", "decline_rate", "expiry_rate"})
+
+QUARTERS = ("I", "II", "III", "IV")
+
+
+@dataclass(frozen=True)
+class Names:
+    """Display names the registries give: agency code → name, expert code → name. A code
+    without one is shown as itself."""
+
+    agencies: dict[str, str] = field(default_factory=dict)
+    experts: dict[str, str] = field(default_factory=dict)
+
+
+class Words:
+    """The reports' words in one language."""
+
+    def __init__(self, lang: Language) -> None:
+        self.lang = lang
+        self._t = translations(lang)
+
+    def _(self, message: str, **values: object) -> str:
+        text = self._t.gettext(message)
+        return text % values if values else text
+
+    def ngettext(self, singular: str, plural: str, n: int, **values: object) -> str:
+        return self._t.ngettext(singular, plural, n) % {"n": n, **values}
+
+    # --- names ---
+
+    def kind(self, kind: str) -> str:
+        return self._(KINDS[kind]) if kind in KINDS else kind
+
+    def stage(self, stage: str) -> str:
+        return self._(STAGE_NAMES[stage]) if stage in STAGE_NAMES else stage
+
+    def party(self, party: str) -> str:
+        return self._(PARTY_NAMES[party]) if party in PARTY_NAMES else party
+
+    def deadline(self, party: str, deadline: str) -> str:
+        if deadline == "all":
+            return self._(ALL_DEADLINES)
+        return self._(DEADLINE_NAMES.get((party, deadline), deadline))
+
+    @staticmethod
+    def month(month: str) -> str:
+        """ "2026-07" → "07/2026", as the portal writes dates in both languages."""
+        return f"{month[5:7]}/{month[:4]}"
+
+    def period(self, period: ReportPeriod) -> str:
+        """The period as a title says it: "năm 2026", "quý III năm 2026", "tháng 7 năm 2026",
+        "giai đoạn từ ngày 01/01/2026 đến ngày 30/06/2026"."""
+        start, end, label = period.start, period.end, period.label
+        if len(label) == 4:
+            return self._("year %(year)s", year=start.year)
+        if "-Q" in label:
+            quarter = QUARTERS[(start.month - 1) // 3]
+            return self._("quarter %(quarter)s of %(year)s", quarter=quarter, year=start.year)
+        if ".." not in label:
+            return self._("month %(month)s of %(year)s", month=start.month, year=start.year)
+        return self._(
+            "the period from %(start)s to %(end)s",
+            start=format_date(start),
+            end=format_date(end),
+        )
+
+    # --- numbers ---
+
+    def number(self, value: float | None) -> str:
+        """A figure as written in the text: "12", "3,5" in Vietnamese; "–" for none."""
+        if value is None:
+            return "–"
+        text = f"{value:.1f}".removesuffix(".0")
+        return text.replace(".", ",") if self.lang == "vi" else text
+
+    def percent(self, rate: float | None) -> str:
+        """A share as a percentage to one decimal: "85,7%", "100%"; "–" for none."""
+        return "–" if rate is None else f"{self.number(round(rate * 100, 1))}%"
+
+    @staticmethod
+    def date(day: date) -> str:
+        return format_date(day)
