@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio.service import RPCError
 
 from domain.calendar import VN_TZ
-from domain.models import Actor, RequestSubmission
+from domain.models import Actor, RequestKind, RequestSubmission
 from infra.documents import StoreSettingError
 from infra.settings import Settings, get_settings
 from starter import actions, service
@@ -783,6 +783,106 @@ async def cmd_tokens(args, settings: Settings) -> None:
         await pool.close()
 
 
+# The options a report's refusal names, for each field `domain.reports` names.
+REPORT_OPTIONS = {"period": "--period", "agencies": "--agency", "fields": "--field"}
+
+
+async def cmd_report(args, settings: Settings) -> None:
+    """A period's report (the measures of `domain.reports`) as CSV, XLSX or the PDF in the
+    Union's letterhead. Everything is checked and made before the file is written, so a
+    refusal writes nothing."""
+    from db import reports as db_reports
+    from domain.reports import ReportFilter, ReportInputError, parse_period
+    from starter.reports import exports
+
+    def refused(err: ReportInputError) -> UsageError:
+        rule = str(err).removeprefix(f"{err.field}: ")
+        return UsageError(f"{REPORT_OPTIONS.get(err.field, err.field)}: {rule}")
+
+    try:
+        period = parse_period(args.period)
+    except ReportInputError as err:
+        raise refused(err) from err
+    pdf = args.format == "pdf"
+    if pdf and args.language != "vi":
+        raise UsageError(
+            "--language: the PDF is the Union's document, in Vietnamese; "
+            "--language en is for csv and xlsx"
+        )
+    if not pdf and (args.signer or args.to):
+        raise UsageError("--signer, --to: they are the PDF's (--format pdf)")
+    if args.output == "-" and args.format != "csv":
+        raise UsageError("--output: only csv is written to standard output (-); name a file")
+    stem = "bao-cao" if args.language == "vi" else "report"
+    output = args.output or f"{stem}-{period.label.replace('..', '_')}.{args.format}"
+    chosen = ReportFilter(
+        agencies=frozenset(args.agency or ()),
+        kinds=frozenset(RequestKind(k) for k in args.kind or ()),
+        fields=frozenset(args.field or ()),
+    )
+    policy = settings.load_policy()
+    pool = await _pool(settings)
+    try:
+        async with pool.acquire() as conn:
+            try:
+                report = await db_reports.report(conn, period, chosen, policy=policy)
+            except ReportInputError as err:
+                raise refused(err) from err
+            agencies, _ = await db_reports.choices(conn)
+            names = exports.Names(agencies=agencies, experts=await db_reports.expert_names(conn))
+        signer = await _report_signer(args, settings, pool) if pdf else None
+    finally:
+        await pool.close()
+    if args.format == "csv":
+        data = exports.to_csv(report, args.language)
+    elif args.format == "xlsx":
+        data = exports.to_xlsx(report, args.language, names=names)
+    else:
+        assert signer is not None
+        data = exports.to_pdf(
+            report,
+            union=policy.union,
+            signer_name=signer.name,
+            signer_title=signer.title,
+            names=names,
+            addressees=args.to or (),
+        )
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    path = Path(output)
+    part = path.with_name(f".{path.name}.part")
+    try:
+        part.write_bytes(data)
+        part.replace(path)  # whole or not at all: a reader never sees half a file
+    except OSError as err:
+        part.unlink(missing_ok=True)
+        raise UsageError(f"--output: cannot write {output}: {err.strerror}") from err
+    if args.json:
+        _print_json({"output": str(path.resolve()), "format": args.format, "bytes": len(data)})
+    else:
+        print(f"wrote {path.resolve()}")
+
+
+async def _report_signer(args, settings: Settings, pool) -> Actor:
+    """Who signs the PDF: --signer, else the coordinator the CLI acts as."""
+    if args.signer:
+        option, code = "--signer", args.signer
+    else:
+        role, _, code = settings.resolve_cli_as().partition(":")
+        option = "ADVISORY_CLI_AS"
+        if role != "coordinator" or not code:
+            raise UsageError(
+                "--signer: the PDF is signed by a coordinator of the registry; give "
+                "--signer CODE, or act as one with ADVISORY_CLI_AS=coordinator:<code>"
+            )
+    try:
+        return await service.signed_in(pool, "coordinator", code)
+    except service.ActionError as err:
+        raise UsageError(f"{option}: {err}") from err
+
+
 async def cmd_keys(args, settings: Settings) -> None:
     """Payload keys. `new` prints a key setting. `rotate` puts a new key first (it encrypts from
     now on; every older key still decrypts): in the key file when there is one (the dev stack's,
@@ -977,6 +1077,45 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--role", choices=["agency", "expert", "coordinator", "operator"])
     c.add_argument("--subject", help="the agency code, expert code, or the person's name")
     c.add_argument("--label", default="", help="what the token is for")
+    c = cmd(
+        "report",
+        cmd_report,
+        "a period's report on coordination: CSV, XLSX, or the PDF in the Union's letterhead",
+    )
+    c.add_argument(
+        "--period", required=True, help="2026, 2026-Q3, 2026-07 or 2026-01-01..2026-06-30"
+    )
+    c.add_argument(
+        "--agency", action="extend", nargs="+", metavar="CODE", help="only these agencies' requests"
+    )
+    c.add_argument(
+        "--kind",
+        action="extend",
+        nargs="+",
+        choices=[k.value for k in RequestKind],
+        help="only requests of these kinds",
+    )
+    c.add_argument(
+        "--field", action="extend", nargs="+", help="only requests in these fields of expertise"
+    )
+    c.add_argument("--format", required=True, choices=["csv", "xlsx", "pdf"])
+    c.add_argument(
+        "--output",
+        metavar="FILE",
+        help="where to write (default here: bao-cao-<period>.<format>, report-… in English); "
+        "- writes csv to standard output",
+    )
+    c.add_argument(
+        "--language", choices=["vi", "en"], default="vi", help="csv, xlsx: the words' language"
+    )
+    c.add_argument(
+        "--signer",
+        metavar="CODE",
+        help="pdf: the coordinator who signs it (default: the one ADVISORY_CLI_AS names)",
+    )
+    c.add_argument(
+        "--to", action="append", metavar="NAME", help="pdf: an addressee (Kính gửi), repeatable"
+    )
     c = cmd("keys", cmd_keys, "payload encryption keys: new (print one), rotate")
     c.add_argument("action", choices=["new", "rotate"])
     c.add_argument("--id", help="the new key's id (default: a random one)")
