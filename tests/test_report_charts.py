@@ -345,7 +345,6 @@ def test_a_hatched_series_is_drawn_with_lines_inside_its_bars():
     "svg",
     [
         lambda t: charts.requests_per_month({}, t),
-        lambda t: charts.requests_per_month({"2026-01": Volumes()}, t),
         lambda t: charts.time_in_stage({"screening": Spread()}, t),
         lambda t: charts.on_time_by_party({"agency": OnTime(party="agency", deadline="all")}, t),
         lambda t: charts.adoption_by_agency({}, t),
@@ -356,6 +355,20 @@ def test_a_chart_with_nothing_to_draw_says_so(svg):
     assert root.get("role") == "img" and root.find(f"{NS}title").text == "Hồ sơ theo tháng"
     assert not bars(root)
     assert texts(root) == ["Không có hồ sơ nào trong kỳ"]
+
+
+def test_zero_is_a_figure_drawn_as_a_bar_of_no_length():
+    """A stage left the day it was entered took 0 days: a figure, not a gap."""
+    root = parse(
+        charts.time_in_stage(
+            {"screening": Spread(count=2, median=0, p90=0)},
+            ChartText("t", "d", ["Trung vị", "P90"], empty="Không có"),
+        )
+    )
+    assert [num(b, "width") for b in bars(root)] == [0, 0]
+    assert texts(root).count("0") >= 2 and "Không có" not in texts(root)
+    quiet = parse(charts.requests_per_month({"2026-01": Volumes()}, month_text()))
+    assert [num(b, "height") for b in bars(quiet)] == [0, 0]
 
 
 # --- fpdf2 draws them ----------------------------------------------------------------------------

@@ -75,7 +75,7 @@ class ChartText:
     reader may print the title above it); `series` names the legend's entries in the
     chart's order; `names` maps a category's key (a stage, a party, an agency code) to its
     label, the key itself standing in for one it lacks; `axis` says what the values count;
-    `empty` is said instead of bars when every figure is zero or missing; `missing` is
+    `empty` is said instead of bars when there is no figure at all; `missing` is
     written where a figure does not exist (no visit to measure, no deadline settled)."""
 
     title: str
@@ -223,7 +223,9 @@ class _Bars:
 
     @property
     def empty(self) -> bool:
-        return not self.keys or not any(v for s in self.series for v in s)
+        """Nothing to draw: no category, or no figure at all. A zero is a figure (a stage
+        left the day it was entered took 0 days) and is drawn, as a bar of no length."""
+        return not self.keys or all(v is None for s in self.series for v in s)
 
     def scale(self, stacked: bool = False) -> tuple[float, list[float]]:
         """The value at the end of the axis and the ticks along it."""
