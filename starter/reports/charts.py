@@ -39,8 +39,8 @@ from domain.reports import AdoptionRow, OnTime, Spread, Volumes
 
 WIDTH = 640  # viewBox units; the chart scales to its container
 PAD = 8
-FONT = 12  # category labels, legend, axis
-SMALL = 11  # figures on the bars, ticks
+FONT = 13  # category labels, legend, axis
+SMALL = 12  # figures on the bars, ticks
 INK = "#1b1b1b"  # the portal's text colour: 17:1 on white
 MUTED = "#4a4a4a"
 GRID = "#d0d0d0"  # decoration only: the figures are written on the bars
@@ -75,7 +75,7 @@ class ChartText:
     reader may print the title above it); `series` names the legend's entries in the
     chart's order; `names` maps a category's key (a stage, a party, an agency code) to its
     label, the key itself standing in for one it lacks; `axis` says what the values count;
-    `empty` is said instead of bars when every figure is zero or missing; `missing` is
+    `empty` is said instead of bars when there is no figure at all; `missing` is
     written where a figure does not exist (no visit to measure, no deadline settled)."""
 
     title: str
@@ -107,11 +107,13 @@ def requests_per_month(
     font_family: str = "sans-serif",
 ) -> str:
     """Requests received and completed in each month ("YYYY-MM" → Volumes, in order), as
-    columns side by side. `text.series`: the names of received and completed."""
+    columns side by side, each month under its columns as "07" and its year under the first
+    month and every January. `text.series`: the names of received and completed."""
     months = list(per_month)
     bars = _Bars(
         keys=months,
-        labels=[_month_label(m) for m in months],
+        labels=[m[5:7] for m in months],
+        sublabels=[m[:4] if i == 0 or m[5:7] == "01" else "" for i, m in enumerate(months)],
         series=[
             [float(per_month[m].received) for m in months],
             [float(per_month[m].completed) for m in months],
@@ -201,11 +203,6 @@ def _maybe(value: int | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _month_label(month: str) -> str:
-    """ "2026-07" → "07/2026", the way the portal writes dates in both languages."""
-    return f"{month[5:7]}/{month[:4]}"
-
-
 # --- what every chart shares -----------------------------------------------------------------
 
 
@@ -219,13 +216,16 @@ class _Bars:
     top: float | None = None  # the scale's end; None: from the figures
     ticks: list[float] | None = None
     styles: Sequence[tuple[str, str | None]] = PALETTE  # each series' fill and hatching
+    sublabels: list[str] | None = None  # a second line under the labels (columns only)
 
     def style(self, series: int) -> tuple[str, str | None]:
         return self.styles[series % len(self.styles)]
 
     @property
     def empty(self) -> bool:
-        return not self.keys or not any(v for s in self.series for v in s)
+        """Nothing to draw: no category, or no figure at all. A zero is a figure (a stage
+        left the day it was entered took 0 days) and is drawn, as a bar of no length."""
+        return not self.keys or all(v is None for s in self.series for v in s)
 
     def scale(self, stacked: bool = False) -> tuple[float, list[float]]:
         """The value at the end of the axis and the ticks along it."""
@@ -364,9 +364,8 @@ def _inside(x: float, y: float, s: str, fill: str) -> str:
     """A figure written on its bar: white, bold, on a patch of the bar's plain fill (4.5:1
     or more) that keeps the hatching from under the digits."""
     w = _text_width(s, SMALL, bold=True) + 4
-    patch = (
-        f'<rect x="{_f(x - w / 2)}" y="{_f(y - 10)}" width="{_f(w)}" height="13" fill="{fill}"/>'
-    )
+    top, h = y - SMALL + 1, SMALL + 3
+    patch = f'<rect x="{_f(x - w / 2)}" y="{_f(top)}" width="{_f(w)}" height="{h}" fill="{fill}"/>'
     return patch + _label(x, y, s, size=SMALL, anchor="middle", fill="#ffffff", bold=True)
 
 
@@ -434,8 +433,10 @@ def _columns(bars: _Bars, chart_id: str, font_family: str) -> str:
         y = y1 - (t / top) * COLUMN_PLOT
         out.append(f'<line x1="{_f(x0)}" y1="{_f(y)}" x2="{_f(x1)}" y2="{_f(y)}" stroke="{GRID}"/>')
         out.append(_label(x0 - 4, y + 4, bars.number(t), size=SMALL, anchor="end", fill=MUTED))
-    # Months along the bottom: every one while they fit, else every second, third...
-    every = max(1, math.ceil(_text_width("00/0000", SMALL) / group))
+    # Names along the bottom: every one while they fit, else every second, third...; the
+    # second line's where it does not run into the one before.
+    every = max(1, math.ceil((max(_text_width(x, SMALL) for x in bars.labels) + 4) / group))
+    last_sub = -math.inf
     figures = bar >= _text_width("000", SMALL) * 0.8
     for i, key in enumerate(bars.keys):
         gx = x0 + i * group + (group - k * bar - (k - 1) * 2) / 2
@@ -448,12 +449,16 @@ def _columns(bars: _Bars, chart_id: str, font_family: str) -> str:
             if figures:
                 shown = bars.text.missing if v is None else bars.number(v)
                 out.append(_label(x + bar / 2, y1 - h - 4, shown, size=SMALL, anchor="middle"))
+        mid = x0 + (i + 0.5) * group
         if i % every == 0:
-            out.append(
-                _label(x0 + (i + 0.5) * group, y1 + 16, bars.labels[i], size=SMALL, anchor="middle")
-            )
+            out.append(_label(mid, y1 + 16, bars.labels[i], size=SMALL, anchor="middle"))
+        sub = bars.sublabels[i] if bars.sublabels else ""
+        if sub and mid - last_sub >= _text_width(sub, SMALL) + 8:
+            out.append(_label(mid, y1 + 32, sub, size=SMALL, anchor="middle", fill=MUTED))
+            last_sub = mid
     out.append(f'<line x1="{_f(x0)}" y1="{_f(y1)}" x2="{_f(x1)}" y2="{_f(y1)}" stroke="{INK}"/>')
-    return _svg(bars, chart_id, font_family, y1 + 16 + PAD + 4, "".join(out))
+    bottom = y1 + (32 if bars.sublabels else 16)
+    return _svg(bars, chart_id, font_family, bottom + PAD + 4, "".join(out))
 
 
 # --- rows: one group of horizontal bars per category (stages, parties) ------------------------
