@@ -1,7 +1,7 @@
 """The reports' reads: the measures of `domain.reports` over what PostgreSQL holds.
 
 `report()` is the one entry point the portal, the CLI and the exports use; `choices()` lists
-what a report may be filtered by; `expert_names()` names the experts the exports list.
+what a report may be filtered by.
 """
 
 from __future__ import annotations
@@ -76,9 +76,3 @@ async def report(
         )
     ]
     return build_report(facts, events, period, policy=policy, as_of=as_of, report_filter=chosen)
-
-
-async def expert_names(conn: Conn) -> dict[str, str]:
-    """Every registered expert's code → name, for the reports' tables."""
-    rows = await conn.fetch("SELECT code, name FROM experts ORDER BY code")
-    return {r["code"]: r["name"] for r in rows}

@@ -791,6 +791,7 @@ async def cmd_report(args, settings: Settings) -> None:
     """A period's report (the measures of `domain.reports`) as CSV, XLSX or the PDF in the
     Union's letterhead. Everything is checked and made before the file is written, so a
     refusal writes nothing."""
+    from db import queries as q
     from db import reports as db_reports
     from domain.reports import ReportFilter, ReportInputError, parse_period
     from starter.reports import exports
@@ -829,7 +830,8 @@ async def cmd_report(args, settings: Settings) -> None:
             except ReportInputError as err:
                 raise refused(err) from err
             agencies, _ = await db_reports.choices(conn)
-            names = exports.Names(agencies=agencies, experts=await db_reports.expert_names(conn))
+            experts = await q.expert_names(conn, [e.expert_code for e in report.experts])
+            names = exports.Names(agencies=agencies, experts=experts)
         signer = await _report_signer(args, settings, pool) if pdf else None
     finally:
         await pool.close()

@@ -121,7 +121,7 @@ def expected_figures(r: Report, w: Words) -> dict[tuple[str, str, str, str], obj
 
 def test_the_csv_holds_every_figure_of_the_report_and_nothing_else(the_year):
     rows = read_csv(to_csv(the_year))
-    assert rows[0] == ["Kỳ báo cáo", "Phần", "Nhóm", "Mục", "Chỉ số", "Giá trị"]
+    assert rows[0] == ["Kỳ báo cáo", "Phần", "Nhóm", "Mục", "Chỉ tiêu", "Giá trị"]
     assert {r[0] for r in rows[1:]} == {"2026"}
     overview = {r[4]: r[5] for r in rows[1:] if r[1] == "Tổng quan"}
     assert overview == {
@@ -199,9 +199,9 @@ def test_the_workbook_has_a_sheet_per_part_with_typed_figures(the_year):
     assert head == [
         "Tháng",
         "Tiếp nhận",
-        "Hoàn thành (đã gửi kết luận)",
-        "Cơ quan đề nghị rút lại",
-        "Không chấp nhận khi sơ loại",
+        "Hoàn thành",
+        "Cơ quan đề nghị rút hồ sơ",
+        "Từ chối khi sơ loại",
         "Đóng do không bổ sung",
     ]
     assert [row[0] for row in rows[:-1]] == [datetime(2026, m, 1) for m in range(1, 13)]
@@ -268,11 +268,11 @@ def test_the_workbook_has_a_sheet_per_part_with_typed_figures(the_year):
     }
 
 
-def test_the_workbook_names_the_filter_and_is_the_same_for_the_same_report():
+def test_the_workbook_names_the_filter_and_is_dated_by_the_report():
     r = report(*year(), agencies=frozenset({"SXD"}), kinds=frozenset({"critique"}))
-    data = to_xlsx(r, "en")
-    assert data == to_xlsx(r, "en")
-    overview = {row[1]: row[2] for row in table(workbook(data)["Overview"])[1]}
+    book = workbook(to_xlsx(r, "en"))
+    assert book.properties.created == datetime(2026, 7, 31, 12, 0)  # as_of, Vietnam's time
+    overview = {row[1]: row[2] for row in table(book["Overview"])[1]}
     assert overview["Agencies"] == "SXD"
     assert overview["Kinds of request"] == "Critique"
     assert overview["Fields of expertise"] == "All"
@@ -339,7 +339,7 @@ def test_the_yearly_pdf_reads_as_the_unions_report(the_year):
         "chuyên gia đạt 88,9% (16/18 thời hạn)",
         "Trong kỳ có 2 lượt gia hạn, với tổng cộng 10 ngày làm việc.",
         "Bảng 3. Việc bảo đảm thời hạn theo từng bên và từng loại thời hạn",
-        "Hình 3. Tỷ lệ bảo đảm thời hạn của từng bên",
+        "Hình 3. Tỷ lệ đúng hạn theo bên thực hiện",
         "IV. SỰ THAM GIA CỦA CHUYÊN GIA",
         "Đã gửi 11 lời mời tới 7 chuyên gia; trong đó 9 lời mời được nhận lời (đạt 81,8%",
         "Có 6/7 ý kiến chuyên gia được gửi đúng hạn.",
@@ -391,7 +391,7 @@ def test_a_period_with_no_activity_says_so_and_is_still_signed():
 @pytest.mark.parametrize(
     ("period", "title", "span"),
     [
-        ("2026-07", "tháng 7 năm 2026", "từ ngày 01/07/2026 đến ngày 31/07/2026"),
+        ("2026-07", "tháng 7/2026", "từ ngày 01/07/2026 đến ngày 31/07/2026"),
         (
             "2026-03-01..2026-04-30",
             "giai đoạn từ ngày 01/03/2026 đến ngày 30/04/2026",

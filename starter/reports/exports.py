@@ -306,7 +306,7 @@ def to_xlsx(report: Report, language: Language = "vi", *, names: Names | None = 
 
     book.properties.title = w._("Report")
     book.properties.creator = "Advisory & Review Engine"
-    # The moment of the report, not of the export: the same report gives the same workbook.
+    # The workbook is dated by the moment its figures stand at, not by when it was written.
     book.properties.created = book.properties.modified = _local(report.as_of)
     out = io.BytesIO()
     book.save(out)

@@ -2,8 +2,9 @@
 parties, deadlines and measures, and numbers written the way that language writes them.
 
 Every word is a message of the portal's catalogues (`starter/portal/locale/*/messages.po`,
-under "Reports: exports"); the ids are marked here with `N_` and translated where they are
-shown. Codes (an agency's, an expert's, a field of expertise, a month "2026-07") are data,
+under "Reports: exports", or the portal's own where it already names the thing: kinds and
+stages as the portal's pages say them); the ids are marked with `N_` and translated where
+they are shown. Codes (an agency's, an expert's, a field of expertise, a month "2026-07") are data,
 never translated.
 """
 
@@ -12,22 +13,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from domain.models import RequestKind
 from domain.reports import ReportPeriod
-from starter.portal.i18n import N_, Language, format_date, translations
+from starter.portal.i18n import (
+    N_,
+    Language,
+    format_date,
+    format_number,
+    format_percent,
+    translations,
+)
 
+# Kinds and stages as the portal's pages name them (starter/portal/acting.py), by the same ids
+# so each has one translation. Not imported from there: acting brings the whole HTTP app with
+# it, which a CLI writing a CSV has no use for.
 KINDS = {
     "advisory": N_("Advisory"),
     "critique": N_("Critique"),
     "social_assessment": N_("Social assessment"),
 }
-STAGE_NAMES = {
-    "screening": N_("Screening"),
-    "supplement": N_("Supplement"),
-    "council": N_("Forming the council"),
-    "review": N_("Review by the council"),
-    "synthesis": N_("Drafting the conclusion"),
-    "approval": N_("Approving the conclusion"),
-    "adoption": N_("Answering on adoption"),
+STAGES = {
+    "screening": N_("screening"),
+    "supplement": N_("waiting for a supplement"),
+    "council": N_("forming the council"),
+    "review": N_("review by the council"),
+    "synthesis": N_("drafting the conclusion"),
+    "approval": N_("approval of the conclusion"),
+    "adoption": N_("waiting for the answer on adoption"),
 }
 PARTY_NAMES = {
     "coordinator": N_("The Union's office"),
@@ -36,11 +48,13 @@ PARTY_NAMES = {
     "council": N_("Councils"),
     "chair": N_("Council chairs"),
 }
+# The same words as the reports page's (starter/portal/reports.py), so a party or a deadline
+# reads the same on the page and in the files.
 DEADLINE_NAMES = {
-    ("coordinator", "screening"): N_("Screening the request"),
-    ("agency", "supplement"): N_("Sending the supplement"),
-    ("expert", "respond"): N_("Answering the invitation"),
-    ("expert", "review"): N_("Sending the opinion"),
+    ("coordinator", "screening"): N_("Screening a request"),
+    ("agency", "supplement"): N_("Sending the supplement asked for"),
+    ("expert", "respond"): N_("Answering an invitation"),
+    ("expert", "review"): N_("Sending an opinion"),
     ("council", "review"): N_("The council's review"),
     ("chair", "synthesis"): N_("Drafting the conclusion"),
     ("coordinator", "approval"): N_("Approving the conclusion"),
@@ -90,11 +104,11 @@ EXPERTS = {
 LOAD = N_("Most assignments at once")
 ADOPTION = {
     "delivered": N_("Conclusions delivered"),
-    "adopted": N_("Adopted in full"),
-    "partially_adopted": N_("Adopted in part"),
+    "adopted": N_("Adopted"),
+    "partially_adopted": N_("Partially adopted"),
     "not_adopted": N_("Not adopted"),
     "no_answer": N_("No answer by the deadline"),
-    "awaiting": N_("Awaiting an answer"),
+    "awaiting": N_("Awaiting the answer"),
     "answered_late": N_("Answered after the deadline"),
 }
 # Fields that are shares (0 to 1), written as percentages.
@@ -129,10 +143,12 @@ class Words:
     # --- names ---
 
     def kind(self, kind: str) -> str:
-        return self._(KINDS[kind]) if kind in KINDS else kind
+        return self._(KINDS[RequestKind(kind).value])
 
     def stage(self, stage: str) -> str:
-        return self._(STAGE_NAMES[stage]) if stage in STAGE_NAMES else stage
+        """A stage as the portal names it, as a label: "Sơ loại hồ sơ"."""
+        name = self._(STAGES.get(stage, stage))
+        return name[:1].upper() + name[1:]
 
     def party(self, party: str) -> str:
         return self._(PARTY_NAMES[party]) if party in PARTY_NAMES else party
@@ -148,16 +164,19 @@ class Words:
         return f"{month[5:7]}/{month[:4]}"
 
     def period(self, period: ReportPeriod) -> str:
-        """The period as a title says it: "năm 2026", "quý III năm 2026", "tháng 7 năm 2026",
-        "giai đoạn từ ngày 01/01/2026 đến ngày 30/06/2026"."""
+        """The period as a report's title says it: "năm 2026", "quý III năm 2026" (a
+        quarter in Roman numerals, as administrative documents write it), "tháng 7/2026",
+        "giai đoạn từ ngày 01/01/2026 đến ngày 30/06/2026" (the reports page's "từ ... đến
+        ..." would not follow "Trong")."""
         start, end, label = period.start, period.end, period.label
         if len(label) == 4:
-            return self._("year %(year)s", year=start.year)
+            return self._("the year %(year)s", year=start.year)
         if "-Q" in label:
             quarter = QUARTERS[(start.month - 1) // 3]
-            return self._("quarter %(quarter)s of %(year)s", quarter=quarter, year=start.year)
+            return self._("quarter %(q)s of %(year)s", q=quarter, year=start.year)
         if ".." not in label:
-            return self._("month %(month)s of %(year)s", month=start.month, year=start.year)
+            month = "%d/%d" % (start.month, start.year)  # noqa: UP031 (babel reads no f-string)
+            return self._("month %(month)s", month=month)
         return self._(
             "the period from %(start)s to %(end)s",
             start=format_date(start),
@@ -167,15 +186,12 @@ class Words:
     # --- numbers ---
 
     def number(self, value: float | None) -> str:
-        """A figure as written in the text: "12", "3,5" in Vietnamese; "–" for none."""
-        if value is None:
-            return "–"
-        text = f"{value:.1f}".removesuffix(".0")
-        return text.replace(".", ",") if self.lang == "vi" else text
+        """A figure as the language writes it: "1.234" in Vietnamese; "–" for none."""
+        return "–" if value is None else format_number(value, self.lang)
 
     def percent(self, rate: float | None) -> str:
         """A share as a percentage to one decimal: "85,7%", "100%"; "–" for none."""
-        return "–" if rate is None else f"{self.number(round(rate * 100, 1))}%"
+        return "–" if rate is None else format_percent(rate, self.lang)
 
     @staticmethod
     def date(day: date) -> str:
