@@ -1,18 +1,19 @@
 """A report as a file people take away: CSV, XLSX or the PDF in the Union's letterhead. Each
 function turns one `domain.reports.Report` into bytes; nothing here reads the database.
 
-CSV is long and tidy — one figure a row, a spreadsheet's pivot table or a script regroups
-it as it likes:
+CSV is long and tidy — one figure a row, which a spreadsheet's pivot table or a script
+regroups as it likes:
 
-    Kỳ báo cáo  Phần              Nhóm       Mục      Chỉ số      Giá trị
-    2026        Số hồ sơ          Tháng      2026-03  Tiếp nhận   4
-    2026        Bảo đảm thời hạn  Chuyên gia Gửi ý kiến  Tỷ lệ đúng hạn  0.75
+    Kỳ báo cáo,Phần,Nhóm,Mục,Chỉ tiêu,Giá trị
+    2026,Hồ sơ,Tháng,2026-03,Tiếp nhận,4
+    2026,Bảo đảm thời hạn,Chuyên gia,Gửi ý kiến,Tỷ lệ đúng hạn,0.8571428571428571
 
-   (period, section, group, key, measure, value): the section is a part of the report, the
-   group and key say which slice of it (a month, an agency's code, a stage, a party and its
-   deadline, an expert's code and a month of their load), the value is a number — a share
-   from 0 to 1 for a rate, empty where there is nothing to measure. UTF-8 with a byte-order
-   mark, without which Excel reads Vietnamese as Windows-1252.
+(period, section, group, key, measure, value): the section is a part of the report; the
+group and key say which slice of it (a month, a kind, an agency's code, a field, a stage, a
+party and its deadline, an expert's code and a month of their load); the value is a number —
+a share from 0 to 1 for a rate, empty where there is nothing to measure — except in the
+overview's rows (the period, its dates, the filter). UTF-8 with a byte-order mark, without
+which Excel reads Vietnamese as Windows-1252.
 
 XLSX has a sheet per part (overview with the period and the filter; per month; by agency,
 kind and field; time in stage; deadlines kept; experts and their load; adoption): typed

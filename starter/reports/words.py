@@ -2,10 +2,9 @@
 parties, deadlines and measures, and numbers written the way that language writes them.
 
 Every word is a message of the portal's catalogues (`starter/portal/locale/*/messages.po`,
-under "Reports: exports", or the portal's own where it already names the thing: kinds and
-stages as the portal's pages say them); the ids are marked with `N_` and translated where
-they are shown. Codes (an agency's, an expert's, a field of expertise, a month "2026-07") are data,
-never translated.
+under "Reports: exports", or the portal's own where it already names the thing); the ids are
+marked with `N_` and translated where they are shown. Codes (an agency's, an expert's, a field
+of expertise, a month "2026-07") are data, never translated.
 """
 
 from __future__ import annotations
@@ -41,6 +40,8 @@ STAGES = {
     "approval": N_("approval of the conclusion"),
     "adoption": N_("waiting for the answer on adoption"),
 }
+# Parties and deadlines in the reports page's words (starter/portal/reports.py), by the same
+# ids, so each reads the same on the page and in the files.
 PARTY_NAMES = {
     "coordinator": N_("The Union's office"),
     "agency": N_("Requesting agencies"),
@@ -48,8 +49,6 @@ PARTY_NAMES = {
     "council": N_("Councils"),
     "chair": N_("Council chairs"),
 }
-# The same words as the reports page's (starter/portal/reports.py), so a party or a deadline
-# reads the same on the page and in the files.
 DEADLINE_NAMES = {
     ("coordinator", "screening"): N_("Screening a request"),
     ("agency", "supplement"): N_("Sending the supplement asked for"),
@@ -175,7 +174,7 @@ class Words:
             quarter = QUARTERS[(start.month - 1) // 3]
             return self._("quarter %(q)s of %(year)s", q=quarter, year=start.year)
         if ".." not in label:
-            month = "%d/%d" % (start.month, start.year)  # noqa: UP031 (babel reads no f-string)
+            month = f"{start.month}/{start.year}"
             return self._("month %(month)s", month=month)
         return self._(
             "the period from %(start)s to %(end)s",
