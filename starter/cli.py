@@ -832,14 +832,18 @@ async def cmd_api(args, settings: Settings) -> None:
 
 
 async def cmd_migrate(args, settings: Settings) -> None:
+    from db import reports
     from db.migrate import migrate
 
     # Its advisory lock spans transactions: a session, never a pooler in transaction mode.
     pool = await _pool(settings, settings.resolve_session_database_url())
     async with pool.acquire() as conn:
         applied = await migrate(conn)
+        reported = await reports.rebuild(conn, settings.load_policy())
     await pool.close()
     print(f"applied: {', '.join(applied)}" if applied else "schema up to date")
+    if reported:
+        print(f"report tables: {reported} requests recorded before them now counted")
 
 
 async def cmd_demo(args, settings: Settings) -> None:
