@@ -82,6 +82,14 @@ class PersistenceActivities:
             )
         return result
 
+    async def record_past(self, t: TransitionInput) -> TransitionResult:
+        """Records a transition outside any activity, in the same one transaction: for what
+        happened before the engine ran it (`advisory demo --history`). Nothing is counted in
+        the metrics, which measure this process's work, and nothing is delivered; built with
+        `delivery=None` and `union=None`, no channel is planned and no conclusion issued."""
+        result, _, _ = await self._record(t)
+        return result
+
     async def _record(
         self, t: TransitionInput
     ) -> tuple[TransitionResult, tuple[str, float] | None, list[tuple[str, str]]]:
