@@ -4,7 +4,8 @@ PDFs, the coordinator screens (the CLI, until the coordinator's pages), every ex
 "Nhận lời" from their invitation and writes an opinion, the chair drafts the conclusion from
 "Dự thảo kết luận", the coordinator approves, and the agency downloads the signed PDF and
 answers on adoption. Every page is checked with axe-core (no serious or critical violation)
-and kept as a screenshot under .data/e2e/. Then the portal's security, as a browser meets it:
+and kept as a screenshot under .data/e2e/; at the end the coordinator reads the year's report
+(charts and tables). Then the portal's security, as a browser meets it:
 a form without its CSRF token, a sign-in link used twice, another expert's task, the session
 cookie's flags."""
 
@@ -335,6 +336,18 @@ def test_a_request_through_the_portal_alone(stack, tmp_path):
         wait_until("closed", lambda: stage_of(stack, rid) == "closed", deadline())
         agency.goto(f"{base}/portal/requests/{rid}")
         pages.seen(agency, "agency-closed")
+
+        # --- the office reads this year's report: the request is in its charts and tables ---
+        office.goto(f"{base}/portal/reports")
+        main = office.locator("main")
+        expect(main.locator("h1")).to_contain_text("Báo cáo: năm")
+        for chart in ("months", "stages", "on-time", "adoption"):
+            expect(main.locator(f"svg#chart-{chart}[role=img]")).to_be_visible()
+        for table in ("volumes", "months", "stages", "parties", "deadlines", "adoption", "experts"):
+            expect(main.locator(f"table:has(caption#cap-{table})")).to_be_visible()
+        # Answered "partially adopted": a part of the adoption chart's bar, and its table's.
+        expect(main.locator("svg#chart-adoption rect[data-series='1']").first).to_be_visible()
+        pages.seen(office, "coordinator-reports")
 
         # --- security, as a browser meets it ---------------------------------------------
         cookie = next(c for c in agency.context.cookies() if c["name"] == "advisory_session")

@@ -135,7 +135,7 @@ __all__ = [
 def install(app: FastAPI, settings: Settings) -> None:
     """Serves the portal from `app`: its pages under /portal, its stylesheet, and the pages
     given for a refusal. The catalogues and templates are compiled here, once."""
-    from starter.portal import agency, codec, council, expert, office, oidc, registries
+    from starter.portal import agency, codec, council, expert, office, oidc, registries, reports
     from starter.portal.pages import install_handlers
     from starter.portal.routes import router
 
@@ -146,10 +146,11 @@ def install(app: FastAPI, settings: Settings) -> None:
         name="portal-static",
     )
     # The portal's pages (and the UI's codec server) are no part of the API's OpenAPI document.
-    pages_of = (agency, expert, council, office, oidc, registries, codec)
+    pages_of = (agency, expert, council, office, oidc, registries, reports, codec)
     for pages in (router, *(module.router for module in pages_of)):
         app.include_router(pages, prefix=PREFIX, include_in_schema=False)
     expert.add_navigation()
     registries.add_navigation()
     office.add_navigation()
+    reports.add_navigation()
     install_handlers(app)

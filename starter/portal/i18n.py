@@ -14,6 +14,8 @@ from io import BytesIO
 from typing import Literal
 
 from babel.messages import mofile, pofile
+from babel.numbers import format_decimal
+from babel.numbers import format_percent as babel_percent
 from babel.support import Translations
 
 from domain.calendar import VN_TZ, WorkingCalendar
@@ -57,6 +59,18 @@ def format_date(value: date | datetime) -> str:
     if isinstance(value, datetime):
         value = value.astimezone(VN_TZ).date()
     return value.strftime("%d/%m/%Y")
+
+
+def format_number(value: float, lang: Language) -> str:
+    """A count or a number of days as its reader writes it: 1.234 in Vietnamese, 1,234 in
+    English."""
+    return format_decimal(value, locale=lang)
+
+
+def format_percent(share: float, lang: Language) -> str:
+    """A share (0.857) as a percentage to one decimal where it has one: 85,7% in
+    Vietnamese, 85.7% in English; 50%, not 50,0%."""
+    return babel_percent(share, "#,##0.#%", locale=lang)
 
 
 def deadline_text(due: datetime, now: datetime, calendar: WorkingCalendar, lang: Language) -> str:

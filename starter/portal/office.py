@@ -249,20 +249,22 @@ async def _filter_options(me: Visitor, conn) -> dict[str, list[tuple[str, str]]]
     }
 
 
-def _check_filters(me: Visitor, form: Form, options: Mapping[str, list[tuple[str, str]]]) -> None:
+FILTER_REFUSALS = {
+    "agency": N_("No agency is registered with the code “%(value)s”."),
+    "kind": N_("There is no kind of request “%(value)s”."),
+    "field": N_("No expert works in the field “%(value)s”."),
+    "coordinator": N_("No coordinator is registered with the code “%(value)s”."),
+}
+
+
+def check_filters(me: Visitor, form: Form, options: Mapping[str, list[tuple[str, str]]]) -> None:
     """A value no option offers (a link typed by hand, a code since removed) is refused beside
-    its filter, rather than ignored: ignored, the board would show everything as if it had
-    matched."""
-    messages = {
-        "agency": N_("No agency is registered with the code “%(value)s”."),
-        "kind": N_("There is no kind of request “%(value)s”."),
-        "field": N_("No expert works in the field “%(value)s”."),
-        "coordinator": N_("No coordinator is registered with the code “%(value)s”."),
-    }
-    for name in FILTERS:
+    its filter, rather than ignored: ignored, the board (or a report) would show everything
+    as if it had matched. `options`: each filter's (value, label) pairs."""
+    for name, offered in options.items():
         value = form.value(name)
-        if value and value not in {v for v, _ in options[name]}:
-            form.error(name, me.gettext(messages[name], value=value))
+        if value and value not in {v for v, _ in offered}:
+            form.error(name, me.gettext(FILTER_REFUSALS[name], value=value))
 
 
 @router.get("/board")
@@ -272,7 +274,7 @@ async def board(me: SignedIn = staff) -> Response:
     state = me.request.app.state
     async with state.pool.acquire() as conn:
         options = await _filter_options(me, conn)
-        _check_filters(me, form, options)
+        check_filters(me, form, options)
         rows = (
             await q.open_requests(
                 conn,
