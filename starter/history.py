@@ -108,6 +108,7 @@ async def generate_history(
         pool,
         settings.coordinator_email,
         store=document_store(settings, pool),
+        policy=policy,
         delivery=None,
         union=None,
     )

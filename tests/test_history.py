@@ -18,7 +18,7 @@ from db.reports import report
 from domain.calendar import VN_TZ, working_calendar
 from domain.ids import is_history
 from domain.models import Stage
-from domain.reports import AuditEvent, RequestFacts, build_report, parse_period
+from domain.reports import AuditEvent, ReportFilter, RequestFacts, build_report, parse_period
 from infra.documents import document_store
 from starter.api import create_app
 from starter.cli import build_parser, main
@@ -137,6 +137,33 @@ async def test_the_reports_have_something_to_show_for_every_measure(past, policy
     assert months["2026-02"].received < months["2025-10"].received
 
 
+async def test_the_report_tables_agree_with_the_definitions_over_the_whole_past(past, policy):
+    """The report tables, kept by each recorded transition, against `build_report` over every
+    audit event: the same report for each quarter and month and for filters on the past's
+    own agencies, kinds and fields."""
+    pool, _ = past
+    async with pool.acquire() as conn:
+        facts, events = await read_log(conn)
+        periods = [PERIOD, parse_period("2025-Q4"), parse_period("2026-Q1")]
+        periods += [parse_period(m) for m in ("2025-10", "2026-02", "2026-06")]
+        top = max({f.agency_code for f in facts}, key=[f.agency_code for f in facts].count)
+        field = facts[0].expertise_fields[0]
+        filters = [
+            ReportFilter(),
+            ReportFilter(agencies={top}),
+            ReportFilter(kinds={"critique"}),
+            ReportFilter(fields={field}),
+            ReportFilter(agencies={top}, kinds={"advisory"}),
+        ]
+        for period in periods:
+            for chosen in filters:
+                expected = build_report(
+                    facts, events, period, policy=policy, as_of=NOW, report_filter=chosen
+                )
+                got = await report(conn, period, chosen, policy=policy, as_of=NOW)
+                assert got.model_dump() == expected.model_dump(), (period.label, chosen)
+
+
 async def test_unanswered_adoptions_show_as_the_log_stood_before_the_answer(past, policy):
     pool, _ = past
     async with pool.acquire() as conn:
@@ -247,7 +274,10 @@ async def test_the_same_seed_gives_the_same_rows_and_completes_a_cut_short_run(
         await ensure_registries(other, settings)
         cut = next(p for p in first.plan.requests if p.outcome == "closed")
         recording = PersistenceActivities(
-            other, "office@test.example", store=document_store(settings, other)
+            other,
+            "office@test.example",
+            store=document_store(settings, other),
+            policy=settings.load_policy(),
         )
         for t in cut.transitions[: len(cut.transitions) // 2]:
             await recording.record_past(t)
