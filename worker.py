@@ -60,13 +60,15 @@ log = structlog.get_logger("worker")
 def activities_for(
     pool: asyncpg.Pool, settings: Settings, notify: NotificationActivities | None = None
 ) -> list:
+    policy = settings.load_policy()
     persistence = PersistenceActivities(
         pool,
         settings.coordinator_email,
         store=document_store(settings, pool),
+        policy=policy,
         coordinator_language=settings.coordinator_language,
         delivery=settings.delivery() if settings.deliver_notifications else None,
-        union=settings.load_policy().union,
+        union=policy.union,
     )
     council = CouncilActivities(pool)
     calendar = CalendarActivities()

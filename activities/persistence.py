@@ -1,6 +1,7 @@
 """Every transition of a request is persisted here: the state row, one audit event and the
 outbox rows for the people to notify (with their channels: the inbox delivered, e-mail and
-webhook to send), in one transaction keyed by `<workflow id>:<step>`.
+webhook to send) and the request's rows in the report tables, in one transaction keyed by
+`<workflow id>:<step>`.
 
 A retried attempt (the worker died after COMMIT, the result was lost on the way back) finds its
 key already in the audit log and writes nothing: the transition happens exactly once.
@@ -16,11 +17,12 @@ from temporalio.exceptions import ApplicationError
 from activities import conclusion_document, metrics
 from activities.notify import count_settled, dispatch, plan_channels, sends_of
 from db import queries as q
+from db import reports
 from domain.ids import notification_task_queue
 from domain.messages import TransitionInput, TransitionResult
 from domain.models import Notice
 from domain.notifications import LANGUAGES, Delivery
-from domain.policy import UnionIdentity
+from domain.policy import Policy, UnionIdentity
 from infra.documents import DocumentStore
 
 log = structlog.get_logger("persistence")
@@ -33,6 +35,7 @@ class PersistenceActivities:
         coordinator_email: str,
         *,
         store: DocumentStore,
+        policy: Policy,
         coordinator_language: str = "vi",
         delivery: Delivery | None = None,
         union: UnionIdentity | None = None,
@@ -40,7 +43,8 @@ class PersistenceActivities:
         """`store`: where an approved conclusion's PDF is kept. `delivery`: how rows are
         delivered once written; None writes the rows only (no channels, no delivery).
         `union`: whose letterhead an approved conclusion is issued in (None: not issued as a
-        document)."""
+        document). `policy`: the deadlines and calendar the report tables count with."""
+        self._policy = policy
         self._pool = pool
         self._union = union
         self._store = store
@@ -76,6 +80,14 @@ class PersistenceActivities:
                 task_queue=notification_task_queue(activity.info().task_queue),
                 retry=self._delivery.retry,
             )
+        return result
+
+    async def record_past(self, t: TransitionInput) -> TransitionResult:
+        """Records a transition outside any activity, in the same one transaction: for what
+        happened before the engine ran it (`advisory demo --history`). Nothing is counted in
+        the metrics, which measure this process's work, and nothing is delivered; built with
+        `delivery=None` and `union=None`, no channel is planned and no conclusion issued."""
+        result, _, _ = await self._record(t)
         return result
 
     async def _record(
@@ -188,6 +200,8 @@ class PersistenceActivities:
                 await q.attach_documents(
                     conn, t.request_id, t.documents_added, t.actor, t.at, next_round=True
                 )
+            # The reports' reading of the request, rewritten with its new event.
+            await reports.refresh(conn, t.request_id, self._policy)
             title = await q.request_title(conn, t.request_id)
             outbox_ids: list[int] = []
             for i, notice in enumerate(t.notify):

@@ -1,26 +1,56 @@
-"""The reports' reads: the measures of `domain.reports` over what PostgreSQL holds.
+"""The reports' reads and the tables behind them.
 
-`report()` is the one entry point the portal, the CLI and the exports use; `choices()` lists
-what a report may be filtered by.
+`report()` is the one entry point the portal, the CLI and the exports use: each measure of
+`domain.reports` is a query over the report tables (db/migrations/0015_report_rows.sql), which
+hold each request as `domain.reports.request_rows` reads it. `refresh()` rewrites one request's
+rows in the transaction that records its transition; `rebuild()` writes them for requests that
+have none (after the migration, or for data recorded before it).
+
+Every query takes the same first six arguments: the filter's agencies, kinds and folded fields
+($1–$3, empty: any), the period's first and last local day ($4, $5) and the report's moment
+($6). tests/test_report_tables.py checks that these queries and `domain.reports.build_report`
+give the same report.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections import defaultdict
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import asyncpg
 
+from domain.calendar import VN_TZ
+from domain.models import AdoptionStatus, RequestKind
 from domain.policy import Policy
 from domain.reports import (
+    ON_TIME_ROWS,
+    STAGES,
+    AdoptionRow,
     AuditEvent,
+    ExpertRow,
+    OnTime,
     Report,
     ReportFilter,
     ReportPeriod,
     RequestFacts,
-    build_report,
+    RequestRows,
+    Spread,
+    StageTime,
+    Volumes,
+    by_party,
+    experts_total,
+    request_rows,
 )
 
 Conn = asyncpg.Connection | asyncpg.Pool
+
+_ADMITS = """
+    (cardinality($1::text[]) = 0 OR r.agency_code = ANY($1))
+    AND (cardinality($2::text[]) = 0 OR r.kind = ANY($2))
+    AND (cardinality($3::text[]) = 0 OR EXISTS (SELECT 1 FROM unnest(r.fields) f
+                                                 WHERE lower(f) = ANY($3)))
+"""
 
 
 async def choices(conn: Conn) -> tuple[dict[str, str], list[str]]:
@@ -39,6 +69,138 @@ async def choices(conn: Conn) -> tuple[dict[str, str], list[str]]:
     return agencies, list(fields)
 
 
+# --- keeping the tables current ------------------------------------------------------------------
+
+_TABLES: dict[str, tuple[str, ...]] = {
+    "report_requests": (
+        "request_id",
+        "agency_code",
+        "kind",
+        "fields",
+        "received_at",
+        "received_on",
+        "delivered_at",
+        "delivered_on",
+        "turnaround_days",
+        "ending",
+        "ended_at",
+        "ended_on",
+        "adoption_status",
+        "adoption_due",
+        "answered_late",
+    ),
+    "report_visits": ("request_id", "stage", "left_at", "left_on", "left_by", "days"),
+    "report_deadlines": (
+        "request_id",
+        "party",
+        "deadline",
+        "expert_code",
+        "due",
+        "counted_at",
+        "counted_on",
+        "on_time",
+        "settled",
+    ),
+    "report_extensions": ("request_id", "party", "deadline", "at", "on_day", "days"),
+    "report_assignments": (
+        "request_id",
+        "expert_code",
+        "invited_at",
+        "invited_on",
+        "answer",
+        "closed_at",
+    ),
+}
+
+
+def _by_table(rows: list[RequestRows]) -> dict[str, list[dict[str, Any]]]:
+    return {
+        "report_requests": [r.request for r in rows],
+        "report_visits": [v for r in rows for v in r.visits],
+        "report_deadlines": [d for r in rows for d in r.deadlines],
+        "report_extensions": [x for r in rows for x in r.extensions],
+        "report_assignments": [a for r in rows for a in r.assignments],
+    }
+
+
+async def _write(conn: asyncpg.Connection, rows: list[RequestRows]) -> None:
+    """Replaces the rows of these requests (their old rows go with report_requests')."""
+    await conn.execute(
+        "DELETE FROM report_requests WHERE request_id = ANY($1)",
+        [r.request["request_id"] for r in rows],
+    )
+    for table, records in _by_table(rows).items():
+        if records:
+            columns = _TABLES[table]
+            await conn.copy_records_to_table(
+                table, records=[tuple(r[c] for c in columns) for r in records], columns=columns
+            )
+
+
+def _facts(row: asyncpg.Record) -> RequestFacts:
+    return RequestFacts(
+        id=row["id"],
+        agency_code=row["agency_code"],
+        kind=row["kind"],
+        expertise_fields=row["expertise_fields"],
+        submitted_at=row["submitted_at"],
+    )
+
+
+def _event(row: asyncpg.Record) -> AuditEvent:
+    return AuditEvent(
+        request_id=row["request_id"],
+        at=row["at"],
+        actor=row["actor"],
+        action=row["action"],
+        stage=row["stage"],
+        details=row["details"],
+    )
+
+
+_FACTS = "SELECT id, agency_code, kind, expertise_fields, submitted_at FROM requests"
+_EVENTS = "SELECT request_id, at, actor, action, stage, details FROM audit_log"
+
+
+async def refresh(conn: asyncpg.Connection, request_id: str, policy: Policy) -> None:
+    """Rewrites one request's report rows from its whole trail, inside the caller's
+    transaction. The request's row is locked first, so two transitions of one request
+    committing together rewrite its rows one after the other, the second reading the first's
+    event."""
+    facts = await conn.fetchrow(f"{_FACTS} WHERE id = $1 FOR UPDATE", request_id)
+    if facts is None:
+        return
+    events = await conn.fetch(f"{_EVENTS} WHERE request_id = $1 ORDER BY id", request_id)
+    await _write(conn, [request_rows(_facts(facts), map(_event, events), policy)])
+
+
+async def rebuild(conn: asyncpg.Connection, policy: Policy, *, batch: int = 2000) -> int:
+    """Writes the rows of every request that has none; returns how many. Run by `advisory
+    migrate` and the dev stack after migrating, so data recorded before the tables existed
+    is reported too."""
+    done = 0
+    while True:
+        missing = await conn.fetch(
+            f"{_FACTS} q WHERE NOT EXISTS"
+            " (SELECT 1 FROM report_requests r WHERE r.request_id = q.id)"
+            " ORDER BY id LIMIT $1",
+            batch,
+        )
+        if not missing:
+            return done
+        events: dict[str, list[AuditEvent]] = defaultdict(list)
+        for e in await conn.fetch(
+            f"{_EVENTS} WHERE request_id = ANY($1) ORDER BY id", [r["id"] for r in missing]
+        ):
+            events[e["request_id"]].append(_event(e))
+        async with conn.transaction():
+            await _write(conn, [request_rows(_facts(r), events[r["id"]], policy) for r in missing])
+        done += len(missing)
+
+
+# --- the measures --------------------------------------------------------------------------------
+
+
 async def report(
     conn: Conn,
     period: ReportPeriod,
@@ -47,32 +209,286 @@ async def report(
     policy: Policy,
     as_of: datetime | None = None,
 ) -> Report:
-    """The report of `period` over the requests `report_filter` admits, as the log stands now
-    (or stood at `as_of`). A filter naming an agency or field nobody knows raises
-    `ReportInputError`."""
+    """The report of `period` over the requests `report_filter` admits, at `as_of` (default:
+    now; the rows are the log as it stands, so a moment before its last event reads later
+    events as already known). A filter naming an agency or field nobody knows raises
+    `ReportInputError`. `policy` is not read here: the rows were worked out with it."""
     chosen = report_filter or ReportFilter()
     agencies, fields = await choices(conn)
     chosen.check_known(agencies, fields)
     as_of = as_of or datetime.now(UTC)
-    rows = await conn.fetch(
-        "SELECT id, agency_code, kind, expertise_fields, submitted_at FROM requests"
-        " WHERE submitted_at <= $1",
+    args = (
+        sorted(chosen.agencies),
+        sorted(k.value for k in chosen.kinds),
+        sorted(chosen.folded_fields),
+        period.start,
+        period.end,
         as_of,
     )
-    facts = [RequestFacts(**dict(r)) for r in rows]
-    events = [
-        AuditEvent(
-            request_id=e["request_id"],
-            at=e["at"],
-            actor=e["actor"],
-            action=e["action"],
-            stage=e["stage"],
-            details=e["details"],
+    volumes = await _volumes(conn, args, period)
+    on_time, opinions = await _on_time(conn, args)
+    experts = await _experts(conn, args, period, opinions)
+    adoption = await _adoption(conn, args)
+    return Report(
+        period=period,
+        filter=chosen,
+        as_of=as_of,
+        volumes=volumes["all"][""],
+        by_kind=volumes["kind"],
+        by_agency=volumes["agency"],
+        by_field=volumes["field"],
+        per_month=volumes["month"],
+        turnaround=await _turnaround(conn, args),
+        time_in_stage=await _time_in_stage(conn, args),
+        on_time=on_time,
+        on_time_by_party=by_party(on_time),
+        experts=experts,
+        experts_total=experts_total(experts),
+        adoption=adoption["all"][""],
+        adoption_by_agency=adoption["agency"],
+        adoption_by_kind=adoption["kind"],
+    )
+
+
+async def _volumes(conn: Conn, args: tuple, period: ReportPeriod) -> dict[str, dict[str, Volumes]]:
+    rows = await conn.fetch(
+        f"""
+        WITH fr AS (SELECT * FROM report_requests r WHERE {_ADMITS}),
+        happened AS (
+            SELECT 'received' AS measure, received_on AS day, kind, agency_code, fields FROM fr
+                WHERE received_on BETWEEN $4 AND $5 AND received_at <= $6
+            UNION ALL
+            SELECT 'completed', delivered_on, kind, agency_code, fields FROM fr
+                WHERE delivered_on BETWEEN $4 AND $5 AND delivered_at <= $6
+            UNION ALL
+            SELECT ending, ended_on, kind, agency_code, fields FROM fr
+                WHERE ended_on BETWEEN $4 AND $5 AND ended_at <= $6
         )
-        for e in await conn.fetch(
-            "SELECT request_id, at, actor, action, stage, details FROM audit_log"
-            " WHERE at <= $1 ORDER BY id",
-            as_of,
+        SELECT measure, kind, agency_code, to_char(day, 'YYYY-MM') AS month, fields,
+            count(*) AS n
+        FROM happened GROUP BY 1, 2, 3, 4, 5
+        """,
+        *args,
+    )
+    out: dict[str, dict[str, Volumes]] = {
+        "all": {"": Volumes()},
+        "kind": {k.value: Volumes() for k in RequestKind},
+        "agency": defaultdict(Volumes),
+        "field": defaultdict(Volumes),
+        "month": {m: Volumes() for m in period.months()},
+    }
+    shown = set(args[2])
+    for r in rows:
+        keys = [
+            ("all", ""),
+            ("kind", r["kind"]),
+            ("agency", r["agency_code"]),
+            ("month", r["month"]),
+            *(("field", f) for f in r["fields"] if not shown or f.lower() in shown),
+        ]
+        for group, key in keys:
+            v = out[group][key]
+            setattr(v, r["measure"], getattr(v, r["measure"]) + r["n"])
+    out["agency"] = dict(sorted(out["agency"].items()))
+    out["field"] = dict(sorted(out["field"].items()))
+    return out
+
+
+def _spread_of(row: asyncpg.Record) -> dict[str, int | None]:
+    return {"count": row["n"], "median": row["median"], "p90": row["p90"]}
+
+
+_SPREAD = """count(*) AS n,
+    percentile_disc(0.5) WITHIN GROUP (ORDER BY {0}) AS median,
+    percentile_disc(0.9) WITHIN GROUP (ORDER BY {0}) AS p90"""
+
+
+async def _turnaround(conn: Conn, args: tuple) -> Spread:
+    row = await conn.fetchrow(
+        f"""
+        SELECT {_SPREAD.format("turnaround_days")} FROM report_requests r
+        WHERE {_ADMITS} AND delivered_on BETWEEN $4 AND $5 AND delivered_at <= $6
+        """,
+        *args,
+    )
+    return Spread(**_spread_of(row))
+
+
+async def _time_in_stage(conn: Conn, args: tuple) -> dict[str, StageTime]:
+    rows = await conn.fetch(
+        f"""
+        SELECT v.stage, {_SPREAD.format("v.days")},
+            count(*) FILTER (WHERE v.left_by = 'withdrawn') AS withdrawn
+        FROM report_visits v JOIN report_requests r USING (request_id)
+        WHERE {_ADMITS} AND v.left_on BETWEEN $4 AND $5 AND v.left_at <= $6
+        GROUP BY v.stage
+        """,
+        *args,
+    )
+    found = {r["stage"]: r for r in rows}
+    return {
+        s.value: (
+            StageTime(**_spread_of(found[s.value]), left_by_withdrawal=found[s.value]["withdrawn"])
+            if s.value in found
+            else StageTime()
         )
-    ]
-    return build_report(facts, events, period, policy=policy, as_of=as_of, report_filter=chosen)
+        for s in STAGES
+    }
+
+
+async def _on_time(conn: Conn, args: tuple) -> tuple[list[OnTime], dict[str, list[bool]]]:
+    counted = await conn.fetch(
+        f"""
+        SELECT d.party, d.deadline, d.expert_code,
+            count(*) FILTER (WHERE d.on_time) AS on_time,
+            count(*) FILTER (WHERE NOT d.on_time) AS late
+        FROM report_deadlines d JOIN report_requests r USING (request_id)
+        WHERE {_ADMITS} AND d.counted_on BETWEEN $4 AND $5 AND d.counted_at <= $6
+            AND (d.settled OR d.due < $6)
+        GROUP BY 1, 2, 3
+        """,
+        *args,
+    )
+    extended = await conn.fetch(
+        f"""
+        SELECT x.party, x.deadline, count(*) AS n, sum(x.days) AS days
+        FROM report_extensions x JOIN report_requests r USING (request_id)
+        WHERE {_ADMITS} AND x.on_day BETWEEN $4 AND $5 AND x.at <= $6
+        GROUP BY 1, 2
+        """,
+        *args,
+    )
+    rows = {key: OnTime(party=key[0], deadline=key[1]) for key in ON_TIME_ROWS}
+    opinions: dict[str, list[bool]] = defaultdict(list)
+    for c in counted:
+        row = rows[(c["party"], c["deadline"])]
+        row.on_time += c["on_time"]
+        row.late += c["late"]
+        if (c["party"], c["deadline"]) == ("expert", "review"):
+            opinions[c["expert_code"] or ""] += [True] * c["on_time"] + [False] * c["late"]
+    for x in extended:
+        row = rows[(x["party"], x["deadline"])]
+        row.extensions += x["n"]
+        row.extension_days += x["days"]
+    return list(rows.values()), opinions
+
+
+async def _experts(
+    conn: Conn, args: tuple, period: ReportPeriod, opinions: dict[str, list[bool]]
+) -> list[ExpertRow]:
+    answers = await conn.fetch(
+        f"""
+        SELECT a.expert_code, coalesce(a.answer, 'unanswered') AS answer, count(*) AS n
+        FROM report_assignments a JOIN report_requests r USING (request_id)
+        WHERE {_ADMITS} AND a.invited_on BETWEEN $4 AND $5 AND a.invited_at <= $6
+        GROUP BY 1, 2
+        """,
+        *args,
+    )
+    rows: dict[str, ExpertRow] = {}
+    for a in answers:
+        r = rows.setdefault(a["expert_code"], ExpertRow(expert_code=a["expert_code"]))
+        r.invited += a["n"]
+        setattr(r, a["answer"], getattr(r, a["answer"]) + a["n"])
+    for code, kept in opinions.items():
+        r = rows.setdefault(code, ExpertRow(expert_code=code))
+        r.opinions_on_time += sum(kept)
+        r.opinions_late += len(kept) - sum(kept)
+    months = period.months()
+    peaks = await _load(conn, args, period, months)
+    for code in sorted(set(peaks) | set(rows)):
+        load = {m: peaks.get(code, {}).get(m, 0) for m in months}
+        if code in rows or any(load.values()):
+            rows.setdefault(code, ExpertRow(expert_code=code)).load = load
+    return [rows[c] for c in sorted(rows)]
+
+
+async def _load(
+    conn: Conn, args: tuple, period: ReportPeriod, months: list[str]
+) -> dict[str, dict[str, int]]:
+    """Per expert and month, the most assignments open at once (as `domain.reports._peak`
+    counts them): a running count over openings (+1) and closings (−1) in time order, read at
+    each month's first instant and at every opening inside the month."""
+    as_of: datetime = args[5]
+    windows = []
+    for m in months:
+        y, mo = int(m[:4]), int(m[5:])
+        first = max(date(y, mo, 1), period.start)
+        after = (date(y + 1, 1, 1) if mo == 12 else date(y, mo + 1, 1)) - timedelta(days=1)
+        last = min(after, period.end)
+        start = datetime.combine(first, time.min, VN_TZ)
+        end = min(datetime.combine(last + timedelta(days=1), time.min, VN_TZ), as_of)
+        if end > start:
+            windows.append((m, start, end))
+    if not windows:
+        return {}
+    rows = await conn.fetch(
+        f"""
+        WITH w AS (
+            SELECT * FROM unnest($7::text[], $8::timestamptz[], $9::timestamptz[])
+                AS w(month, s, e)
+        ),
+        spans AS (
+            SELECT a.expert_code, a.invited_at AS o, a.closed_at AS c
+            FROM report_assignments a JOIN report_requests r USING (request_id)
+            WHERE {_ADMITS} AND a.invited_at < $10 AND (a.closed_at IS NULL OR a.closed_at > $11)
+                AND $4::date <= $5::date AND a.invited_at <= $6
+        ),
+        moments AS (
+            -- at one instant: closings first, then openings, then the month's first instant
+            SELECT expert_code, o AS t, 1 AS k, 1 AS delta FROM spans
+            UNION ALL SELECT expert_code, c, 0, -1 FROM spans WHERE c IS NOT NULL AND c < $10
+            UNION ALL SELECT x.expert_code, w.s, 2, 0
+                FROM (SELECT DISTINCT expert_code FROM spans) x CROSS JOIN w
+        ),
+        counted AS (
+            SELECT expert_code, t, k, sum(delta) OVER (
+                PARTITION BY expert_code ORDER BY t, k ROWS UNBOUNDED PRECEDING) AS n
+            FROM moments
+        )
+        SELECT c.expert_code, w.month, max(c.n) AS peak
+        FROM counted c JOIN w ON w.month = to_char(c.t AT TIME ZONE 'Asia/Ho_Chi_Minh', 'YYYY-MM')
+        WHERE c.t >= w.s AND c.t < w.e AND (c.k = 2 OR (c.k = 1 AND c.t > w.s))
+        GROUP BY 1, 2
+        """,
+        *args,
+        [w[0] for w in windows],
+        [w[1] for w in windows],
+        [w[2] for w in windows],
+        max(w[2] for w in windows),
+        min(w[1] for w in windows),
+    )
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    for r in rows:
+        out[r["expert_code"]][r["month"]] = r["peak"]
+    return out
+
+
+async def _adoption(conn: Conn, args: tuple) -> dict[str, dict[str, AdoptionRow]]:
+    rows = await conn.fetch(
+        f"""
+        SELECT r.agency_code, r.kind,
+            CASE WHEN r.adoption_status IS NOT NULL THEN r.adoption_status
+                 WHEN r.adoption_due < $6 THEN 'no_answer'
+                 ELSE 'awaiting' END AS answer,
+            count(*) AS n, count(*) FILTER (WHERE r.answered_late) AS late
+        FROM report_requests r
+        WHERE {_ADMITS} AND r.delivered_on BETWEEN $4 AND $5 AND r.delivered_at <= $6
+        GROUP BY 1, 2, 3
+        """,
+        *args,
+    )
+    out: dict[str, dict[str, AdoptionRow]] = {
+        "all": {"": AdoptionRow()},
+        "agency": defaultdict(AdoptionRow),
+        "kind": {k.value: AdoptionRow() for k in RequestKind},
+    }
+    assert {s.value for s in AdoptionStatus} <= set(AdoptionRow.model_fields)
+    for r in rows:
+        for group, key in (("all", ""), ("agency", r["agency_code"]), ("kind", r["kind"])):
+            row = out[group][key]
+            row.delivered += r["n"]
+            setattr(row, r["answer"], getattr(row, r["answer"]) + r["n"])
+            row.answered_late += r["late"]
+    out["agency"] = dict(sorted(out["agency"].items()))
+    return out

@@ -1,5 +1,7 @@
 """Business ids and the task queues. Ids carry request and expert codes, never names."""
 
+from datetime import date
+
 TASK_QUEUE = "advisory-review"
 
 
@@ -21,3 +23,17 @@ def assignment_workflow_id(request_id: str, expert_code: str) -> str:
 def notifications_workflow_id(request_id: str) -> str:
     """The delivery of every notification about one request (workflows/notification.py)."""
     return f"notifications-{request_id}"
+
+
+# Requests of the generated past (`advisory demo --history`): never an `R-` id, which is what
+# every submission gets (domain.models.request_id_for), and never run by a workflow.
+HISTORY_PREFIX = "HIST-"
+
+
+def history_request_id(seed: int, day: date, n: int) -> str:
+    """The `n`th request of `day` in the past generated from `seed`: "HIST-1-20250314-02"."""
+    return f"{HISTORY_PREFIX}{seed}-{day:%Y%m%d}-{n:02d}"
+
+
+def is_history(request_id: str) -> bool:
+    return request_id.startswith(HISTORY_PREFIX)

@@ -585,6 +585,116 @@ def _assignment_event(
                 d.due = moved_to
 
 
+# --- the report tables --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestRows:
+    """One request as the report tables hold it (db/migrations/0015_report_rows.sql): what
+    `build_report` counts of its trail, worked out once — local dates and working days
+    included — so that PostgreSQL sums a period's measures without reading an audit event.
+    The transaction that records each transition of the request rewrites its rows.
+
+    `deadlines` holds only those that can count: met, ended after their deadline passed, or
+    still open (these count as late once their deadline is before the report's moment)."""
+
+    request: dict[str, Any]
+    visits: list[dict[str, Any]]
+    deadlines: list[dict[str, Any]]
+    extensions: list[dict[str, Any]]
+    assignments: list[dict[str, Any]]
+
+
+def request_rows(facts: RequestFacts, events: Iterable[AuditEvent], policy: Policy) -> RequestRows:
+    """The report tables' rows of one request, from its whole trail in the log's order."""
+    cal = working_calendar(policy.calendar)
+    t = _read_trail(facts, events, policy.for_kind(facts.kind), cal)
+    day = cal.local_date
+
+    def days(start: datetime, end: datetime) -> int:
+        return cal.working_days_between(day(start), day(end))
+
+    rid = facts.id
+    ending, ended_at = t.ending if t.ending is not None else (None, None)
+    received = t.received or facts.submitted_at
+    answers = {s.value for s in AdoptionStatus}
+    d = t.adoption
+    request = {
+        "request_id": rid,
+        "agency_code": facts.agency_code,
+        "kind": facts.kind.value,
+        "fields": list(facts.expertise_fields),
+        "received_at": received,
+        "received_on": day(received),
+        "delivered_at": t.delivered,
+        "delivered_on": day(t.delivered) if t.delivered else None,
+        "turnaround_days": days(received, t.delivered) if t.delivered else None,
+        "ending": ending,
+        "ended_at": ended_at,
+        "ended_on": day(ended_at) if ended_at else None,
+        "adoption_status": t.adoption_status if t.adoption_status in answers else None,
+        "adoption_due": d.due if d is not None else None,
+        "answered_late": bool(t.adoption_status in answers and d and d.met_at and d.met_at > d.due),
+    }
+    visits = [
+        {
+            "request_id": rid,
+            "stage": v.stage.value,
+            "left_at": v.left,
+            "left_on": day(v.left),
+            "left_by": v.left_by,
+            "days": days(v.entered, v.left),
+        }
+        for v in t.visits
+        if v.stage in STAGES and v.left is not None
+    ]
+    deadlines = []
+    for dl in t.deadlines:
+        if dl.met_at is not None or dl.ended_at is not None:
+            settled = dl.settled(dl.met_at or dl.ended_at)  # type: ignore[arg-type]
+            if settled is None:
+                continue  # ended before it was due: never counts
+            counted_at, on_time, is_settled = settled[0], settled[1], True
+        else:
+            counted_at, on_time, is_settled = dl.due, False, False
+        deadlines.append(
+            {
+                "request_id": rid,
+                "party": dl.party,
+                "deadline": dl.name,
+                "expert_code": dl.expert_code,
+                "due": dl.due,
+                "counted_at": counted_at,
+                "counted_on": day(counted_at),
+                "on_time": on_time,
+                "settled": is_settled,
+            }
+        )
+    extensions = [
+        {
+            "request_id": rid,
+            "party": x.party,
+            "deadline": x.name,
+            "at": x.at,
+            "on_day": day(x.at),
+            "days": days(x.moved_from, x.moved_to),
+        }
+        for x in t.extensions
+    ]
+    assignments = [
+        {
+            "request_id": rid,
+            "expert_code": a.expert_code,
+            "invited_at": a.invited_at,
+            "invited_on": day(a.invited_at),
+            "answer": a.answer,
+            "closed_at": a.closed_at,
+        }
+        for a in t.assignments.values()
+    ]
+    return RequestRows(request, visits, deadlines, extensions, assignments)
+
+
 # --- measures -----------------------------------------------------------------------------------
 
 
@@ -646,9 +756,9 @@ def build_report(
         ),
         time_in_stage=m.time_in_stage(trails),
         on_time=on_time,
-        on_time_by_party=_by_party(on_time),
+        on_time_by_party=by_party(on_time),
         experts=experts,
-        experts_total=_experts_total(experts),
+        experts_total=experts_total(experts),
         adoption=adoption["all"][""],
         adoption_by_agency=adoption["agency"],
         adoption_by_kind=adoption["kind"],
@@ -701,7 +811,7 @@ class _Measuring:
                     ("kind", f.kind.value),
                     ("agency", f.agency_code),
                     ("month", self.day(instant).strftime("%Y-%m")),
-                    *(("field", x) for x in f.expertise_fields if not shown or x in shown),
+                    *(("field", x) for x in f.expertise_fields if not shown or x.lower() in shown),
                 ]
                 for group, key in keys:
                     v = out[group][key]
@@ -816,7 +926,7 @@ class _Measuring:
         return out
 
 
-def _by_party(rows: list[OnTime]) -> dict[str, OnTime]:
+def by_party(rows: list[OnTime]) -> dict[str, OnTime]:
     totals = {p: OnTime(party=p, deadline="all") for p in PARTIES}
     for row in rows:
         total = totals[row.party]
@@ -825,7 +935,7 @@ def _by_party(rows: list[OnTime]) -> dict[str, OnTime]:
     return totals
 
 
-def _experts_total(rows: list[ExpertRow]) -> ExpertRow:
+def experts_total(rows: list[ExpertRow]) -> ExpertRow:
     total = ExpertRow(expert_code="all")
     for r in rows:
         for name in ExpertRow.model_fields:

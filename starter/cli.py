@@ -107,10 +107,10 @@ async def _client():
         raise RuntimeError(f"cannot reach Temporal ({err}); is the stack up (`make up`)?") from err
 
 
-async def _pool(settings: Settings, url: str | None = None):
+async def _pool(settings: Settings, url: str | None = None, max_size: int = 2):
     from db.pool import open_pool
 
-    return await open_pool(settings, max_size=2, url=url)
+    return await open_pool(settings, max_size=max_size, url=url)
 
 
 async def _signed_in(settings: Settings, role: str = "coordinator") -> Actor:
@@ -934,19 +934,28 @@ async def cmd_api(args, settings: Settings) -> None:
 
 
 async def cmd_migrate(args, settings: Settings) -> None:
+    from db import reports
     from db.migrate import migrate
 
     # Its advisory lock spans transactions: a session, never a pooler in transaction mode.
     pool = await _pool(settings, settings.resolve_session_database_url())
     async with pool.acquire() as conn:
         applied = await migrate(conn)
+        reported = await reports.rebuild(conn, settings.load_policy())
     await pool.close()
     print(f"applied: {', '.join(applied)}" if applied else "schema up to date")
+    if reported:
+        print(f"report tables: {reported} requests recorded before them now counted")
 
 
 async def cmd_demo(args, settings: Settings) -> None:
     from starter.demo import park_requests, run_demo
 
+    if args.history is not None:
+        await _demo_history(args, settings)
+        return
+    if args.seed is not None:
+        raise UsageError("--seed: only with --history (it chooses which past is generated)")
     client = await _client()
     pool = await _pool(settings)
     try:
@@ -956,6 +965,38 @@ async def cmd_demo(args, settings: Settings) -> None:
         await park_requests(client, pool, settings, out=print)
     finally:
         await pool.close()
+
+
+async def _demo_history(args, settings: Settings) -> None:
+    """The past of the span, recorded as the engine records (PostgreSQL only: no workflow
+    runs for a request that has ended)."""
+    from starter.history import generate_history, print_summary
+
+    pool = await _pool(settings, max_size=5)
+    try:
+        run = await generate_history(
+            pool, settings, span=args.history, seed_number=1 if args.seed is None else args.seed
+        )
+    finally:
+        await pool.close()
+    print_summary(run, settings)
+
+
+def history_span(value: str) -> str:
+    """argparse type of --history: refused with the rule, before anything is opened."""
+    from starter.history_plan import parse_span
+
+    try:
+        parse_span(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return value
+
+
+def history_seed(value: str) -> int:
+    if not value.isdigit() or int(value) > 999_999:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to 999999, not {value!r}")
+    return int(value)
 
 
 async def cmd_worker(args, settings: Settings) -> None:
@@ -1126,7 +1167,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=positive_int, default=8000)
     cmd("migrate", cmd_migrate, "apply database migrations")
-    cmd("demo", cmd_demo, "play a whole lifecycle against the running stack")
+    c = cmd("demo", cmd_demo, "play a whole lifecycle against the running stack")
+    c.add_argument(
+        "--history",
+        type=history_span,
+        metavar="SPAN",
+        help="instead: record the past of this span (2y, 18m) for the reports, "
+        "as the engine would have recorded it",
+    )
+    c.add_argument(
+        "--seed",
+        type=history_seed,
+        help="with --history: which past (the same seed, the same requests; default 1)",
+    )
     cmd("worker", cmd_worker, "run a worker")
     return p
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from db import reports
 from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
@@ -236,6 +237,8 @@ async def main() -> None:
         pool = await create_pool(db_url, max_size=2)
         async with pool.acquire() as conn:
             applied = await migrate(conn)
+            # Requests recorded before the report tables existed are counted in them too.
+            await reports.rebuild(conn, settings.load_policy())
 
         if os.environ.get("TEMPORAL_ADDRESS"):
             where_temporal = f"{os.environ['TEMPORAL_ADDRESS']} (external)"

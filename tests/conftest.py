@@ -68,9 +68,8 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-@pytest_asyncio.fixture(scope="session")
-async def database_url(pg_url: str) -> str:
-    """A fresh database for this session, migrated."""
+async def create_database(pg_url: str) -> str:
+    """A fresh database on the server, migrated: its URL."""
     admin = await asyncpg.connect(pg_url)
     name = f"advisory_test_{uuid.uuid4().hex[:8]}"
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -80,6 +79,12 @@ async def database_url(pg_url: str) -> str:
     await migrate(conn)
     await conn.close()
     return url
+
+
+@pytest_asyncio.fixture(scope="session")
+async def database_url(pg_url: str) -> str:
+    """A fresh database for this session, migrated."""
+    return await create_database(pg_url)
 
 
 @pytest_asyncio.fixture(scope="session")

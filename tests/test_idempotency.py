@@ -43,7 +43,7 @@ class FailAfterCommit:
 async def test_retry_after_commit_writes_nothing_twice(env, pool, settings, policy, registry):
     await registry.add(3)
     real = PersistenceActivities(
-        pool, settings.coordinator_email, store=document_store(settings, pool)
+        pool, settings.coordinator_email, store=document_store(settings, pool), policy=policy
     )
     flaky = FailAfterCommit(real, step="screened-0")
     acts = [a for a in activities_for(pool, settings) if a.__name__ != "record_transition"]
@@ -92,7 +92,7 @@ async def test_retry_after_commit_writes_nothing_twice(env, pool, settings, poli
         assert await conn.fetchval("SELECT stage FROM requests WHERE id = $1", rid) == "review"
 
 
-async def test_the_same_transition_twice_is_recorded_once(pool, settings, registry):
+async def test_the_same_transition_twice_is_recorded_once(pool, settings, policy, registry):
     """Directly: the activity called twice with one step is one audit row, one outbox row."""
     from datetime import UTC, datetime
 
@@ -113,7 +113,7 @@ async def test_the_same_transition_twice_is_recorded_once(pool, settings, regist
         notify=[Notice(recipient=Recipient(kind="agency"), event="request_received")],
     )
     acts = PersistenceActivities(
-        pool, settings.coordinator_email, store=document_store(settings, pool)
+        pool, settings.coordinator_email, store=document_store(settings, pool), policy=policy
     )
     first = await acts.record_transition(t)
     second = await acts.record_transition(t)

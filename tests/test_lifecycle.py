@@ -172,6 +172,23 @@ async def test_full_lifecycle_reaches_closed_with_rows(env, worker, policy, regi
             await conn.fetchval("SELECT status FROM adoption_answers WHERE request_id = $1", rid)
             == "partially_adopted"
         )
+        # The reports count it as its transitions wrote it, in their own transactions.
+        counted = await conn.fetchrow(
+            "SELECT delivered_at, adoption_status FROM report_requests WHERE request_id = $1",
+            rid,
+        )
+        assert counted["delivered_at"] is not None
+        assert counted["adoption_status"] == "partially_adopted"
+        answers = await conn.fetch(
+            "SELECT answer FROM report_assignments WHERE request_id = $1", rid
+        )
+        assert [a["answer"] for a in answers] == ["accepted"] * 3
+        opinions = await conn.fetchval(
+            "SELECT count(*) FROM report_deadlines WHERE request_id = $1"
+            " AND party = 'expert' AND deadline = 'review' AND settled",
+            rid,
+        )
+        assert opinions == 3
         events = await conn.fetch(
             "SELECT recipient_kind, event FROM outbox WHERE request_id = $1", rid
         )

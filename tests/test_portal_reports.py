@@ -68,7 +68,10 @@ async def record(pool, settings, trail: Trail, title: str) -> None:
     """Every event of `trail` through the persistence activity, the first with the request's
     intake (its row: agency, kind, fields), each keyed by its step as a workflow keys it."""
     acts = PersistenceActivities(
-        pool, settings.coordinator_email, store=document_store(settings, pool)
+        pool,
+        settings.coordinator_email,
+        store=document_store(settings, pool),
+        policy=settings.load_policy(),
     )
     facts = trail.facts
     submission = f.submission(
