@@ -457,10 +457,11 @@ def test_every_word_of_the_exports_is_in_both_catalogues():
 # --- `advisory report` --------------------------------------------------------------------------
 
 
-async def store(pool, trails: list[Trail], agency: str) -> None:
-    """The trails as the engine would have left them: request rows and their audit log, each
-    request renamed to be this test's own and sent by `agency`."""
-    async with pool.acquire() as conn:
+async def store(pool, trails: list[Trail], agency: str, policy) -> None:
+    """The trails as the engine would have left them: request rows, their audit log and
+    their report rows (written as the recording transaction writes them), each request
+    renamed to be this test's own and sent by `agency`."""
+    async with pool.acquire() as conn, conn.transaction():
         for t in trails:
             rid = f"{t.facts.id}-{agency}"
             f = t.facts
@@ -490,6 +491,7 @@ async def store(pool, trails: list[Trail], agency: str) -> None:
                     e.stage.value if e.stage else None,
                     e.details,
                 )
+            await db_reports.refresh(conn, rid, policy)
 
 
 def advisory_in(cwd: Path, *args: str, env_vars: dict[str, str]) -> subprocess.CompletedProcess:
@@ -516,11 +518,11 @@ async def run_in(cwd: Path, *args: str, env_vars: dict[str, str]):
 
 
 @pytest.fixture
-async def agency_year(pool):
+async def agency_year(pool, policy):
     """The hand-built year, sent by an agency of this test's own."""
     code = f"RPT{uuid.uuid4().hex[:6].upper()}"
     await register_agency(pool, code, name=f"Sở Khoa học và Công nghệ {code}")
-    await store(pool, year(), code)
+    await store(pool, year(), code, policy)
     return code
 
 
