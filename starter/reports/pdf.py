@@ -37,6 +37,7 @@ from activities.letterhead import (
     FAMILY,
     INDENT,
     LEFT,
+    TOP,
     WIDTH,
     centred,
     letterhead,
@@ -644,17 +645,21 @@ class _Report:
         pdf.set_y(pdf.get_y() + 5)
 
     def chart(self, svg: str, text: ChartText) -> None:
-        """A numbered figure: the chart across the text's width, its caption under it, both
-        on one page."""
+        """A numbered figure: the chart across the text's width (narrower, centred, when it
+        would be taller than a page: many agencies), its caption under it, both on one
+        page."""
         self.figures += 1
-        view = ElementTree.fromstring(svg).get("viewBox", "0 0 1 1").split()
-        height = WIDTH * float(view[3]) / float(view[2])
-        self.room(height + line_height(CAPTION) * 2 + 2)
         pdf = self.pdf
+        view = ElementTree.fromstring(svg).get("viewBox", "0 0 1 1").split()
+        tall = float(view[3]) / float(view[2])
+        caption_height = line_height(CAPTION) * 2 + 2
+        width = min(WIDTH, (pdf.h - TOP - BOTTOM - caption_height) / tall)
+        self.room(width * tall + caption_height)
         # The caption prints the title and the description is the image's alternative text:
         # fpdf2 has no use for <title> and <desc>, and would log a warning for each.
         drawn = UNNAMED.sub("", svg)
-        pdf.image(io.BytesIO(drawn.encode()), x=LEFT, w=WIDTH, alt_text=text.description)
+        x = LEFT + (WIDTH - width) / 2
+        pdf.image(io.BytesIO(drawn.encode()), x=x, w=width, alt_text=text.description)
         pdf.set_y(pdf.get_y() + 1)
         caption = self.w._("Figure %(n)s. %(title)s", n=self.figures, title=text.title)
         centred(pdf, LEFT, WIDTH, caption, "I", CAPTION)
