@@ -14,8 +14,8 @@ Timed, each `--repeat` times after three unmeasured runs: `db.reports.report` fo
 quarter, a month and the whole three years, without filters and with an agency (the biggest,
 a small one), a kind, a field, and an agency with a kind. The baseline, in the same process on
 the same data: the measures computed in Python over every audit event of the requests
-(`domain.reports.build_report`, which is how reports were read before the tables), once per
-period. Target: p99 < 1 s.
+(`domain.reports.build_report`, which is how reports were read before the tables), for the
+year, once. Target: p99 < 1 s.
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.reports [--requests 100000] [--repeat 20]
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import time
 from collections import defaultdict
@@ -62,9 +63,9 @@ class Template:
 async def templates(pool: asyncpg.Pool, settings: Settings) -> list[Template]:
     """A year of the demo's history, recorded through the engine's recording path, read back
     as trails."""
-    from starter.history import generate
+    from starter.history import generate_history
 
-    await generate(pool, settings, months=12, seed=17, out=lambda _: None)
+    await generate_history(pool, settings, span="1y", seed_number=17)
     async with pool.acquire() as conn:
         facts = {
             r["id"]: RequestFacts(**dict(r))
@@ -127,7 +128,15 @@ class Cloner:
                 actor = f"expert:{expert(actor[7:])}"
             last = e.at + shift
             audit.append(
-                (f"{rid}:{i}", rid, last, actor, e.action, e.stage and e.stage.value, details)
+                (
+                    f"{rid}:{i}",
+                    rid,
+                    last,
+                    actor,
+                    e.action,
+                    e.stage and e.stage.value,
+                    json.dumps(details, ensure_ascii=False),
+                )
             )
         requests.append(
             (
@@ -139,8 +148,8 @@ class Cloner:
                 f"Dự thảo đề án số {n}",
                 "Đề nghị Liên hiệp hội tư vấn, phản biện các nội dung của dự thảo.",
                 p.facts.expertise_fields,
-                [],
-                {"name": "Văn thư", "email": "vanthu@so.example.gov.vn"},
+                "[]",
+                '{"name": "Văn thư", "email": "vanthu@so.example.gov.vn"}',
                 "closed",
                 submitted,
                 last,
@@ -155,7 +164,7 @@ REQUEST_COLUMNS = [
 AUDIT_COLUMNS = ["idempotency_key", "request_id", "at", "actor", "action", "stage", "details"]
 
 
-async def build(pool: asyncpg.Pool, settings: Settings, n: int) -> tuple[int, float]:
+async def build(uri: str, pool: asyncpg.Pool, settings: Settings, n: int) -> tuple[int, float]:
     """The data set; returns the audit rows written and the seconds the report tables took."""
     patterns = await templates(pool, settings)
     print(f"templates: {len(patterns)} requests of the demo's history")
@@ -176,6 +185,9 @@ async def build(pool: asyncpg.Pool, settings: Settings, n: int) -> tuple[int, fl
                     load_limit=5,
                 ),
             )
+    # A plain connection: jsonb goes in as its text, as COPY reads it.
+    conn = await asyncpg.connect(uri)
+    try:
         events = 0
         started = time.perf_counter()
         for start in range(0, n, 5000):
@@ -186,10 +198,12 @@ async def build(pool: asyncpg.Pool, settings: Settings, n: int) -> tuple[int, fl
             await conn.copy_records_to_table("requests", records=requests, columns=REQUEST_COLUMNS)
             await conn.copy_records_to_table("audit_log", records=audit, columns=AUDIT_COLUMNS)
             events += len(audit)
-        print(
-            f"written: {n:,} requests, {events:,} audit rows"
-            f" in {time.perf_counter() - started:.0f} s"
-        )
+    finally:
+        await conn.close()
+    print(
+        f"written: {n:,} requests, {events:,} audit rows in {time.perf_counter() - started:.0f} s"
+    )
+    async with pool.acquire() as conn:
         started = time.perf_counter()
         built = await reports.rebuild(conn, settings.load_policy())
         took = time.perf_counter() - started
@@ -226,8 +240,8 @@ async def python_report(pool: asyncpg.Pool, period: ReportPeriod, policy: Policy
 async def main(n: int, repeat: int) -> None:
     settings = Settings()
     policy = settings.load_policy()
-    async with postgres("advisory-bench-reports-") as (_, pool):
-        await build(pool, settings, n)
+    async with postgres("advisory-bench-reports-") as (uri, pool):
+        await build(uri, pool, settings, n)
         this_year = date.today().year
         periods = [
             str(this_year),
@@ -269,11 +283,10 @@ async def main(n: int, repeat: int) -> None:
                 worst = max(worst, pct(times, 0.99))
                 print(f"{text:<24} {name:<24} {r.volumes.received:>8,}   {latency(times)}")
         print(f"\nworst p99: {worst * MS:.0f} ms (target < 1,000 ms)")
-        print("\nbaseline: build_report in Python over every audit event, once per period")
-        for text in periods:
-            started = time.perf_counter()
-            r = await python_report(pool, parse_period(text), policy)
-            print(f"{text:<24} {r.volumes.received:>8,}   {time.perf_counter() - started:6.1f} s")
+        print("\nbaseline: build_report in Python over every audit event, the year once")
+        started = time.perf_counter()
+        r = await python_report(pool, parse_period(periods[0]), policy)
+        print(f"{periods[0]:<24} {r.volumes.received:>8,}   {time.perf_counter() - started:6.1f} s")
 
 
 if __name__ == "__main__":
