@@ -44,11 +44,14 @@ from domain.reports import (
 )
 
 Conn = asyncpg.Connection | asyncpg.Pool
+# A year's percentiles and the experts' running load sort a few hundred thousand rows.
+REPORT_WORK_MEM = "64MB"
 
+# Every report table names its request's agency, kind and fields: one table per measure.
 _ADMITS = """
-    (cardinality($1::text[]) = 0 OR r.agency_code = ANY($1))
-    AND (cardinality($2::text[]) = 0 OR r.kind = ANY($2))
-    AND (cardinality($3::text[]) = 0 OR EXISTS (SELECT 1 FROM unnest(r.fields) f
+    (cardinality($1::text[]) = 0 OR agency_code = ANY($1))
+    AND (cardinality($2::text[]) = 0 OR kind = ANY($2))
+    AND (cardinality($3::text[]) = 0 OR EXISTS (SELECT 1 FROM unnest(fields) f
                                                  WHERE lower(f) = ANY($3)))
 """
 
@@ -71,6 +74,7 @@ async def choices(conn: Conn) -> tuple[dict[str, str], list[str]]:
 
 # --- keeping the tables current ------------------------------------------------------------------
 
+_WHOSE = ("request_id", "agency_code", "kind", "fields")
 _TABLES: dict[str, tuple[str, ...]] = {
     "report_requests": (
         "request_id",
@@ -89,9 +93,9 @@ _TABLES: dict[str, tuple[str, ...]] = {
         "adoption_due",
         "answered_late",
     ),
-    "report_visits": ("request_id", "stage", "left_at", "left_on", "left_by", "days"),
+    "report_visits": (*_WHOSE, "stage", "left_at", "left_on", "left_by", "days"),
     "report_deadlines": (
-        "request_id",
+        *_WHOSE,
         "party",
         "deadline",
         "expert_code",
@@ -101,9 +105,9 @@ _TABLES: dict[str, tuple[str, ...]] = {
         "on_time",
         "settled",
     ),
-    "report_extensions": ("request_id", "party", "deadline", "at", "on_day", "days"),
+    "report_extensions": (*_WHOSE, "party", "deadline", "at", "on_day", "days"),
     "report_assignments": (
-        "request_id",
+        *_WHOSE,
         "expert_code",
         "invited_at",
         "invited_on",
@@ -213,7 +217,18 @@ async def report(
     now; the rows are the log as it stands, so a moment before its last event reads later
     events as already known). A filter naming an agency or field nobody knows raises
     `ReportInputError`. `policy` is not read here: the rows were worked out with it."""
-    chosen = report_filter or ReportFilter()
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as one:
+            return await report(one, period, report_filter, policy=policy, as_of=as_of)
+    # One snapshot for every measure, and room to sort a year's rows in memory.
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
+        return await _report(conn, period, report_filter or ReportFilter(), as_of)
+
+
+async def _report(
+    conn: asyncpg.Connection, period: ReportPeriod, chosen: ReportFilter, as_of: datetime | None
+) -> Report:
     agencies, fields = await choices(conn)
     chosen.check_known(agencies, fields)
     as_of = as_of or datetime.now(UTC)
@@ -250,23 +265,34 @@ async def report(
     )
 
 
+_HAPPENED = f"""
+    SELECT 'received' AS measure, received_on AS day, kind, agency_code, fields
+        FROM report_requests WHERE {_ADMITS}
+        AND received_on BETWEEN $4 AND $5 AND received_at <= $6
+    UNION ALL
+    SELECT 'completed', delivered_on, kind, agency_code, fields FROM report_requests
+        WHERE {_ADMITS} AND delivered_on BETWEEN $4 AND $5 AND delivered_at <= $6
+    UNION ALL
+    SELECT ending, ended_on, kind, agency_code, fields FROM report_requests
+        WHERE {_ADMITS} AND ended_on BETWEEN $4 AND $5 AND ended_at <= $6
+"""
+
+
 async def _volumes(conn: Conn, args: tuple, period: ReportPeriod) -> dict[str, dict[str, Volumes]]:
-    rows = await conn.fetch(
+    counted = await conn.fetch(
         f"""
-        WITH fr AS (SELECT * FROM report_requests r WHERE {_ADMITS}),
-        happened AS (
-            SELECT 'received' AS measure, received_on AS day, kind, agency_code, fields FROM fr
-                WHERE received_on BETWEEN $4 AND $5 AND received_at <= $6
-            UNION ALL
-            SELECT 'completed', delivered_on, kind, agency_code, fields FROM fr
-                WHERE delivered_on BETWEEN $4 AND $5 AND delivered_at <= $6
-            UNION ALL
-            SELECT ending, ended_on, kind, agency_code, fields FROM fr
-                WHERE ended_on BETWEEN $4 AND $5 AND ended_at <= $6
-        )
-        SELECT measure, kind, agency_code, to_char(day, 'YYYY-MM') AS month, fields,
-            count(*) AS n
-        FROM happened GROUP BY 1, 2, 3, 4, 5
+        SELECT measure, kind, agency_code, to_char(day, 'YYYY-MM') AS month, count(*) AS n
+        FROM ({_HAPPENED}) h GROUP BY 1, 2, 3, 4
+        """,
+        *args,
+    )
+    # A request counts under each of its fields (of the filter's, when it names fields).
+    by_field = await conn.fetch(
+        f"""
+        SELECT measure, f AS field, count(*) AS n
+        FROM ({_HAPPENED}) h, unnest(h.fields) f
+        WHERE cardinality($3::text[]) = 0 OR lower(f) = ANY($3)
+        GROUP BY 1, 2
         """,
         *args,
     )
@@ -277,18 +303,18 @@ async def _volumes(conn: Conn, args: tuple, period: ReportPeriod) -> dict[str, d
         "field": defaultdict(Volumes),
         "month": {m: Volumes() for m in period.months()},
     }
-    shown = set(args[2])
-    for r in rows:
-        keys = [
+    for r in counted:
+        for group, key in (
             ("all", ""),
             ("kind", r["kind"]),
             ("agency", r["agency_code"]),
             ("month", r["month"]),
-            *(("field", f) for f in r["fields"] if not shown or f.lower() in shown),
-        ]
-        for group, key in keys:
+        ):
             v = out[group][key]
             setattr(v, r["measure"], getattr(v, r["measure"]) + r["n"])
+    for r in by_field:
+        v = out["field"][r["field"]]
+        setattr(v, r["measure"], getattr(v, r["measure"]) + r["n"])
     out["agency"] = dict(sorted(out["agency"].items()))
     out["field"] = dict(sorted(out["field"].items()))
     return out
@@ -319,7 +345,7 @@ async def _time_in_stage(conn: Conn, args: tuple) -> dict[str, StageTime]:
         f"""
         SELECT v.stage, {_SPREAD.format("v.days")},
             count(*) FILTER (WHERE v.left_by = 'withdrawn') AS withdrawn
-        FROM report_visits v JOIN report_requests r USING (request_id)
+        FROM report_visits v
         WHERE {_ADMITS} AND v.left_on BETWEEN $4 AND $5 AND v.left_at <= $6
         GROUP BY v.stage
         """,
@@ -342,7 +368,7 @@ async def _on_time(conn: Conn, args: tuple) -> tuple[list[OnTime], dict[str, lis
         SELECT d.party, d.deadline, d.expert_code,
             count(*) FILTER (WHERE d.on_time) AS on_time,
             count(*) FILTER (WHERE NOT d.on_time) AS late
-        FROM report_deadlines d JOIN report_requests r USING (request_id)
+        FROM report_deadlines d
         WHERE {_ADMITS} AND d.counted_on BETWEEN $4 AND $5 AND d.counted_at <= $6
             AND (d.settled OR d.due < $6)
         GROUP BY 1, 2, 3
@@ -352,7 +378,7 @@ async def _on_time(conn: Conn, args: tuple) -> tuple[list[OnTime], dict[str, lis
     extended = await conn.fetch(
         f"""
         SELECT x.party, x.deadline, count(*) AS n, sum(x.days) AS days
-        FROM report_extensions x JOIN report_requests r USING (request_id)
+        FROM report_extensions x
         WHERE {_ADMITS} AND x.on_day BETWEEN $4 AND $5 AND x.at <= $6
         GROUP BY 1, 2
         """,
@@ -379,7 +405,7 @@ async def _experts(
     answers = await conn.fetch(
         f"""
         SELECT a.expert_code, coalesce(a.answer, 'unanswered') AS answer, count(*) AS n
-        FROM report_assignments a JOIN report_requests r USING (request_id)
+        FROM report_assignments a
         WHERE {_ADMITS} AND a.invited_on BETWEEN $4 AND $5 AND a.invited_at <= $6
         GROUP BY 1, 2
         """,
@@ -424,43 +450,39 @@ async def _load(
         return {}
     rows = await conn.fetch(
         f"""
-        WITH w AS (
-            SELECT * FROM unnest($7::text[], $8::timestamptz[], $9::timestamptz[])
-                AS w(month, s, e)
-        ),
-        spans AS (
+        WITH spans AS (
             SELECT a.expert_code, a.invited_at AS o, a.closed_at AS c
-            FROM report_assignments a JOIN report_requests r USING (request_id)
-            WHERE {_ADMITS} AND a.invited_at < $10 AND (a.closed_at IS NULL OR a.closed_at > $11)
-                AND $4::date <= $5::date AND a.invited_at <= $6
+            FROM report_assignments a
+            WHERE {_ADMITS} AND a.invited_at < $9 AND a.invited_at <= $6
+                AND (a.closed_at IS NULL OR a.closed_at > ($7::timestamptz[])[1])
+                AND $4::date <= $5::date
         ),
         moments AS (
             -- at one instant: closings first, then openings, then the month's first instant
             SELECT expert_code, o AS t, 1 AS k, 1 AS delta FROM spans
-            UNION ALL SELECT expert_code, c, 0, -1 FROM spans WHERE c IS NOT NULL AND c < $10
-            UNION ALL SELECT x.expert_code, w.s, 2, 0
-                FROM (SELECT DISTINCT expert_code FROM spans) x CROSS JOIN w
+            UNION ALL SELECT expert_code, c, 0, -1 FROM spans WHERE c IS NOT NULL AND c < $9
+            UNION ALL SELECT x.expert_code, s, 2, 0
+                FROM (SELECT DISTINCT expert_code FROM spans) x, unnest($7::timestamptz[]) s
         ),
         counted AS (
-            SELECT expert_code, t, k, sum(delta) OVER (
-                PARTITION BY expert_code ORDER BY t, k ROWS UNBOUNDED PRECEDING) AS n
+            SELECT expert_code, t, k, width_bucket(t, $7::timestamptz[]) AS month,
+                sum(delta) OVER (
+                    PARTITION BY expert_code ORDER BY t, k ROWS UNBOUNDED PRECEDING) AS n
             FROM moments
         )
-        SELECT c.expert_code, w.month, max(c.n) AS peak
-        FROM counted c JOIN w ON w.month = to_char(c.t AT TIME ZONE 'Asia/Ho_Chi_Minh', 'YYYY-MM')
-        WHERE c.t >= w.s AND c.t < w.e AND (c.k = 2 OR (c.k = 1 AND c.t > w.s))
+        SELECT expert_code, month, max(n) AS peak FROM counted
+        WHERE month > 0 AND t < ($8::timestamptz[])[month]
+            AND (k = 2 OR (k = 1 AND t > ($7::timestamptz[])[month]))
         GROUP BY 1, 2
         """,
         *args,
-        [w[0] for w in windows],
         [w[1] for w in windows],
         [w[2] for w in windows],
         max(w[2] for w in windows),
-        min(w[1] for w in windows),
     )
     out: dict[str, dict[str, int]] = defaultdict(dict)
     for r in rows:
-        out[r["expert_code"]][r["month"]] = r["peak"]
+        out[r["expert_code"]][windows[r["month"] - 1][0]] = r["peak"]
     return out
 
 

@@ -615,15 +615,19 @@ def request_rows(facts: RequestFacts, events: Iterable[AuditEvent], policy: Poli
         return cal.working_days_between(day(start), day(end))
 
     rid = facts.id
+    # Every row names its request's agency, kind and fields: a filtered report needs no join.
+    whose = {
+        "request_id": rid,
+        "agency_code": facts.agency_code,
+        "kind": facts.kind.value,
+        "fields": list(facts.expertise_fields),
+    }
     ending, ended_at = t.ending if t.ending is not None else (None, None)
     received = t.received or facts.submitted_at
     answers = {s.value for s in AdoptionStatus}
     d = t.adoption
     request = {
-        "request_id": rid,
-        "agency_code": facts.agency_code,
-        "kind": facts.kind.value,
-        "fields": list(facts.expertise_fields),
+        **whose,
         "received_at": received,
         "received_on": day(received),
         "delivered_at": t.delivered,
@@ -638,7 +642,7 @@ def request_rows(facts: RequestFacts, events: Iterable[AuditEvent], policy: Poli
     }
     visits = [
         {
-            "request_id": rid,
+            **whose,
             "stage": v.stage.value,
             "left_at": v.left,
             "left_on": day(v.left),
@@ -659,7 +663,7 @@ def request_rows(facts: RequestFacts, events: Iterable[AuditEvent], policy: Poli
             counted_at, on_time, is_settled = dl.due, False, False
         deadlines.append(
             {
-                "request_id": rid,
+                **whose,
                 "party": dl.party,
                 "deadline": dl.name,
                 "expert_code": dl.expert_code,
@@ -672,7 +676,7 @@ def request_rows(facts: RequestFacts, events: Iterable[AuditEvent], policy: Poli
         )
     extensions = [
         {
-            "request_id": rid,
+            **whose,
             "party": x.party,
             "deadline": x.name,
             "at": x.at,
@@ -683,7 +687,7 @@ def request_rows(facts: RequestFacts, events: Iterable[AuditEvent], policy: Poli
     ]
     assignments = [
         {
-            "request_id": rid,
+            **whose,
             "expert_code": a.expert_code,
             "invited_at": a.invited_at,
             "invited_on": day(a.invited_at),

@@ -3,6 +3,8 @@
 -- percentiles over indexed rows rather than a reading of every audit event. The transaction
 -- that records a transition rewrites its request's rows (db.reports.refresh); rows are never
 -- the record, only a reading of it, and `advisory migrate` rebuilds any that are missing.
+-- Every table carries the request's agency, kind and fields, so that a filtered report reads
+-- one table per measure, without a join.
 
 CREATE TABLE report_requests (
     request_id       text PRIMARY KEY REFERENCES requests (id),
@@ -29,6 +31,9 @@ CREATE INDEX report_requests_ended_idx ON report_requests (ended_on) WHERE ended
 -- A stage the request left: how long it stayed, and how it left.
 CREATE TABLE report_visits (
     request_id  text NOT NULL REFERENCES report_requests ON DELETE CASCADE,
+    agency_code text NOT NULL,
+    kind        text NOT NULL,
+    fields      text[] NOT NULL,
     stage       text NOT NULL,
     left_at     timestamptz NOT NULL,
     left_on     date NOT NULL,
@@ -41,6 +46,9 @@ CREATE INDEX report_visits_request_idx ON report_visits (request_id);
 -- A party's deadline that counts (or will, once due): on time or late, on which day.
 CREATE TABLE report_deadlines (
     request_id   text NOT NULL REFERENCES report_requests ON DELETE CASCADE,
+    agency_code text NOT NULL,
+    kind        text NOT NULL,
+    fields      text[] NOT NULL,
     party        text NOT NULL,
     deadline     text NOT NULL,
     expert_code  text,
@@ -55,6 +63,9 @@ CREATE INDEX report_deadlines_request_idx ON report_deadlines (request_id);
 
 CREATE TABLE report_extensions (
     request_id  text NOT NULL REFERENCES report_requests ON DELETE CASCADE,
+    agency_code text NOT NULL,
+    kind        text NOT NULL,
+    fields      text[] NOT NULL,
     party       text NOT NULL,
     deadline    text NOT NULL,
     at          timestamptz NOT NULL,
@@ -67,6 +78,9 @@ CREATE INDEX report_extensions_request_idx ON report_extensions (request_id);
 -- An expert's invitation and how it was answered; open from `invited_at` to `closed_at`.
 CREATE TABLE report_assignments (
     request_id   text NOT NULL REFERENCES report_requests ON DELETE CASCADE,
+    agency_code text NOT NULL,
+    kind        text NOT NULL,
+    fields      text[] NOT NULL,
     expert_code  text NOT NULL,
     invited_at   timestamptz NOT NULL,
     invited_on   date NOT NULL,
