@@ -14,7 +14,9 @@ give the same report.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -46,13 +48,14 @@ from domain.reports import (
 Conn = asyncpg.Connection | asyncpg.Pool
 # A year's percentiles and the experts' running load sort a few hundred thousand rows.
 REPORT_WORK_MEM = "64MB"
+SPARE_WAIT = 0.05  # seconds a report waits for a second connection before making do with one
 
-# Every report table names its request's agency, kind and fields: one table per measure.
+# Every report table names its request's agency, kind and (folded) fields: one table per
+# measure.
 _ADMITS = """
     (cardinality($1::text[]) = 0 OR agency_code = ANY($1))
     AND (cardinality($2::text[]) = 0 OR kind = ANY($2))
-    AND (cardinality($3::text[]) = 0 OR EXISTS (SELECT 1 FROM unnest(fields) f
-                                                 WHERE lower(f) = ANY($3)))
+    AND (cardinality($3::text[]) = 0 OR fields && $3)
 """
 
 
@@ -206,7 +209,7 @@ async def rebuild(conn: asyncpg.Connection, policy: Policy, *, batch: int = 2000
 
 
 async def report(
-    conn: Conn,
+    db: Conn,
     period: ReportPeriod,
     report_filter: ReportFilter | None = None,
     *,
@@ -216,22 +219,69 @@ async def report(
     """The report of `period` over the requests `report_filter` admits, at `as_of` (default:
     now; the rows are the log as it stands, so a moment before its last event reads later
     events as already known). A filter naming an agency or field nobody knows raises
-    `ReportInputError`. `policy` is not read here: the rows were worked out with it."""
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as one:
-            return await report(one, period, report_filter, policy=policy, as_of=as_of)
-    # One snapshot for every measure, and room to sort a year's rows in memory.
+    `ReportInputError`. `policy` is not read here: the rows were worked out with it.
+
+    Given a pool, the experts' load (the costliest measure) is counted on a second connection
+    while the others are, both reading one snapshot."""
+    chosen = report_filter or ReportFilter()
+    when = as_of or datetime.now(UTC)
+    if not isinstance(db, asyncpg.Pool):
+        async with _reading(db):
+            return await _report([db], period, chosen, when)
+    async with db.acquire() as first:
+        try:
+            # Only a connection to spare: a report never waits for a second one while holding
+            # its first (reports at once would each hold one and wait for another).
+            second = await db.acquire(timeout=SPARE_WAIT)
+        except TimeoutError:
+            async with _reading(first):
+                return await _report([first], period, chosen, when)
+        try:
+            async with _reading(first) as snapshot, _reading(second, snapshot):
+                return await _report([first, second], period, chosen, when)
+        finally:
+            await db.release(second)
+
+
+@asynccontextmanager
+async def _reading(conn: asyncpg.Connection, snapshot: str | None = None):
+    """A read-only transaction that sees one snapshot (another connection's, when given: it
+    must be the transaction's first statement), with room to sort a year's rows in memory,
+    each query planned for the values given (a filter not set folds away, a month's range is
+    planned as a month; a generic plan, cached after five runs, knows neither)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        if snapshot is not None:
+            await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         await conn.execute(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'")
-        return await _report(conn, period, report_filter or ReportFilter(), as_of)
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        yield await conn.fetchval("SELECT pg_export_snapshot()") if snapshot is None else None
+
+
+async def _check(conn: asyncpg.Connection, chosen: ReportFilter) -> None:
+    """Refuses a filter naming an agency or a field nobody knows (`ReportFilter.check_known`),
+    reading only what it names."""
+    agencies = await conn.fetch(
+        "SELECT code FROM agencies WHERE code = ANY($1::text[])", list(chosen.agencies)
+    )
+    fields: list[str] = []
+    if chosen.fields:
+        fields = await conn.fetchval(
+            """
+            SELECT coalesce(array_agg(f), '{}') FROM unnest($1::text[]) f
+            WHERE EXISTS (SELECT 1 FROM experts, jsonb_object_keys(expertise) k
+                          WHERE lower(k) = f)
+               OR EXISTS (SELECT 1 FROM report_requests WHERE fields @> ARRAY[f])
+            """,
+            sorted(chosen.folded_fields),
+        )
+    chosen.check_known([a["code"] for a in agencies], fields)
 
 
 async def _report(
-    conn: asyncpg.Connection, period: ReportPeriod, chosen: ReportFilter, as_of: datetime | None
+    conns: list[asyncpg.Connection], period: ReportPeriod, chosen: ReportFilter, as_of: datetime
 ) -> Report:
-    agencies, fields = await choices(conn)
-    chosen.check_known(agencies, fields)
-    as_of = as_of or datetime.now(UTC)
+    main, side = conns[0], conns[-1]
+    await _check(main, chosen)
     args = (
         sorted(chosen.agencies),
         sorted(k.value for k in chosen.kinds),
@@ -240,10 +290,27 @@ async def _report(
         period.end,
         as_of,
     )
-    volumes = await _volumes(conn, args, period)
-    on_time, opinions = await _on_time(conn, args)
-    experts = await _experts(conn, args, period, opinions)
-    adoption = await _adoption(conn, args)
+    months = period.months()
+
+    async def load() -> dict[str, dict[str, int]]:
+        return await _load(side, args, period, months)
+
+    async def the_rest() -> tuple:
+        return (
+            await _volumes(main, args, period),
+            await _turnaround(main, args),
+            await _time_in_stage(main, args),
+            await _on_time(main, args),
+            await _invitations(main, args),
+            await _adoption(main, args),
+        )
+
+    if side is main:
+        peaks, rest = await load(), await the_rest()
+    else:
+        peaks, rest = await asyncio.gather(load(), the_rest())
+    volumes, turnaround, stages, (on_time, opinions), invitations, adoption = rest
+    experts = _experts(invitations, opinions, peaks, months)
     return Report(
         period=period,
         filter=chosen,
@@ -253,8 +320,8 @@ async def _report(
         by_agency=volumes["agency"],
         by_field=volumes["field"],
         per_month=volumes["month"],
-        turnaround=await _turnaround(conn, args),
-        time_in_stage=await _time_in_stage(conn, args),
+        turnaround=turnaround,
+        time_in_stage=stages,
         on_time=on_time,
         on_time_by_party=by_party(on_time),
         experts=experts,
@@ -291,7 +358,7 @@ async def _volumes(conn: Conn, args: tuple, period: ReportPeriod) -> dict[str, d
         f"""
         SELECT measure, f AS field, count(*) AS n
         FROM ({_HAPPENED}) h, unnest(h.fields) f
-        WHERE cardinality($3::text[]) = 0 OR lower(f) = ANY($3)
+        WHERE cardinality($3::text[]) = 0 OR f = ANY($3)
         GROUP BY 1, 2
         """,
         *args,
@@ -399,10 +466,9 @@ async def _on_time(conn: Conn, args: tuple) -> tuple[list[OnTime], dict[str, lis
     return list(rows.values()), opinions
 
 
-async def _experts(
-    conn: Conn, args: tuple, period: ReportPeriod, opinions: dict[str, list[bool]]
-) -> list[ExpertRow]:
-    answers = await conn.fetch(
+async def _invitations(conn: Conn, args: tuple) -> list[asyncpg.Record]:
+    """Invitations sent in the period, per expert and answer."""
+    return await conn.fetch(
         f"""
         SELECT a.expert_code, coalesce(a.answer, 'unanswered') AS answer, count(*) AS n
         FROM report_assignments a
@@ -411,8 +477,16 @@ async def _experts(
         """,
         *args,
     )
+
+
+def _experts(
+    invitations: list[asyncpg.Record],
+    opinions: dict[str, list[bool]],
+    peaks: dict[str, dict[str, int]],
+    months: list[str],
+) -> list[ExpertRow]:
     rows: dict[str, ExpertRow] = {}
-    for a in answers:
+    for a in invitations:
         r = rows.setdefault(a["expert_code"], ExpertRow(expert_code=a["expert_code"]))
         r.invited += a["n"]
         setattr(r, a["answer"], getattr(r, a["answer"]) + a["n"])
@@ -420,8 +494,6 @@ async def _experts(
         r = rows.setdefault(code, ExpertRow(expert_code=code))
         r.opinions_on_time += sum(kept)
         r.opinions_late += len(kept) - sum(kept)
-    months = period.months()
-    peaks = await _load(conn, args, period, months)
     for code in sorted(set(peaks) | set(rows)):
         load = {m: peaks.get(code, {}).get(m, 0) for m in months}
         if code in rows or any(load.values()):

@@ -161,6 +161,11 @@ def _month_end(y: int, m: int) -> date:
 # --- filters ------------------------------------------------------------------------------------
 
 
+def folded(fields: Iterable[str]) -> list[str]:
+    """Expertise fields as reports name and match them: lower-cased, each once, in order."""
+    return list(dict.fromkeys(f.lower() for f in fields))
+
+
 class ReportFilter(BaseModel):
     """Which requests count, for every measure. Within one dimension any value matches (agency
     A or B); across dimensions all must (agency A and kind critique). Empty: no restriction."""
@@ -176,13 +181,13 @@ class ReportFilter(BaseModel):
             (not self.agencies or r.agency_code in self.agencies)
             and (not self.kinds or r.kind in self.kinds)
             and (
-                not self.fields or any(f.lower() in self.folded_fields for f in r.expertise_fields)
+                not self.fields or any(f in self.folded_fields for f in folded(r.expertise_fields))
             )
         )
 
     @property
     def folded_fields(self) -> frozenset[str]:
-        return frozenset(f.lower() for f in self.fields)
+        return frozenset(folded(self.fields))
 
     def check_known(self, agencies: Iterable[str], fields: Iterable[str]) -> None:
         """Refuses a filter naming an agency or a field the registries do not know, rather
@@ -620,7 +625,7 @@ def request_rows(facts: RequestFacts, events: Iterable[AuditEvent], policy: Poli
         "request_id": rid,
         "agency_code": facts.agency_code,
         "kind": facts.kind.value,
-        "fields": list(facts.expertise_fields),
+        "fields": folded(facts.expertise_fields),
     }
     ending, ended_at = t.ending if t.ending is not None else (None, None)
     received = t.received or facts.submitted_at
@@ -815,7 +820,7 @@ class _Measuring:
                     ("kind", f.kind.value),
                     ("agency", f.agency_code),
                     ("month", self.day(instant).strftime("%Y-%m")),
-                    *(("field", x) for x in f.expertise_fields if not shown or x.lower() in shown),
+                    *(("field", x) for x in folded(f.expertise_fields) if not shown or x in shown),
                 ]
                 for group, key in keys:
                     v = out[group][key]

@@ -824,11 +824,11 @@ async def cmd_report(args, settings: Settings) -> None:
     policy = settings.load_policy()
     pool = await _pool(settings)
     try:
+        try:
+            report = await db_reports.report(pool, period, chosen, policy=policy)
+        except ReportInputError as err:
+            raise refused(err) from err
         async with pool.acquire() as conn:
-            try:
-                report = await db_reports.report(conn, period, chosen, policy=policy)
-            except ReportInputError as err:
-                raise refused(err) from err
             agencies, _ = await db_reports.choices(conn)
             experts = await q.expert_names(conn, [e.expert_code for e in report.experts])
             names = exports.Names(agencies=agencies, experts=experts)

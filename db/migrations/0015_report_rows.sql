@@ -3,8 +3,8 @@
 -- percentiles over indexed rows rather than a reading of every audit event. The transaction
 -- that records a transition rewrites its request's rows (db.reports.refresh); rows are never
 -- the record, only a reading of it, and `advisory migrate` rebuilds any that are missing.
--- Every table carries the request's agency, kind and fields, so that a filtered report reads
--- one table per measure, without a join.
+-- Every table carries the request's agency, kind and fields (lower-cased, as filters match
+-- them), so that a filtered report reads one table per measure, without a join.
 
 CREATE TABLE report_requests (
     request_id       text PRIMARY KEY REFERENCES requests (id),
@@ -27,6 +27,7 @@ CREATE INDEX report_requests_received_idx ON report_requests (received_on);
 CREATE INDEX report_requests_delivered_idx ON report_requests (delivered_on)
     WHERE delivered_on IS NOT NULL;
 CREATE INDEX report_requests_ended_idx ON report_requests (ended_on) WHERE ended_on IS NOT NULL;
+CREATE INDEX report_requests_fields_idx ON report_requests USING gin (fields);
 
 -- A stage the request left: how long it stayed, and how it left.
 CREATE TABLE report_visits (

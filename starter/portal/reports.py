@@ -396,16 +396,18 @@ async def reports(me: SignedIn = staff) -> Response:
     report, experts = None, {}
     async with state.pool.acquire() as conn:
         agencies, fields = await db_reports.choices(conn)
-        options = _options(me, agencies, fields)
-        check_filters(me, form, options)
-        if period is not None and form.ok:
-            try:
-                report = await db_reports.report(conn, period, _filter(form), policy=state.policy)
-            except ReportInputError as refused:
-                # Known a moment ago, gone now (an agency removed meanwhile): beside its filter.
-                name = REFUSED_FILTER.get(refused.field, "agency")
-                form.error(name, me.gettext(FILTER_REFUSALS[name], value=form.value(name)))
-            else:
+    options = _options(me, agencies, fields)
+    check_filters(me, form, options)
+    if period is not None and form.ok:
+        try:
+            # The report takes connections of its own from the pool.
+            report = await db_reports.report(state.pool, period, _filter(form), policy=state.policy)
+        except ReportInputError as refused:
+            # Known a moment ago, gone now (an agency removed meanwhile): beside its filter.
+            name = REFUSED_FILTER.get(refused.field, "agency")
+            form.error(name, me.gettext(FILTER_REFUSALS[name], value=form.value(name)))
+        else:
+            async with state.pool.acquire() as conn:
                 experts = await q.expert_names(conn, [e.expert_code for e in report.experts])
     context: dict[str, Any] = {
         "options": options,
