@@ -537,14 +537,16 @@ async def _load(
                 FROM (SELECT DISTINCT expert_code FROM spans) x, unnest($7::timestamptz[]) s
         ),
         counted AS (
-            SELECT expert_code, t, k, width_bucket(t, $7::timestamptz[]) AS month,
-                sum(delta) OVER (
-                    PARTITION BY expert_code ORDER BY t, k ROWS UNBOUNDED PRECEDING) AS n
+            SELECT expert_code, t, k, sum(delta) OVER (
+                PARTITION BY expert_code COLLATE "C" ORDER BY t, k ROWS UNBOUNDED PRECEDING) AS n
             FROM moments
+        ),
+        placed AS (
+            SELECT expert_code, t, k, n, width_bucket(t, $7::timestamptz[]) AS month
+            FROM counted WHERE k > 0 AND t >= ($7::timestamptz[])[1]
         )
-        SELECT expert_code, month, max(n) AS peak FROM counted
-        WHERE month > 0 AND t < ($8::timestamptz[])[month]
-            AND (k = 2 OR (k = 1 AND t > ($7::timestamptz[])[month]))
+        SELECT expert_code, month, max(n) AS peak FROM placed
+        WHERE t < ($8::timestamptz[])[month] AND (k = 2 OR t > ($7::timestamptz[])[month])
         GROUP BY 1, 2
         """,
         *args,
