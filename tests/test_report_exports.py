@@ -644,3 +644,19 @@ async def test_the_cli_refuses_a_bad_period_or_an_unknown_agency_and_writes_noth
     )
     assert out.returncode == 2 and out.stderr.startswith("advisory: --output:")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_counts_in_the_pdf_are_written_as_their_reader_writes_them():
+    """43.970 in Vietnamese sentences, 43,970 in English; a year stays a year."""
+    from starter.reports.words import Words
+
+    vi, en = Words("vi"), Words("en")
+    sentence = (
+        "Deadlines were extended %(n)s time, by %(days)s working days in all.",
+        "Deadlines were extended %(n)s times, by %(days)s working days in all.",
+    )
+    assert "43.970" in vi.ngettext(*sentence, 43970, days=1234)
+    assert "1.234" in vi.ngettext(*sentence, 43970, days=1234)
+    assert "43,970" in en.ngettext(*sentence, 43970, days=1234)
+    assert vi.period(parse_period("2026")).endswith("2026")
+    assert "2026" in vi.period(parse_period("2026-Q3"))

@@ -641,6 +641,8 @@ class _Report:
                 row = table.row()
                 style = bold if i >= len(rows) - totals else None
                 for value in values:
+                    if isinstance(value, int) and not isinstance(value, bool):
+                        value = self.w.number(value)  # 43.970, as the reader writes it
                     row.cell(nfc(str(value)), style=style)
         pdf.set_y(pdf.get_y() + 5)
 

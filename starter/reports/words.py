@@ -134,10 +134,18 @@ class Words:
 
     def _(self, message: str, **values: object) -> str:
         text = self._t.gettext(message)
-        return text % values if values else text
+        return text % self._counts(values) if values else text
 
     def ngettext(self, singular: str, plural: str, n: int, **values: object) -> str:
-        return self._t.ngettext(singular, plural, n) % {"n": n, **values}
+        return self._t.ngettext(singular, plural, n) % self._counts({"n": n, **values})
+
+    def _counts(self, values: dict[str, object]) -> dict[str, object]:
+        """Counts in a sentence as the reader writes them (43.970 in Vietnamese); a year or
+        a quarter is passed as text, and stays as it is."""
+        return {
+            k: self.number(v) if isinstance(v, int) and not isinstance(v, bool) else v
+            for k, v in values.items()
+        }
 
     # --- names ---
 
@@ -169,10 +177,10 @@ class Words:
         ..." would not follow "Trong")."""
         start, end, label = period.start, period.end, period.label
         if len(label) == 4:
-            return self._("the year %(year)s", year=start.year)
+            return self._("the year %(year)s", year=str(start.year))
         if "-Q" in label:
             quarter = QUARTERS[(start.month - 1) // 3]
-            return self._("quarter %(q)s of %(year)s", q=quarter, year=start.year)
+            return self._("quarter %(q)s of %(year)s", q=str(quarter), year=str(start.year))
         if ".." not in label:
             month = f"{start.month}/{start.year}"
             return self._("month %(month)s", month=month)
