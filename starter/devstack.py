@@ -334,6 +334,9 @@ async def main() -> None:
             f"http://{settings.sdk_metrics_address}/metrics (Temporal SDK)\n"
             f"  policy          {settings.policy_file}\n"
             "\nIn another terminal:  .venv/bin/advisory demo     (then: advisory list, show ...)\n"
+            "                      .venv/bin/advisory demo --history 2y   (two years of past\n"
+            "                      requests for the reports:"
+            f" {env['ADVISORY_PORTAL_URL'].rstrip('/')}/portal/reports)\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )
