@@ -11,6 +11,8 @@ figures filters by this test's agency or field."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +20,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 
 import httpx
+import openpyxl
+import pypdf
 
 from activities.persistence import PersistenceActivities
 from domain.calendar import VN_TZ
@@ -370,6 +374,66 @@ async def test_operators_read_the_reports_and_agencies_and_experts_may_not(env, 
             assert refused.status_code == 403
             assert "Bạn không có quyền truy cập trang này" in text_of(refused.text)
             assert "<svg" not in refused.text
+
+
+# --- taking the report away ----------------------------------------------------------------------
+
+
+async def test_the_office_takes_the_report_it_reads_as_csv_xlsx_and_a_signed_pdf(
+    env, pool, mail, settings, registry
+):
+    ours = await a_year(pool, settings, registry)
+    coordinator = await new_coordinator(pool)
+    async with reports_portal(env, pool, mail) as browser:
+        http = await browser(coordinator.email)
+        query = {"by": "year", "year": "2026", "agency": ours["a"]}
+        page = await report_page(http, **query)
+        links = re.findall(r'href="(/portal/reports/download\?[^"]+)"', page.text)
+        assert [re.search(r"format=(\w+)", u)[1] for u in links] == ["csv", "xlsx", "pdf"]
+        assert all(f"agency={ours['a']}" in u for u in links)
+        got = {}
+        for link in links:
+            r = await http.get(link.replace("&amp;", "&"))
+            assert r.status_code == 200
+            assert "attachment" in r.headers["content-disposition"]
+            got[re.search(r"format=(\w+)", link)[1]] = r
+        assert 'filename="bao-cao-2026.csv"' in got["csv"].headers["content-disposition"]
+
+        # The CSV: the same figures as the page (two received, one concluded, one declined).
+        lines = list(csv.reader(io.StringIO(got["csv"].content.decode("utf-8-sig"))))
+        received = [x for x in lines if x[1:5] == ["Hồ sơ", "Tất cả", "", "Tiếp nhận"]]
+        declined = [x for x in lines if x[1:5] == ["Hồ sơ", "Tất cả", "", "Từ chối khi sơ loại"]]
+        assert received[0][5] == "2" and declined[0][5] == "1"
+
+        # The XLSX opens, and its overview names the filter's agency.
+        book = openpyxl.load_workbook(io.BytesIO(got["xlsx"].content))
+        cells = [str(c.value) for row in book.worksheets[0].iter_rows() for c in row]
+        assert any(ours["a"] in c or ours["a_name"] in c for c in cells)
+
+        # The PDF: the Union's report, signed by the coordinator who took it.
+        text = "".join(
+            p.extract_text() for p in pypdf.PdfReader(io.BytesIO(got["pdf"].content)).pages
+        )
+        assert "BÁO CÁO" in text and coordinator.name in text
+
+        # A form the page refuses is the page with its error; a format it has not, a 404.
+        bad = await http.get("/portal/reports/download", params={"by": "year", "year": "20x6"})
+        assert bad.status_code == 400 and "bốn chữ số" in text_of(bad.text)
+        assert (
+            await http.get("/portal/reports/download", params={"format": "doc"})
+        ).status_code == 404
+
+        # An operator reads and takes the figures, but a signed PDF is a coordinator's.
+        ops = await browser(await operator(pool))
+        page = await report_page(ops, **query)
+        assert "format=csv" in page.text and "format=pdf" not in page.text
+        assert (await ops.get("/portal/reports/download", params=query)).status_code == 200
+        pdf = await ops.get("/portal/reports/download", params={**query, "format": "pdf"})
+        assert pdf.status_code == 403
+        # An agency takes nothing.
+        _, agency_email = await agency(pool)
+        outsider = await browser(agency_email)
+        assert (await outsider.get("/portal/reports/download", params=query)).status_code == 403
 
 
 # --- bad input -----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -41,9 +41,9 @@ from starter.portal import acting
 from starter.portal.forms import Form
 from starter.portal.i18n import N_, format_date, format_number, format_percent
 from starter.portal.office import FILTER_REFUSALS, check_filters
-from starter.portal.pages import NAVIGATION, render
+from starter.portal.pages import NAVIGATION, PageError, render
 from starter.portal.people import SignedIn, Visitor, only
-from starter.reports import charts
+from starter.reports import charts, exports
 from starter.reports.charts import ChartText
 
 router = APIRouter(include_in_schema=False)
@@ -387,38 +387,114 @@ def _filter(form: Form) -> ReportFilter:
     )
 
 
-@router.get("/reports")
-async def reports(me: SignedIn = staff) -> Response:
+@dataclass
+class _Made:
+    """What the page and a download both need: the form as read, the filters' options, and
+    the report once the form holds a period and filters the registries know."""
+
+    form: Form
+    options: dict[str, Any]
+    agencies: dict[str, str]
+    report: Report | None = None
+    experts: dict[str, str] = field(default_factory=dict)
+
+
+async def _make(me: SignedIn) -> _Made:
     state = me.request.app.state
     today = datetime.now(UTC).astimezone(VN_TZ).date()
     form = _read_form(me, today)
     period = _period(me, form)
-    report, experts = None, {}
     async with state.pool.acquire() as conn:
         agencies, fields = await db_reports.choices(conn)
-    options = _options(me, agencies, fields)
-    check_filters(me, form, options)
+    made = _Made(form, _options(me, agencies, fields), agencies)
+    check_filters(me, form, made.options)
     if period is not None and form.ok:
         try:
             # The report takes connections of its own from the pool.
-            report = await db_reports.report(state.pool, period, _filter(form), policy=state.policy)
+            made.report = await db_reports.report(
+                state.pool, period, _filter(form), policy=state.policy
+            )
         except ReportInputError as refused:
             # Known a moment ago, gone now (an agency removed meanwhile): beside its filter.
             name = REFUSED_FILTER.get(refused.field, "agency")
             form.error(name, me.gettext(FILTER_REFUSALS[name], value=form.value(name)))
         else:
             async with state.pool.acquire() as conn:
-                experts = await q.expert_names(conn, [e.expert_code for e in report.experts])
+                made.experts = await q.expert_names(
+                    conn, [e.expert_code for e in made.report.experts]
+                )
+    return made
+
+
+def _page(me: SignedIn, made: _Made) -> Response:
+    form, report = made.form, made.report
+    query = {n: form.value(n) for n in (*PERIOD_FIELDS, *FILTERS) if form.value(n)}
     context: dict[str, Any] = {
-        "options": options,
+        "options": made.options,
         "by_options": [(value, me.gettext(label)) for value, label in BY.items()],
         "quarters": [(str(n), me.gettext("Quarter %(n)d", n=n)) for n in range(1, 5)],
         "months": [(str(n), f"{n:02d}") for n in range(1, 13)],
         "filtered": any(form.value(n) for n in FILTERS),
         # The same period, every filter cleared.
         "unfiltered": f"{PATH}?{urlencode({n: form.value(n) for n in PERIOD_FIELDS})}",
+        # The same report to take away; the PDF is signed, so only a coordinator gets it.
+        "downloads": [
+            (label, f"{PATH}/download?{urlencode({**query, 'format': kind})}")
+            for kind, label in DOWNLOADS.items()
+            if kind != "pdf" or me.person.role == "coordinator"
+        ],
         "report": None,
     }
     if report is not None:
-        context.update(_context(me, report, form.value("by"), agencies, experts))
+        context.update(_context(me, report, form.value("by"), made.agencies, made.experts))
     return render(me, "reports/page.html", context, form=form, status=200 if form.ok else 400)
+
+
+@router.get("/reports")
+async def reports(me: SignedIn = staff) -> Response:
+    return _page(me, await _make(me))
+
+
+DOWNLOADS = {"csv": "CSV", "xlsx": "XLSX (Excel)", "pdf": "PDF"}
+MEDIA = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "pdf": "application/pdf",
+}
+
+
+@router.get("/reports/download")
+async def download(me: SignedIn = staff, format: str = "csv") -> Response:  # noqa: A002
+    """The report the page shows, as a file: CSV and XLSX in the reader's language, the PDF
+    in Vietnamese in the Union's letterhead, signed by the coordinator who asks for it (an
+    operator reads reports but signs nothing: 403). A form the page would refuse gets the
+    page with its errors (400)."""
+    if format not in DOWNLOADS:
+        raise PageError(me, 404, "not_found.html")
+    if format == "pdf" and me.person.role != "coordinator":
+        raise PageError(me, 403, "forbidden.html")
+    made = await _make(me)
+    report = made.report
+    if report is None:
+        return _page(me, made)
+    names = exports.Names(agencies=made.agencies, experts=made.experts)
+    if format == "csv":
+        data = exports.to_csv(report, me.language)
+    elif format == "xlsx":
+        data = exports.to_xlsx(report, me.language, names=names)
+    else:
+        signer = me.person.actor
+        data = exports.to_pdf(
+            report,
+            union=me.request.app.state.policy.union,
+            signer_name=signer.name,
+            signer_title=signer.title,
+            names=names,
+        )
+    stem = "bao-cao" if format == "pdf" or me.language == "vi" else "report"
+    name = f"{stem}-{report.period.label.replace('..', '_')}.{format}"
+    return Response(
+        data,
+        media_type=MEDIA[format],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
