@@ -100,14 +100,16 @@ class Cloner:
     def submitted(self) -> datetime:
         """Within the last three years, volume growing."""
         span = YEARS * 365
-        return self.today - timedelta(days=span * (1 - self.rng.random() ** 0.5) + 60)
+        return self.today - timedelta(days=span * (1 - self.rng.random() ** 0.5))
 
     def one(self, n: int, requests: list[tuple], audit: list[tuple]) -> None:
         rng = self.rng
         p = rng.choice(self.patterns)
         rid = f"R-B{n:09d}"
-        weeks = round((self.submitted() - p.facts.submitted_at).days / 7)
-        shift = timedelta(weeks=weeks)
+        # Whole weeks, and never past today: every event of the trail has happened.
+        weeks = (self.submitted() - p.facts.submitted_at).days // 7
+        room = (self.today - p.events[-1].at).days // 7
+        shift = timedelta(weeks=min(weeks, room))
         agency = rng.choices(self.agencies, self.agency_weights)[0]
         experts: dict[str, str] = {}
 

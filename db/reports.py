@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -48,6 +49,7 @@ from domain.reports import (
 Conn = asyncpg.Connection | asyncpg.Pool
 # A year's percentiles and the experts' running load sort a few hundred thousand rows.
 REPORT_WORK_MEM = "64MB"
+_ZONE = "Asia/Ho_Chi_Minh"  # the local time the measures' months are counted in (VN_TZ)
 SPARE_WAIT = 0.05  # seconds a report waits for a second connection before making do with one
 
 # Every report table names its request's agency, kind and (folded) fields: one table per
@@ -173,19 +175,30 @@ async def refresh(conn: asyncpg.Connection, request_id: str, policy: Policy) -> 
     """Rewrites one request's report rows from its whole trail, inside the caller's
     transaction. The request's row is locked first, so two transitions of one request
     committing together rewrite its rows one after the other, the second reading the first's
-    event."""
+    event. Experts whose assignments on it changed have their months counted again."""
     facts = await conn.fetchrow(f"{_FACTS} WHERE id = $1 FOR UPDATE", request_id)
     if facts is None:
         return
     events = await conn.fetch(f"{_EVENTS} WHERE request_id = $1 ORDER BY id", request_id)
-    await _write(conn, [request_rows(_facts(facts), map(_event, events), policy)])
+    rows = request_rows(_facts(facts), map(_event, events), policy)
+    before = {
+        (r["expert_code"], r["invited_at"], r["closed_at"])
+        for r in await conn.fetch(
+            "SELECT expert_code, invited_at, closed_at FROM report_assignments"
+            " WHERE request_id = $1",
+            request_id,
+        )
+    }
+    after = {(a["expert_code"], a["invited_at"], a["closed_at"]) for a in rows.assignments}
+    await _write(conn, [rows])
+    await recount(conn, {code for code, _, _ in before ^ after})
 
 
 async def rebuild(conn: asyncpg.Connection, policy: Policy, *, batch: int = 2000) -> int:
     """Writes the rows of every request that has none; returns how many. Run by `advisory
     migrate` and the dev stack after migrating, so data recorded before the tables existed
     is reported too."""
-    done = 0
+    done, experts = 0, set()
     while True:
         missing = await conn.fetch(
             f"{_FACTS} q WHERE NOT EXISTS"
@@ -194,15 +207,65 @@ async def rebuild(conn: asyncpg.Connection, policy: Policy, *, batch: int = 2000
             batch,
         )
         if not missing:
-            return done
+            break
         events: dict[str, list[AuditEvent]] = defaultdict(list)
         for e in await conn.fetch(
             f"{_EVENTS} WHERE request_id = ANY($1) ORDER BY id", [r["id"] for r in missing]
         ):
             events[e["request_id"]].append(_event(e))
+        rows = [request_rows(_facts(r), events[r["id"]], policy) for r in missing]
         async with conn.transaction():
-            await _write(conn, [request_rows(_facts(r), events[r["id"]], policy) for r in missing])
+            await _write(conn, rows)
+        experts |= {a["expert_code"] for r in rows for a in r.assignments}
         done += len(missing)
+    async with conn.transaction():
+        await recount(conn, experts)
+    return done
+
+
+async def recount(conn: asyncpg.Connection, experts: set[str]) -> None:
+    """Counts these experts' load in every month again (report_expert_months), inside the
+    caller's transaction: per month, the most of their assignments open at once — a running
+    count over openings (+1) and closings (−1) in time order, read at the month's first
+    instant and at each opening in it. Each expert is locked first (in one order, so two
+    transactions never wait on each other), so that a count reads every assignment
+    committed before it."""
+    if not experts:
+        return
+    codes = sorted(experts)
+    for code in codes:
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", code)
+    await conn.execute("DELETE FROM report_expert_months WHERE expert_code = ANY($1)", codes)
+    await conn.execute(
+        f"""
+        INSERT INTO report_expert_months (expert_code, month, peak)
+        WITH spans AS (
+            SELECT expert_code, invited_at AS o, closed_at AS c FROM report_assignments
+            WHERE expert_code = ANY($1)
+        ),
+        bounds AS (
+            SELECT expert_code,
+                date_trunc('month', min(o) AT TIME ZONE '{_ZONE}') AS first,
+                date_trunc('month', max(greatest(o, c)) AT TIME ZONE '{_ZONE}') AS last
+            FROM spans GROUP BY 1
+        ),
+        moments AS (
+            -- at one instant: closings first, then openings, then the month's first instant
+            SELECT expert_code, o AS t, 1 AS k, 1 AS delta FROM spans
+            UNION ALL SELECT expert_code, c, 0, -1 FROM spans WHERE c IS NOT NULL
+            UNION ALL SELECT expert_code, m AT TIME ZONE '{_ZONE}', 2, 0
+                FROM bounds, generate_series(first, last, interval '1 month') m
+        ),
+        counted AS (
+            SELECT expert_code, t, k, sum(delta) OVER (
+                PARTITION BY expert_code COLLATE "C" ORDER BY t, k ROWS UNBOUNDED PRECEDING) AS n
+            FROM moments
+        )
+        SELECT expert_code, date_trunc('month', t AT TIME ZONE '{_ZONE}')::date, max(n)
+        FROM counted WHERE k > 0 GROUP BY 1, 2
+        """,
+        codes,
+    )
 
 
 # --- the measures --------------------------------------------------------------------------------
@@ -290,27 +353,49 @@ async def _report(
         period.end,
         as_of,
     )
-    months = period.months()
+    windows = _windows(period, as_of)
+    end = period.end
+    # The experts' load is read from report_expert_months when it holds the answer: no
+    # filter, whole months, and nothing in the tables after the report's moment.
+    counted = bool(
+        windows
+        and not (chosen.agencies or chosen.kinds or chosen.fields)
+        and period.start.day == 1
+        and end == _month_end(end.year, end.month)
+        and (await _counted_through(main) or as_of) <= as_of
+    )
 
-    async def load() -> dict[str, dict[str, int]]:
-        return await _load(side, args, period, months)
+    async def load(conn: asyncpg.Connection) -> dict[str, dict[str, int]]:
+        if counted:
+            return await _load_counted(conn, windows)
+        return await _load(conn, args, windows)
 
-    async def the_rest() -> tuple:
-        return (
-            await _volumes(main, args, period),
-            await _turnaround(main, args),
-            await _time_in_stage(main, args),
-            await _on_time(main, args),
-            await _invitations(main, args),
-            await _adoption(main, args),
-        )
+    measures: dict[str, Callable[[asyncpg.Connection], Awaitable[Any]]] = {
+        "load": load,
+        "adoption": lambda c: _adoption(c, args),
+        "turnaround": lambda c: _turnaround(c, args),
+        "volumes": lambda c: _volumes(c, args, period),
+        "stages": lambda c: _time_in_stage(c, args),
+        "on_time": lambda c: _on_time(c, args),
+        "invitations": lambda c: _invitations(c, args),
+    }
+
+    async def run(conn: asyncpg.Connection, names: list[str]) -> dict[str, Any]:
+        return {name: await measures[name](conn) for name in names}
 
     if side is main:
-        peaks, rest = await load(), await the_rest()
+        found = await run(main, list(measures))
     else:
-        peaks, rest = await asyncio.gather(load(), the_rest())
-    volumes, turnaround, stages, (on_time, opinions), invitations, adoption = rest
-    experts = _experts(invitations, opinions, peaks, months)
+        # About half the work on each connection: counted live, the load costs as much as
+        # all the others; read, it costs little and the volumes go with it.
+        first = ["load", "adoption", "turnaround", *(["volumes"] if counted else [])]
+        second = [name for name in measures if name not in first]
+        a, b = await asyncio.gather(run(main, first), run(side, second))
+        found = a | b
+    volumes = found["volumes"]
+    on_time, opinions = found["on_time"]
+    experts = _experts(found["invitations"], opinions, found["load"], period.months())
+    adoption = found["adoption"]
     return Report(
         period=period,
         filter=chosen,
@@ -320,8 +405,8 @@ async def _report(
         by_agency=volumes["agency"],
         by_field=volumes["field"],
         per_month=volumes["month"],
-        turnaround=turnaround,
-        time_in_stage=stages,
+        turnaround=found["turnaround"],
+        time_in_stage=found["stages"],
         on_time=on_time,
         on_time_by_party=by_party(on_time),
         experts=experts,
@@ -501,23 +586,77 @@ def _experts(
     return [rows[c] for c in sorted(rows)]
 
 
-async def _load(
-    conn: Conn, args: tuple, period: ReportPeriod, months: list[str]
-) -> dict[str, dict[str, int]]:
-    """Per expert and month, the most assignments open at once (as `domain.reports._peak`
-    counts them): a running count over openings (+1) and closings (−1) in time order, read at
-    each month's first instant and at every opening inside the month."""
-    as_of: datetime = args[5]
+def _windows(period: ReportPeriod, as_of: datetime) -> list[tuple[str, datetime, datetime]]:
+    """Each month of the period as the instants of it inside the period and before `as_of`
+    (months wholly after it left out)."""
     windows = []
-    for m in months:
+    for m in period.months():
         y, mo = int(m[:4]), int(m[5:])
         first = max(date(y, mo, 1), period.start)
-        after = (date(y + 1, 1, 1) if mo == 12 else date(y, mo + 1, 1)) - timedelta(days=1)
-        last = min(after, period.end)
+        last = min(_month_end(y, mo), period.end)
         start = datetime.combine(first, time.min, VN_TZ)
         end = min(datetime.combine(last + timedelta(days=1), time.min, VN_TZ), as_of)
         if end > start:
             windows.append((m, start, end))
+    return windows
+
+
+def _month_end(y: int, m: int) -> date:
+    return (date(y + 1, 1, 1) if m == 12 else date(y, m + 1, 1)) - timedelta(days=1)
+
+
+async def _load_counted(
+    conn: Conn, windows: list[tuple[str, datetime, datetime]]
+) -> dict[str, dict[str, int]]:
+    """The experts' load read from report_expert_months: right for whole months without a
+    filter, when nothing in the tables is later than the report's moment. A month after an
+    expert's last counted one has seen no opening or closing of theirs: what was open then
+    is what is still open now."""
+    first, last = (date.fromisoformat(f"{windows[i][0]}-01") for i in (0, -1))
+    counted = await conn.fetch(
+        "SELECT expert_code, to_char(month, 'YYYY-MM') AS month, peak"
+        " FROM report_expert_months WHERE month BETWEEN $1 AND $2",
+        first,
+        last,
+    )
+    latest = {
+        r["expert_code"]: r["month"].strftime("%Y-%m")
+        for r in await conn.fetch(
+            "SELECT expert_code, max(month) AS month FROM report_expert_months GROUP BY 1"
+        )
+    }
+    still_open = {
+        r["expert_code"]: r["n"]
+        for r in await conn.fetch(
+            "SELECT expert_code, count(*) AS n FROM report_assignments"
+            " WHERE closed_at IS NULL GROUP BY 1"
+        )
+    }
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    for r in counted:
+        out[r["expert_code"]][r["month"]] = r["peak"]
+    for code, n in still_open.items():
+        for month, _, _ in windows:
+            if month > latest.get(code, month):
+                out[code][month] = n
+    return out
+
+
+async def _counted_through(conn: Conn) -> datetime | None:
+    """The latest opening or closing of any assignment in the tables."""
+    return await conn.fetchval(
+        "SELECT greatest((SELECT max(invited_at) FROM report_assignments),"
+        " (SELECT max(closed_at) FROM report_assignments))"
+    )
+
+
+async def _load(
+    conn: Conn, args: tuple, windows: list[tuple[str, datetime, datetime]]
+) -> dict[str, dict[str, int]]:
+    """Per expert and month, the most assignments open at once (as `domain.reports._peak`
+    counts them) among the requests the filter admits: a running count over openings (+1)
+    and closings (−1) in time order, read at each month's first instant and at every opening
+    inside the month."""
     if not windows:
         return {}
     rows = await conn.fetch(

@@ -137,3 +137,39 @@ async def test_an_empty_period_is_an_empty_report(blank):
     await write(blank, year(), AS_OF, "rebuild")
     r = await reports.report(blank, parse_period("2024"), policy=POLICY, as_of=at(7, 31))
     assert r.empty and r.volumes.received == 0 and r.turnaround.median is None
+
+
+def still_in_review() -> Trail:
+    """Critique, from STNMT: its one expert accepted in March and has said nothing since."""
+    t = Trail("R-S", "STNMT", "critique", ["environment"], at(3, 2))
+    t.stage(at(3, 3), "screening_accepted", "council", actor="coordinator:VP01")
+    t.expert(at(3, 4), "expert_invited", "E09")
+    t.expert(at(3, 5), "invitation_accepted", "E09")
+    t.stage(at(3, 5, 10), "review_opened", "review")
+    return t
+
+
+@pytest.mark.parametrize("how", ["rebuild", "refresh"])
+async def test_an_expert_silent_for_months_still_carries_the_load(blank, how):
+    """Their months are counted up to their last event; the months after it read what is
+    still open."""
+    trails = [*year(), still_in_review()]
+    await write(blank, trails, AS_OF, how)
+    period = parse_period("2026")
+    expected = build_report(
+        [t.facts for t in trails],
+        [e for t in trails for e in t.events],
+        period,
+        policy=POLICY,
+        as_of=AS_OF,
+    )
+    got = await reports.report(blank, period, policy=POLICY, as_of=AS_OF)
+    silent = next(e for e in got.experts if e.expert_code == "E09")
+    assert [silent.load[m] for m in ("2026-02", "2026-03", "2026-06", "2026-07", "2026-08")] == [
+        0,
+        1,
+        1,
+        1,
+        0,
+    ]
+    assert got.model_dump() == expected.model_dump()

@@ -91,3 +91,17 @@ CREATE TABLE report_assignments (
 CREATE INDEX report_assignments_invited_idx ON report_assignments (invited_on);
 CREATE INDEX report_assignments_open_idx ON report_assignments (invited_at);
 CREATE INDEX report_assignments_request_idx ON report_assignments (request_id);
+CREATE INDEX report_assignments_expert_idx ON report_assignments (expert_code, invited_at);
+CREATE INDEX report_assignments_closed_idx ON report_assignments (closed_at)
+    WHERE closed_at IS NOT NULL;
+
+-- Each expert's load in each month over every request: the most assignments open at once
+-- (the measure "expert load"), from the month of their first invitation to the month of
+-- their latest opening or closing. A report without filters over whole months reads it;
+-- db.reports.recount rewrites an expert's months whenever one of their assignments changes.
+CREATE TABLE report_expert_months (
+    expert_code  text NOT NULL,
+    month        date NOT NULL,   -- its first day
+    peak         integer NOT NULL,
+    PRIMARY KEY (expert_code, month)
+);
