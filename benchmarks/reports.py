@@ -15,7 +15,8 @@ quarter, a month and the whole three years, without filters and with an agency (
 a small one), a kind, a field, and an agency with a kind. The baseline, in the same process on
 the same data: the measures computed in Python over every audit event of the requests
 (`domain.reports.build_report`, which is how reports were read before the tables), for the
-year, once. Target: p99 < 1 s.
+year, once. Target: p99 < 1 s. Last, what keeping the tables adds to a transition's
+transaction (`db.reports.refresh`, rolled back).
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.reports [--requests 100000] [--repeat 20]
                                                      [--database URI]
@@ -298,10 +299,41 @@ async def measure(pool: asyncpg.Pool, policy: Policy, repeat: int) -> None:
     print()
     for text, p99 in worst.items():
         print(f"worst p99, {text:<24} {p99 * MS:6.0f} ms (target < 1,000 ms)")
+    await write_path(pool, policy)
     print("\nbaseline: build_report in Python over every audit event, the year once")
     started = time.perf_counter()
     r = await python_report(pool, parse_period(periods[0]), policy)
     print(f"{periods[0]:<24} {r.volumes.received:>8,}   {time.perf_counter() - started:6.1f} s")
+
+
+async def write_path(pool: asyncpg.Pool, policy: Policy, n: int = 200) -> None:
+    """What keeping the tables costs each transition: `db.reports.refresh` of a request as
+    its recording transaction runs it (rolled back), with no expert's months to count again
+    and with one (one of its assignments taken away first)."""
+    async with pool.acquire() as conn:
+        ids = [
+            r["request_id"]
+            for r in await conn.fetch(
+                "SELECT request_id FROM report_requests ORDER BY random() LIMIT $1", n
+            )
+        ]
+        for recounted in (False, True):
+            times = []
+            for rid in ids:
+                tx = conn.transaction()
+                await tx.start()
+                if recounted:
+                    await conn.execute(
+                        "DELETE FROM report_assignments WHERE ctid = (SELECT min(ctid)"
+                        " FROM report_assignments WHERE request_id = $1)",
+                        rid,
+                    )
+                started = time.perf_counter()
+                await reports.refresh(conn, rid, policy)
+                times.append(time.perf_counter() - started)
+                await tx.rollback()
+            what = "an expert's months counted again" if recounted else "no expert's months"
+            print(f"\nrefresh in a transition, {what}: {latency(times)}")
 
 
 if __name__ == "__main__":
