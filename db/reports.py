@@ -2,9 +2,10 @@
 
 `report()` is the one entry point the portal, the CLI and the exports use: each measure of
 `domain.reports` is a query over the report tables (db/migrations/0015_report_rows.sql), which
-hold each request as `domain.reports.request_rows` reads it. `refresh()` rewrites one request's
-rows in the transaction that records its transition; `rebuild()` writes them for requests that
-have none (after the migration, or for data recorded before it).
+hold each request as `domain.reports.request_rows` reads it, and each expert's load per month.
+`refresh()` rewrites one request's rows in the transaction that records its transition (and
+`recount()` the months of the experts whose assignments it changed); `rebuild()` writes them
+for requests that have none (after the migration, or for data recorded before it).
 
 Every query takes the same first six arguments: the filter's agencies, kinds and folded fields
 ($1–$3, empty: any), the period's first and last local day ($4, $5) and the report's moment
