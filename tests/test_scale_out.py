@@ -25,6 +25,7 @@ import httpx
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.service import RPCError, RPCStatusCode
 
+from db import reports
 from domain.ids import notifications_workflow_id
 from domain.notifications import DeliverInput
 from tests import factories as f
@@ -192,7 +193,7 @@ class Burst:
 
 
 async def test_two_workers_and_two_apis_share_the_work_through_a_worker_crash(
-    dev_env, database_url, pool, registry, mail, smtp_port, tmp_path
+    dev_env, database_url, pool, registry, mail, smtp_port, tmp_path, policy
 ):
     experts = await registry.add(REQUESTS * COUNCIL // 2 + 2, load_limit=3)
     agency_code = f"AG{uuid.uuid4().hex[:6].upper()}"
@@ -280,6 +281,7 @@ async def test_two_workers_and_two_apis_share_the_work_through_a_worker_crash(
         assert stages == dict.fromkeys(rids, "synthesis"), stages
 
         rows = await _no_duplicate_rows(pool, rids)
+        await _reports_read_the_whole_trail(pool, rids, policy)
         timings["rows checked"] = time.monotonic() - t0
         # Both APIs took actions, both workers did the work, the survivor the rest.
         assert len(burst.answered_by) == 2, burst.answered_by
@@ -352,6 +354,57 @@ async def _no_duplicate_rows(pool, rids: list[str]) -> str:
     wrong = {rid: dict(n) for rid, n in notices.items() if n != NOTICES}
     assert not wrong, f"expected each request's notices to be {dict(NOTICES)}: {wrong}"
     return f"{len(audit)} audit rows, {len(outbox)} outbox rows"
+
+
+REPORT_TABLES = [
+    "report_requests",
+    "report_visits",
+    "report_deadlines",
+    "report_extensions",
+    "report_assignments",
+]
+
+
+async def _reports_read_the_whole_trail(pool, rids: list[str], policy) -> None:
+    """Transitions of one request committed together on two workers (one killed) left its
+    report rows as a reading of its whole trail, and its experts' months as a count of all
+    their assignments: rewriting them now from the log changes nothing."""
+
+    async def read(conn) -> dict[str, list]:
+        tables = {
+            t: sorted(
+                map(tuple, await conn.fetch(f"SELECT * FROM {t} WHERE request_id = ANY($1)", rids))
+            )
+            for t in REPORT_TABLES
+        }
+        experts = await conn.fetchval(
+            "SELECT array_agg(DISTINCT expert_code) FROM report_assignments"
+            " WHERE request_id = ANY($1)",
+            rids,
+        )
+        tables["report_expert_months"] = sorted(
+            map(
+                tuple,
+                await conn.fetch(
+                    "SELECT * FROM report_expert_months WHERE expert_code = ANY($1)", experts
+                ),
+            )
+        )
+        return tables
+
+    async with pool.acquire() as conn:
+        kept = await read(conn)
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            for rid in rids:
+                await reports.refresh(conn, rid, policy)
+            await reports.recount(conn, {r[0] for r in kept["report_expert_months"]})
+            again = await read(conn)
+        finally:
+            await tx.rollback()
+    assert len(kept["report_requests"]) == len(rids) and kept["report_expert_months"]
+    assert kept == again
 
 
 async def _who_worked(client, pool, rids: list[str]) -> tuple[Counter, int]:
