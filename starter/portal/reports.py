@@ -45,6 +45,7 @@ from starter.portal.pages import NAVIGATION, PageError, render
 from starter.portal.people import SignedIn, Visitor, only
 from starter.reports import charts, exports
 from starter.reports.charts import ChartText
+from starter.reports.words import DEADLINE_NAMES, PARTY_NAMES
 
 router = APIRouter(include_in_schema=False)
 staff = Depends(only("coordinator", "operator"))
@@ -72,23 +73,6 @@ USES = {
 # How db.reports names a filter it refuses, and the form's field for it.
 REFUSED_FILTER = {"agencies": "agency", "kinds": "kind", "fields": "field"}
 
-PARTY_NAMES = {
-    "coordinator": N_("The Union's office"),
-    "agency": N_("Requesting agencies"),
-    "expert": N_("Experts"),
-    "council": N_("Councils"),
-    "chair": N_("Council chairs"),
-}
-DEADLINE_NAMES = {
-    ("coordinator", "screening"): N_("Screening a request"),
-    ("agency", "supplement"): N_("Sending the supplement asked for"),
-    ("expert", "respond"): N_("Answering an invitation"),
-    ("expert", "review"): N_("Sending an opinion"),
-    ("council", "review"): N_("The council's review"),
-    ("chair", "synthesis"): N_("Drafting the conclusion"),
-    ("coordinator", "approval"): N_("Approving the conclusion"),
-    ("agency", "adoption"): N_("Answering on adoption"),
-}
 ADOPTION_NAMES = (
     N_("Adopted"),
     N_("Partially adopted"),

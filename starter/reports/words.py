@@ -40,8 +40,7 @@ STAGES = {
     "approval": N_("approval of the conclusion"),
     "adoption": N_("waiting for the answer on adoption"),
 }
-# Parties and deadlines in the reports page's words (starter/portal/reports.py), by the same
-# ids, so each reads the same on the page and in the files.
+# Parties and deadlines, as the reports page and the files both name them.
 PARTY_NAMES = {
     "coordinator": N_("The Union's office"),
     "agency": N_("Requesting agencies"),
