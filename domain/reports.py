@@ -105,6 +105,9 @@ class ReportPeriod(Period):
         return out
 
 
+# A longer range is a slip of the keyboard, and would count every month of it.
+LONGEST_YEARS = 10
+
 _FORMS = (
     "write a year (2026), a quarter (2026-Q3), a month (2026-07) "
     "or two dates (2026-01-01..2026-06-30)"
@@ -137,6 +140,10 @@ def parse_period(text: str) -> ReportPeriod:
                 raise ReportInputError(
                     "period",
                     f"{s!r} ends before it starts: the first date must not be after the second",
+                )
+            if (end.year - start.year) * 12 + end.month - start.month >= LONGEST_YEARS * 12:
+                raise ReportInputError(
+                    "period", f"{s!r}: a report covers at most {LONGEST_YEARS} years"
                 )
             return ReportPeriod(start=start, end=end, label=f"{start}..{end}")
     except ValueError as err:

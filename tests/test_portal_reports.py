@@ -494,3 +494,71 @@ async def test_bad_input_is_answered_400_naming_the_field_and_the_rule(env, pool
         assert error_beside(page.text, "year") == "Error: Enter a year of four digits, like 2026."
         async with pool.acquire() as conn:
             assert await conn.fetchval("SELECT count(*) FROM audit_log") == events
+
+
+# --- the HTTP API ---------------------------------------------------------------------------------
+
+
+async def test_the_api_answers_a_report_to_the_office_and_refuses_everyone_else(
+    env, pool, settings, registry, worker
+):
+    from tests.test_api import api, token
+
+    ours = await a_year(pool, settings, registry)
+    async with api(env, pool, settings, worker) as http:
+        office = await token(pool, "coordinator", "VP01")
+        r = await http.get(
+            "/reports", params={"period": "2026", "agency": ours["a"]}, headers=office
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["period"]["label"] == "2026" and body["filter"]["agencies"] == [ours["a"]]
+        assert body["volumes"] == {
+            "received": 2,
+            "completed": 1,
+            "withdrawn": 0,
+            "declined": 1,
+            "lapsed": 0,
+        }
+        assert body["turnaround"] == {"count": 1, "median": 14, "p90": 14}
+        # Two agencies (either), and a kind as well (both).
+        both = await http.get(
+            "/reports",
+            params=[("period", "2026"), ("agency", ours["a"]), ("agency", ours["b"])],
+            headers=office,
+        )
+        assert both.json()["volumes"]["received"] == 3
+        kind = await http.get(
+            "/reports",
+            params={"period": "2026", "agency": ours["a"], "kind": "social_assessment"},
+            headers=office,
+        )
+        assert kind.json()["volumes"]["received"] == 0 and kind.json()["empty"]
+
+        # Bad input names the parameter and the rule; an empty period is no error.
+        for params, name, rule in (
+            ({"period": "2026-13"}, "period", "a month is 01 to 12"),
+            ({"period": "2026-06-30..2026-01-01"}, "period", "ends before it starts"),
+            ({"period": "2001-01-01..2026-12-31"}, "period", "at most 10 years"),
+            ({"period": "2026", "agency": "NOPE"}, "agency", "no registered agency"),
+            ({"period": "2026", "field": "astrology"}, "field", "no expert is registered"),
+            ({"period": "2026", "kind": "opinion"}, "kind", ""),
+            ({}, "period", ""),
+        ):
+            bad = await http.get("/reports", params=params, headers=office)
+            assert bad.status_code == 422, (params, bad.text)
+            problem = bad.json()
+            assert problem["errors"][0]["field"].startswith(f"query.{name}"), problem
+            assert rule in problem["errors"][0]["message"], problem
+        quiet = await http.get("/reports", params={"period": "2001"}, headers=office)
+        assert quiet.status_code == 200 and quiet.json()["empty"]
+
+        # Operators read it too; agencies and experts may not; nobody without a token.
+        ops = await token(pool, "operator", "OPS01")
+        assert (await http.get("/reports", params={"period": "2026"}, headers=ops)).is_success
+        for role, code in (("agency", ours["a"]), ("expert", ours["chair"])):
+            refused = await http.get(
+                "/reports", params={"period": "2026"}, headers=await token(pool, role, code)
+            )
+            assert refused.status_code == 403, refused.text
+        assert (await http.get("/reports", params={"period": "2026"})).status_code == 401

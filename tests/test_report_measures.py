@@ -614,6 +614,8 @@ def test_a_period_knows_its_months():
         ("2026-02-30..2026-03-01", "is not a date the calendar has"),
         ("0000", "is not a date the calendar has"),
         ("2026-06-30..2026-01-01", "ends before it starts"),
+        ("2016-01-01..2026-01-01", "a report covers at most 10 years"),
+        ("2024-02-29..2034-02-28", "a report covers at most 10 years"),
     ],
 )
 def test_a_malformed_or_inverted_period_is_refused(text, rule):

@@ -25,7 +25,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from db import queries as q
+from db import reports as db_reports
 from domain.models import RequestKind, RequestSubmission, Stage
+from domain.reports import Report, ReportFilter, ReportInputError, parse_period
 from starter import access, actions, documents, service
 from starter.api import uploads
 from starter.api.auth import Principal, principal, role
@@ -69,6 +71,8 @@ Expert = Depends(role("expert"))
 Anyone = Depends(principal)
 # Marking one's own notifications read: everyone but operators, who change nothing.
 Reader = Depends(role("agency", "expert", "coordinator"))
+# Reports: the Union's office and its operators.
+Staff = Depends(role("coordinator", "operator"))
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -485,6 +489,58 @@ async def mark_read(
     if not marked:
         raise Problem(404, "Not found", f"no notification {notification_id}", kind="not-found")
     return Marked(id=notification_id, read=True)
+
+
+class ReportQuery(BaseModel):
+    """A report's period and filters (any of the values within one filter, all the filters
+    together)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    period: Annotated[
+        str,
+        Field(
+            max_length=40,
+            description='A year ("2026"), a quarter ("2026-Q3"), a month ("2026-07") or two '
+            'dates, both included ("2026-01-01..2026-06-30"), in Vietnam\'s dates',
+            examples=["2026"],
+        ),
+    ]
+    agency: list[Annotated[str, Field(max_length=40)]] = Field(default=[], max_length=50)
+    kind: list[RequestKind] = Field(default=[], max_length=3)
+    field: list[Annotated[str, Field(max_length=80)]] = Field(default=[], max_length=50)
+
+
+# How domain.reports names what it refuses, and the query parameter it came in.
+REPORT_PARAMETERS = {"period": "period", "agencies": "agency", "fields": "field"}
+
+
+@router.get("/reports", tags=["reports"], response_model=Report, responses=problems(401, 403, 422))
+async def get_report(
+    request: Request, query: Annotated[ReportQuery, Query()], who: Principal = Staff
+) -> Report:
+    """How well the Union coordinates over a period: volumes, turnaround and time in stage
+    in working days, on time by party, experts, adoption — each measure as the README's
+    "Reports: what each measure means" defines it. Coordinators and operators only."""
+    try:
+        period = parse_period(query.period)
+        chosen = ReportFilter(
+            agencies=frozenset(query.agency),
+            kinds=frozenset(query.kind),
+            fields=frozenset(query.field),
+        )
+        state = request.app.state
+        return await db_reports.report(state.pool, period, chosen, policy=state.policy)
+    except ReportInputError as err:
+        name = REPORT_PARAMETERS.get(err.field, err.field)
+        rule = str(err).split(": ", 1)[1]
+        raise Problem(
+            422,
+            "Invalid input",
+            f"{name}: {rule}",
+            kind="validation",
+            errors=[{"field": f"query.{name}", "message": rule}],
+        ) from err
 
 
 @router.get("/health", include_in_schema=False)

@@ -28,6 +28,7 @@ from db import reports as db_reports
 from domain.calendar import VN_TZ
 from domain.models import RequestKind
 from domain.reports import (
+    LONGEST_YEARS,
     ON_TIME_ROWS,
     PARTIES,
     Report,
@@ -52,8 +53,6 @@ staff = Depends(only("coordinator", "operator"))
 
 PATH = f"{PREFIX}/reports"
 NAVIGATION_ENTRY = (PATH, N_("Reports"))
-# 120 months is already a long table; a longer range is a slip of the keyboard.
-LONGEST_YEARS = 10
 
 PERIOD_FIELDS = ("by", "year", "quarter", "month", "from", "to")
 FILTERS = ("agency", "kind", "field")
