@@ -297,6 +297,11 @@ class AssignmentRecord(Model):
     due_at: datetime | None = None
     decline_reason: str | None = None
 
+    @classmethod
+    def of(cls, view: AssignmentView) -> AssignmentRecord:
+        """What PostgreSQL records of an assignment as it now stands."""
+        return cls(**{name: getattr(view, name) for name in cls.model_fields})
+
 
 class OpinionRecord(Model):
     expert_code: str

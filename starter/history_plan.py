@@ -630,15 +630,7 @@ class _Seat:
             actor=actor or f"expert:{self.code}",
             action=action,
             details={"expert_code": self.code, "role": self.role.value, **(details or {})},
-            assignment=AssignmentRecord(
-                expert_code=new.expert_code,
-                role=new.role,
-                state=new.state,
-                invited_at=new.invited_at,
-                respond_by=new.respond_by,
-                due_at=new.due_at,
-                decline_reason=new.decline_reason,
-            ),
+            assignment=AssignmentRecord.of(new),
             opinion=opinion,
             overdue=overdue,
         )
