@@ -993,6 +993,17 @@ class _Life:
         at = self.world.later(start, self.rng.randint(0, span), self.rng)
         return at if at < end else None
 
+    def _reaches(self, start: datetime, end: datetime) -> bool:
+        """Whether the stage, entered at `start`, lasts until `end`: false when the agency
+        withdraws first (then withdrawn). Either way the stage's reminders and escalations up
+        to then are planned."""
+        if (w := self._withdrawal(start, end)) is not None:
+            self._watch(start, w)
+            self._withdraw(w)
+            return False
+        self._watch(start, end)
+        return True
+
     def _withdraw(self, at: datetime) -> None:
         """As the `withdraw` update: every open assignment cancelled first, then withdrawn."""
         still_open = [s for s in self.seats if s.state.is_open]
@@ -1055,11 +1066,8 @@ class _Life:
         n = kp.screening_days
         days = rng.randint(1, n) if rng.random() < 0.9 else n + rng.randint(1, 5)
         decided = world.later(start, days, rng)
-        if (w := self._withdrawal(start, decided)) is not None:
-            self._watch(start, w)
-            self._withdraw(w)
+        if not self._reaches(start, decided):
             return None
-        self._watch(start, decided)
         step = f"screened-{self.round}"
         by = self.office_ref(rng)
         roll = rng.random()
@@ -1112,11 +1120,8 @@ class _Life:
         if sent is not None and sent >= lapse:
             sent = None
         end = sent or lapse
-        if (w := self._withdrawal(start, end)) is not None:
-            self._watch(start, w)
-            self._withdraw(w)
+        if not self._reaches(start, end):
             return None
-        self._watch(start, end)
         if sent is None:
             self._move(
                 lapse, "lapsed", "supplement_lapsed", Stage.closed, details={"reason": LAPSE_REASON}
@@ -1392,11 +1397,8 @@ class _Life:
         else:
             days = rng.randint(max(1, given // 3), given)
         drafted = world.later(start, days, rng)
-        if (w := self._withdrawal(start, drafted)) is not None:
-            self._watch(start, w)
-            self._withdraw(w)
+        if not self._reaches(start, drafted):
             return None
-        self._watch(start, drafted)
         opinions = Counter(
             s.current.recommendation
             for s in self.seats
@@ -1423,11 +1425,8 @@ class _Life:
         n = kp.approval_days
         days = rng.randint(0, n) if rng.random() < 0.93 else n + rng.randint(1, 3)
         decided = world.later(start, days, rng)
-        if (w := self._withdrawal(start, decided)) is not None:
-            self._watch(start, w)
-            self._withdraw(w)
+        if not self._reaches(start, decided):
             return None
-        self._watch(start, decided)
         signer = rng.choice(world.signers)
         v, conclusion = self.version, self.conclusion
         assert conclusion is not None
